@@ -1,0 +1,35 @@
+# raydgm: `make demo` and `make test` work from a fresh clone (they create .venv and install).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-slow bench clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --progress-bar off -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install raydgm (editable, with dev tools)
+
+demo: $(STAMP)  ## run the pipeline stages on the embedded default dataset (mnist5k)
+	$(BIN)/raydgm demo
+
+test: $(STAMP)  ## fast CPU tests (slow and gpu tests are excluded)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)  ## only the tests marked slow
+	$(BIN)/python -m pytest -q -m slow
+
+bench: $(STAMP)  ## benchmarks: each prints ours vs a baseline, measured side by side
+	$(BIN)/python bench/resample.py
+
+clean:  ## remove caches (keeps .venv and artifacts/)
+	rm -rf .pytest_cache **/__pycache__
