@@ -1,0 +1,231 @@
+"""Typed configs, one per pipeline stage.
+
+Every config is a frozen pydantic model validated in strict JSON mode: unknown keys, wrong
+types (``"3"`` for an int, ``2.5`` for an int) and out-of-range values are errors that name
+the key. A config loads from a YAML/JSON file and from ``key=value`` overrides (dotted keys
+reach into nested configs: ``density_ratio.hidden_units=64``), and has a stable content
+hash that the artifact store uses as its directory name.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Literal, Mapping, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+C = TypeVar("C", bound="Config")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the offending key."""
+
+
+class Config(BaseModel):
+    """Base of every stage config: strict, frozen, hashable by content."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+    STAGE: ClassVar[str] = "config"
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def content_hash(self) -> str:
+        """16 hex chars of sha256 over the stage name and the canonical JSON of the values."""
+        blob = json.dumps({"stage": self.STAGE, "config": self.to_dict()},
+                          sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{cls.__name__}: expected a mapping of keys, got {type(data).__name__}")
+        try:
+            return cls.model_validate_json(json.dumps(dict(data), allow_nan=True))
+        except ValidationError as err:
+            raise ConfigError(_explain(cls, err)) from None
+
+    @classmethod
+    def load(cls: type[C], path: str | Path | None = None, overrides: Iterable[str] = ()) -> C:
+        """Read a YAML/JSON file (or start from defaults) and apply ``key=value`` overrides."""
+        data = read_mapping(path) if path is not None else {}
+        for item in overrides:
+            key, value = parse_override(item)
+            _set_dotted(data, key, value)
+        return cls.from_dict(data)
+
+    def replace(self: C, **changes: Any) -> C:
+        """A validated copy with some keys changed (``model_copy`` would skip validation)."""
+        return type(self).from_dict({**self.to_dict(), **changes})
+
+
+def read_mapping(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML/JSON: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"a.b=0.5"`` -> ``("a.b", 0.5)``; the value is parsed as YAML (``true``, ``null``, ``[1,2]``)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} is not of the form key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {key!r}: {part!r} is not a nested config")
+        node = child
+    node[parts[-1]] = value
+
+
+def _explain(cls: type[Config], err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            known = _known_keys(cls, e["loc"][:-1])
+            near = difflib.get_close_matches(str(e["loc"][-1]), known, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            lines.append(f"unknown key {key!r}{hint}; known keys: {', '.join(sorted(known))}")
+        else:
+            lines.append(f"key {key!r}: {e['msg']} (got {e.get('input')!r})")
+    return f"{cls.__name__}: " + "; ".join(lines)
+
+
+def _known_keys(cls: type[BaseModel], loc: tuple) -> list[str]:
+    model: Any = cls
+    for part in loc:
+        field = model.model_fields.get(str(part)) if isinstance(model, type) else None
+        if field is None or not (isinstance(field.annotation, type)
+                                 and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return list(model.model_fields)
+
+
+# --------------------------------------------------------------------------- stages
+
+class DataConfig(Config):
+    """Which real dataset, and how it is split (see ``raydgm.data.load_dataset``)."""
+
+    STAGE: ClassVar[str] = "data"
+    name: Literal["mnist5k", "digits", "cifar10", "npz"] = "mnist5k"
+    path: str | None = None          # cifar10 directory or npz file
+    download: bool = False           # cifar10 only: fetch with torchvision if missing
+    seed: int = Field(0, ge=0)
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "DataConfig":
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError("val_fraction + test_fraction must be below 1")
+        if self.name == "npz" and not self.path:
+            raise ValueError("dataset 'npz' needs path=FILE.npz")
+        return self
+
+
+class BaselineGeneratorConfig(Config):
+    """PCA + Gaussian mixture fitted on the real train split: a fast, honest, biased generator."""
+
+    STAGE: ClassVar[str] = "baseline_generator"
+    pca_dim: int = Field(32, ge=1)
+    n_components: int = Field(10, ge=1)
+    num_samples: int = Field(5000, ge=1)
+    seed: int = Field(0, ge=0)
+
+
+class DensityRatioConfig(Config):
+    """The real-vs-generated classifier of LFIW (Grover et al. 2019, Sec. 3) and its calibration."""
+
+    STAGE: ClassVar[str] = "density_ratio"
+    features: Literal["pixels"] = "pixels"   # more extractors arrive with raydgm.features
+    hidden_units: int = Field(1000, ge=1)    # the paper's one hidden layer of 1,000 units
+    learning_rate: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    batch_size: int = Field(128, ge=2)
+    balanced: bool = True                    # batches half real, half generated (prior 1/2)
+    max_epochs: int = Field(100, ge=1)
+    patience: int = Field(5, ge=1)           # early stopping on held-out BCE
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)     # early-stopping split
+    calib_fraction: float = Field(0.2, gt=0.0, lt=1.0)   # calibration split
+    calibration: Literal["none", "temperature", "isotonic"] = "temperature"
+    isotonic_eps: float = Field(1e-4, gt=0.0, lt=0.5)    # isotonic probabilities clipped to [eps, 1-eps]
+    standardize: bool = True                 # z-score features with train-split statistics
+    device: str = "cpu"                      # torch device for the classifier
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "DensityRatioConfig":
+        if self.val_fraction + self.calib_fraction >= 1.0:
+            raise ValueError("val_fraction + calib_fraction must be below 1")
+        return self
+
+
+ResampleMethod = Literal["multinomial", "systematic", "stratified", "residual", "gumbel_max",
+                         "gumbel_topk", "rejection", "mh"]
+
+
+class ResampleConfig(Config):
+    """How log-weights become a resampled set (sampling-importance-resampling and friends)."""
+
+    STAGE: ClassVar[str] = "resample"
+    method: ResampleMethod = "systematic"
+    num_samples: int | None = Field(None, ge=1)   # None: as many as the pool
+    alpha: float = Field(1.0, ge=0.0, le=1.0)     # flattening: w ** alpha
+    target_ess_fraction: float | None = Field(None, gt=0.0, le=1.0)  # overrides alpha
+    log_clip_max: float | None = None             # cap on log w
+    log_clip_min: float | None = None             # floor on log w
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "ResampleConfig":
+        lo, hi = self.log_clip_min, self.log_clip_max
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError("log_clip_min must not exceed log_clip_max")
+        return self
+
+
+class PipelineConfig(Config):
+    """The stages that exist so far, in one file (``raydgm demo --config``)."""
+
+    STAGE: ClassVar[str] = "pipeline"
+    data: DataConfig = DataConfig()
+    generator: BaselineGeneratorConfig = BaselineGeneratorConfig()
+    density_ratio: DensityRatioConfig = DensityRatioConfig()
+    resample: ResampleConfig = ResampleConfig()
+
+
+STAGE_CONFIGS: dict[str, type[Config]] = {
+    c.STAGE: c for c in (DataConfig, BaselineGeneratorConfig, DensityRatioConfig,
+                         ResampleConfig, PipelineConfig)
+}
+
+
+def load_config(stage: str, path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+    """The config of ``stage`` from an optional file plus ``key=value`` overrides."""
+    if stage not in STAGE_CONFIGS:
+        raise ConfigError(f"unknown stage {stage!r}; known stages: {', '.join(STAGE_CONFIGS)}")
+    return STAGE_CONFIGS[stage].load(path, overrides)

@@ -1,0 +1,103 @@
+import json
+
+import pytest
+
+from raydgm.config import (ConfigError, DataConfig, DensityRatioConfig, PipelineConfig,
+                           ResampleConfig, load_config, parse_override)
+
+
+def test_defaults_and_hash_are_stable():
+    a, b = DensityRatioConfig(), DensityRatioConfig.from_dict({})
+    assert a == b and a.content_hash() == b.content_hash()
+    assert len(a.content_hash()) == 16
+    # order of keys in the source does not matter; any value change does
+    c = DensityRatioConfig.from_dict({"seed": 0, "hidden_units": 1000})
+    assert c.content_hash() == a.content_hash()
+    assert a.replace(seed=1).content_hash() != a.content_hash()
+
+
+def test_hash_differs_between_stages_with_equal_values():
+    # two configs of different stages never share a directory name
+    assert DataConfig().content_hash() != ResampleConfig().content_hash()
+
+
+def test_int_accepted_for_float_but_not_string_or_float_for_int():
+    assert DensityRatioConfig.from_dict({"learning_rate": 1}).learning_rate == 1.0
+    with pytest.raises(ConfigError, match="'learning_rate'"):
+        DensityRatioConfig.from_dict({"learning_rate": "0.1"})
+    with pytest.raises(ConfigError, match="'hidden_units'"):
+        DensityRatioConfig.from_dict({"hidden_units": 2.5})
+    with pytest.raises(ConfigError, match="'standardize'"):
+        DensityRatioConfig.from_dict({"standardize": "yes"})
+
+
+def test_unknown_key_is_named_with_a_suggestion():
+    with pytest.raises(ConfigError, match=r"unknown key 'hiden_units'.*did you mean 'hidden_units'"):
+        DensityRatioConfig.from_dict({"hiden_units": 10})
+
+
+def test_out_of_range_and_cross_field_errors_name_the_key():
+    with pytest.raises(ConfigError, match="'hidden_units'.*greater than or equal to 1"):
+        DensityRatioConfig.from_dict({"hidden_units": 0})
+    with pytest.raises(ConfigError, match="'alpha'"):
+        ResampleConfig.from_dict({"alpha": 1.5})
+    with pytest.raises(ConfigError, match="'method'"):
+        ResampleConfig.from_dict({"method": "bogus"})
+    with pytest.raises(ConfigError, match="val_fraction \\+ test_fraction"):
+        DataConfig.from_dict({"val_fraction": 0.6, "test_fraction": 0.5})
+    with pytest.raises(ConfigError, match="log_clip_min"):
+        ResampleConfig.from_dict({"log_clip_min": 2.0, "log_clip_max": 1.0})
+    with pytest.raises(ConfigError, match="npz"):
+        DataConfig.from_dict({"name": "npz"})
+
+
+def test_nan_is_rejected():
+    with pytest.raises(ConfigError, match="'learning_rate'"):
+        DensityRatioConfig.from_dict({"learning_rate": float("nan")})
+
+
+def test_yaml_file_plus_dotted_overrides(tmp_path):
+    path = tmp_path / "pipe.yaml"
+    path.write_text("data:\n  name: digits\ndensity_ratio:\n  hidden_units: 64\n")
+    cfg = PipelineConfig.load(path, ["density_ratio.hidden_units=32", "resample.method=residual",
+                                     "resample.num_samples=null", "data.seed=3"])
+    assert cfg.data.name == "digits" and cfg.data.seed == 3
+    assert cfg.density_ratio.hidden_units == 32
+    assert cfg.resample.method == "residual" and cfg.resample.num_samples is None
+    with pytest.raises(ConfigError, match="unknown key 'density_ratio.hidden'"):
+        PipelineConfig.load(path, ["density_ratio.hidden=3"])
+
+
+def test_json_file_round_trip(tmp_path):
+    cfg = PipelineConfig().replace(data=DataConfig(name="digits").to_dict())
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(cfg.to_dict()))
+    assert PipelineConfig.load(path) == cfg
+
+
+def test_file_errors_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found: .*nope.yaml"):
+        load_config("data", tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_config("data", bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config("data", listy)
+
+
+def test_unknown_stage_and_bad_override():
+    with pytest.raises(ConfigError, match="unknown stage 'nope'"):
+        load_config("nope")
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_override("novalue")
+    assert parse_override("a.b=0.5") == ("a.b", 0.5)
+    assert parse_override("a=[1, 2]") == ("a", [1, 2])
+
+
+def test_configs_are_frozen():
+    cfg = DataConfig()
+    with pytest.raises(Exception):
+        cfg.seed = 3
