@@ -1,0 +1,108 @@
+"""Parquet tables keyed by ``sample_id`` (int64): the data that flows between stages.
+
+- samples:   ``sample_id, seed, image`` (image: fixed-shape uint8 tensor (C, H, W))
+- weights:   ``sample_id, logit, log_weight, split``
+- resampled: ``sample_id, count``
+
+Readers check the columns and dtypes they expect and name the file when something is off.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def write_samples(path: str | Path, sample_ids: np.ndarray, seeds: np.ndarray,
+                  images: np.ndarray) -> int:
+    """Write (N,) ids, (N,) seeds and uint8 (N, C, H, W) images; returns N."""
+    images = np.ascontiguousarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(f"samples must be uint8 (N, C, H, W), got {images.dtype} {images.shape}")
+    table = pa.table({
+        "sample_id": _ids(sample_ids, len(images)),
+        "seed": pa.array(np.asarray(seeds, dtype=np.int64)),
+        "image": pa.FixedShapeTensorArray.from_numpy_ndarray(images),
+    })
+    pq.write_table(table, path)
+    return len(images)
+
+
+def read_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sample_id int64 (N,), seed int64 (N,), image uint8 (N, C, H, W))."""
+    table = _read(path, ("sample_id", "seed", "image"))
+    image = table.column("image").combine_chunks()
+    if not isinstance(image.type, pa.FixedShapeTensorType) or image.type.value_type != pa.uint8():
+        raise ValueError(f"{path}: column 'image' must be a fixed-shape uint8 tensor, got {image.type}")
+    return (_np(table, "sample_id", np.int64), _np(table, "seed", np.int64),
+            image.to_numpy_ndarray())
+
+
+def write_weights(path: str | Path, sample_ids: np.ndarray, logit: np.ndarray,
+                  log_weight: np.ndarray, split: np.ndarray) -> int:
+    """Write per-sample classifier logits and log importance weights; returns N."""
+    logit, log_weight = np.asarray(logit, np.float64), np.asarray(log_weight, np.float64)
+    if np.isnan(logit).any() or np.isnan(log_weight).any():
+        raise ValueError(f"refusing to write NaN weights to {path}")
+    table = pa.table({
+        "sample_id": _ids(sample_ids, len(logit)),
+        "logit": pa.array(logit),
+        "log_weight": pa.array(log_weight),
+        "split": pa.array(np.asarray(split, dtype=str)),
+    })
+    pq.write_table(table, path)
+    return len(logit)
+
+
+def read_weights(path: str | Path) -> dict[str, np.ndarray]:
+    table = _read(path, ("sample_id", "logit", "log_weight", "split"))
+    out = {"sample_id": _np(table, "sample_id", np.int64),
+           "logit": _np(table, "logit", np.float64),
+           "log_weight": _np(table, "log_weight", np.float64),
+           "split": np.asarray(table.column("split").to_pylist(), dtype=str)}
+    if np.isnan(out["log_weight"]).any():
+        raise ValueError(f"{path}: column 'log_weight' holds NaN")
+    return out
+
+
+def write_counts(path: str | Path, sample_ids: np.ndarray, counts: np.ndarray) -> int:
+    """Write how often each sample was drawn by a resampler (zeros omitted); returns rows."""
+    counts = np.asarray(counts, dtype=np.int64)
+    keep = counts > 0
+    ids = np.asarray(sample_ids, dtype=np.int64)[keep]
+    pq.write_table(pa.table({"sample_id": _ids(ids, len(ids)), "count": pa.array(counts[keep])}), path)
+    return int(keep.sum())
+
+
+def read_counts(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    table = _read(path, ("sample_id", "count"))
+    return _np(table, "sample_id", np.int64), _np(table, "count", np.int64)
+
+
+def _ids(sample_ids: np.ndarray, n: int) -> pa.Array:
+    ids = np.asarray(sample_ids, dtype=np.int64)
+    if ids.shape != (n,):
+        raise ValueError(f"sample_id must have shape ({n},), got {ids.shape}")
+    if len(np.unique(ids)) != n:
+        raise ValueError("sample_id values must be unique")
+    return pa.array(ids)
+
+
+def _read(path: str | Path, columns: tuple[str, ...]) -> pa.Table:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"table not found: {path}")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as err:
+        raise ValueError(f"cannot read Parquet table {path}: {err}") from err
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; found {table.column_names}")
+    return table
+
+
+def _np(table: pa.Table, column: str, dtype: type) -> np.ndarray:
+    return np.asarray(table.column(column).to_numpy(), dtype=dtype)
