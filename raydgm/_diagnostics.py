@@ -1,0 +1,258 @@
+"""Importance-weight diagnostics behind ``raydgm.density_ratio`` (private; import from there).
+
+Everything works on log-weights ``log w`` (float64, shape ``(N,)``); ``-inf`` is a weight of
+zero, ``+inf`` and NaN are errors. Weights are only exponentiated after subtracting their
+maximum, so logits of several hundred do not overflow.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+from scipy.special import expit, logit, logsumexp
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import roc_auc_score
+
+KHAT_UNRELIABLE = 0.7      # Vehtari et al. (2024), Sec. 3.2: above this, estimates are unreliable
+KHAT_GOOD = 0.5            # below this the weights have a finite variance
+ESS_FRACTION_MIN = 0.01    # below 1% of the pool, resampling keeps a handful of samples
+AUC_SEPARABLE = 0.99       # near-perfect separation: the odds (weights) degenerate
+MIN_PSIS_WEIGHTS = 25      # tail size M = ceil(min(N/5, 3 sqrt(N))) >= 5 needs N >= 25
+N_BINS = 10
+
+
+def check_log_weights(log_weights: Any, name: str = "log_weights") -> np.ndarray:
+    """Validated copy of ``log_weights`` as float64 ``(N,)``: no NaN, no +inf, not all -inf."""
+    lw = np.asarray(log_weights, dtype=np.float64)
+    if lw.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (N,), got shape {lw.shape}")
+    if lw.size == 0:
+        raise ValueError(f"{name} is empty")
+    if np.isnan(lw).any():
+        raise ValueError(f"{name} has {int(np.isnan(lw).sum())} NaN entries")
+    if np.isposinf(lw).any():
+        raise ValueError(f"{name} has {int(np.isposinf(lw).sum())} +inf entries "
+                         "(infinite weights); clip them first (log_clip_max)")
+    if np.isneginf(lw).all():
+        raise ValueError(f"all {lw.size} entries of {name} are -inf (every weight is zero)")
+    return lw
+
+
+def effective_sample_size(log_weights: Any) -> float:
+    """Kish's effective sample size ESS = (sum_i w_i)^2 / sum_i w_i^2, in [1, N].
+
+    Computed as exp(2 logsumexp(log w) - logsumexp(2 log w)); invariant to adding a constant
+    to ``log_weights`` (i.e. to the weights' scale). ``-inf`` entries are weights of zero.
+    """
+    lw = check_log_weights(log_weights)
+    return float(np.exp(2.0 * logsumexp(lw) - logsumexp(2.0 * lw)))
+
+
+def _scale(log_weights: np.ndarray, alpha: float) -> np.ndarray:
+    """alpha * log w with zero weights kept at zero (0 * -inf would be NaN)."""
+    return np.where(np.isneginf(log_weights), -np.inf, alpha * log_weights)
+
+
+def alpha_for_ess(log_weights: Any, target_fraction: float, iters: int = 60) -> float:
+    """Largest flattening exponent alpha in [0, 1] with ESS(w^alpha) / N >= ``target_fraction``.
+
+    w^alpha interpolates between uniform weights (alpha = 0, ESS = number of nonzero
+    weights) and the full correction (alpha = 1). Found by bisection (``iters`` halvings,
+    so to within 2^-60), which assumes ESS(alpha) decreases in alpha, as it does for the
+    weights met in practice. Returns 1.0 when the weights already meet the target, and 0.0
+    when even alpha -> 0 misses it (too many zero weights).
+    """
+    lw = check_log_weights(log_weights)
+    target = float(target_fraction)
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"target_fraction must be in (0, 1], got {target_fraction!r}")
+    n = lw.size
+
+    def meets(alpha: float) -> bool:
+        return effective_sample_size(_scale(lw, alpha)) / n >= target
+
+    if meets(1.0):
+        return 1.0
+    lo, hi = 0.0, 1.0
+    if not meets(1e-12):
+        return 0.0
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if meets(mid) else (lo, mid)
+    return lo
+
+
+def gpd_shape_zhang_stephens(x: np.ndarray, min_grid_pts: int = 30) -> float:
+    """Shape k of a generalized Pareto fitted to exceedances ``x >= 0`` (Zhang & Stephens 2009).
+
+    The empirical-Bayes estimator: a grid of theta = -k / sigma values (Z&S eq. 5 grid with
+    prior 3), each weighted by its profile likelihood L(theta) = n [log(-theta / k) - k - 1]
+    with k(theta) = mean(log(1 - theta x)); theta_hat is the posterior mean and
+    k = mean(log(1 - theta_hat x)). Positive k is a heavy tail (the tail index is 1/k).
+    The estimate does not depend on the scale of ``x``.
+    """
+    x = np.sort(np.asarray(x, dtype=np.float64))
+    n = x.size
+    x = x / x[-1]                                          # scale-free; max exceedance 1
+    m = min_grid_pts + int(math.floor(math.sqrt(n)))
+    j = np.arange(1, m + 1, dtype=np.float64)
+    xstar = x[int(math.floor(n / 4 + 0.5)) - 1]            # first quartile
+    if xstar <= 0.0:                                       # ties at the threshold
+        xstar = x[x > 0].min()
+    theta = 1.0 / x[-1] + (1.0 - np.sqrt(m / (j - 0.5))) / (3.0 * xstar)
+    k = np.log1p(-theta[:, None] * x[None, :]).mean(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        prof = n * (np.log(-theta / k) - k - 1.0)
+    prof = np.where(np.isfinite(prof), prof, -np.inf)
+    theta_hat = float(np.sum(theta * np.exp(prof - logsumexp(prof))))
+    return float(np.mean(np.log1p(-theta_hat * x)))
+
+
+def psis_khat(log_weights: Any) -> float:
+    """Pareto k-hat of the upper tail of the weights (PSIS; Vehtari et al. 2024, Sec. 3).
+
+    The M = ceil(min(N/5, 3 sqrt(N))) largest weights are exceedances over the (M+1)-th
+    largest, u: a generalized Pareto is fitted to w - u with the Zhang & Stephens (2009)
+    estimator, then shrunk towards 0.5 by the weakly informative prior of the PSIS paper
+    (as in the ``loo`` package): k = (M k_ZS + 10 * 0.5) / (M + 10). k < 0.5: finite
+    variance; 0.5-0.7: usable; > 0.7: importance-sampling estimates are unreliable.
+    Returns -inf when the tail weights are all equal (no tail at all). Needs N >= 25.
+    """
+    lw = check_log_weights(log_weights)
+    n = lw.size
+    if n < MIN_PSIS_WEIGHTS:
+        raise ValueError(f"psis_khat needs at least {MIN_PSIS_WEIGHTS} log-weights "
+                         f"(a tail of >= 5), got {n}")
+    m = int(math.ceil(min(0.2 * n, 3.0 * math.sqrt(n))))
+    top = np.sort(lw)[-(m + 1):]                           # cutoff, then the M largest
+    w = np.exp(top - top[-1])                              # in (0, 1], overflow-free
+    x = w[1:] - w[0]
+    if x[-1] <= 0.0:
+        return float("-inf")
+    k = gpd_shape_zhang_stephens(x)
+    return float((m * k + 10.0 * 0.5) / (m + 10.0))
+
+
+# --------------------------------------------------------------------------- report
+
+@dataclasses.dataclass
+class DensityRatioReport:
+    """Diagnostics of a fitted density-ratio classifier on a labelled evaluation set.
+
+    Probabilities are the prior-1/2 ("balanced odds") probabilities c = sigmoid(log w),
+    log w = calibrated logit + prior correction. ``accuracy``, ``ece``, ``brier`` and the
+    reliability curve use a class-balanced subsample (the larger class subsampled without
+    replacement to the smaller's size) so that a chance classifier scores 0.5 whatever the
+    evaluation set's proportions; ``roc_auc`` and the weight statistics use every row.
+    ``ece`` = sum_b (n_b / n) |mean(y)_b - mean(c)_b| over 10 equal-width bins.
+
+    The mix curve (the thesis's calibration curve): for each real-sample proportion rho, a
+    mix of ``mix_size`` rows, round(rho * size) real and the rest generated, drawn without
+    replacement. ``mix_mean_prob`` is the mean of c; for a calibrated classifier it is the
+    line rho a + (1 - rho)(1 - a), a = E_p[c], through (1/2, 1/2) with slope 2a - 1
+    (the diagonal only for separable classes, a = 1). ``mix_mean_prob_prior_adjusted`` is
+    the mean of sigmoid(log w + log(rho / (1 - rho))), the classifier told the mix's prior:
+    it equals rho in expectation for any calibrated classifier.
+    Weight statistics over the generated rows: ``mean_weight`` = E_q[w] (about 1 when
+    p_data's support is covered), ``ess``, ``ess_fraction`` = ess / n_gen, ``khat``.
+    """
+
+    n_real: int
+    n_gen: int
+    accuracy: float
+    roc_auc: float
+    ece: float
+    brier: float
+    reliability_prob_true: list[float]
+    reliability_prob_pred: list[float]
+    mix_size: int
+    mix_rho: list[float]
+    mix_mean_prob: list[float]
+    mix_mean_prob_prior_adjusted: list[float]
+    mean_weight: float
+    ess: float
+    ess_fraction: float
+    khat: float
+    warnings: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict: plain floats and lists; non-finite floats become None."""
+        return {k: _json_safe(v) for k, v in dataclasses.asdict(self).items()}
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return value
+
+
+def expected_calibration_error(prob: np.ndarray, label: np.ndarray, n_bins: int = N_BINS) -> float:
+    """ECE = sum_b (n_b / n) |mean(label)_b - mean(prob)_b|, equal-width bins on [0, 1]."""
+    bins = np.clip((prob * n_bins).astype(np.int64), 0, n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins)
+    gap = np.abs(np.bincount(bins, label, n_bins) - np.bincount(bins, prob, n_bins))
+    return float(gap.sum() / count.sum())
+
+
+def mix_curve(lw_real: np.ndarray, lw_gen: np.ndarray, rng: np.random.Generator,
+              n_points: int = 11) -> tuple[int, list[float], list[float], list[float]]:
+    """(size, rho, mean c, mean prior-adjusted c) over mixes with real proportion rho."""
+    size = min(lw_real.size, lw_gen.size)
+    rhos = np.linspace(0.0, 1.0, n_points)
+    raw, adjusted = [], []
+    for rho in rhos:
+        k = int(round(rho * size))
+        mix = np.concatenate([rng.choice(lw_real, k, replace=False),
+                              rng.choice(lw_gen, size - k, replace=False)])
+        raw.append(float(expit(mix).mean()))
+        adjusted.append(float(expit(mix + logit(rho)).mean()))   # logit(0), logit(1) = -inf, inf
+    return size, [float(r) for r in rhos], raw, adjusted
+
+
+def build_report(lw_real: np.ndarray, lw_gen: np.ndarray, rng: np.random.Generator) -> DensityRatioReport:
+    """A ``DensityRatioReport`` from the log-weights of labelled real and generated rows."""
+    n = min(lw_real.size, lw_gen.size)
+    bal = np.concatenate([rng.choice(lw_real, n, replace=False), rng.choice(lw_gen, n, replace=False)])
+    y_bal = np.concatenate([np.ones(n), np.zeros(n)])
+    c = expit(bal)
+    prob_true, prob_pred = calibration_curve(y_bal, c, n_bins=N_BINS, strategy="uniform")
+    y_all = np.concatenate([np.ones(lw_real.size), np.zeros(lw_gen.size)])
+    size, rho, raw, adjusted = mix_curve(lw_real, lw_gen, rng)
+    ess = effective_sample_size(lw_gen)
+    khat = psis_khat(lw_gen) if lw_gen.size >= MIN_PSIS_WEIGHTS else float("nan")
+    report = DensityRatioReport(
+        n_real=int(lw_real.size), n_gen=int(lw_gen.size),
+        accuracy=float(np.mean((c > 0.5) == (y_bal == 1))),
+        roc_auc=float(roc_auc_score(y_all, np.concatenate([lw_real, lw_gen]))),
+        ece=expected_calibration_error(c, y_bal), brier=float(np.mean((c - y_bal) ** 2)),
+        reliability_prob_true=prob_true.tolist(), reliability_prob_pred=prob_pred.tolist(),
+        mix_size=size, mix_rho=rho, mix_mean_prob=raw, mix_mean_prob_prior_adjusted=adjusted,
+        mean_weight=float(np.exp(logsumexp(lw_gen) - math.log(lw_gen.size))),
+        ess=ess, ess_fraction=ess / lw_gen.size, khat=khat, warnings=[])
+    report.warnings = report_warnings(report)
+    return report
+
+
+def report_warnings(r: DensityRatioReport) -> list[str]:
+    """Plain-language warnings for the diagnostics that signal unusable weights."""
+    out = []
+    if r.khat > KHAT_UNRELIABLE:
+        out.append(f"PSIS k-hat {r.khat:.2f} > {KHAT_UNRELIABLE}: importance weights are unreliable "
+                   "(flatten with alpha < 1, clip, or calibrate)")
+    elif r.khat > KHAT_GOOD:
+        out.append(f"PSIS k-hat {r.khat:.2f} in ({KHAT_GOOD}, {KHAT_UNRELIABLE}]: weights have "
+                   "infinite variance; estimates converge slowly")
+    if r.ess_fraction < ESS_FRACTION_MIN:
+        out.append(f"ESS fraction {r.ess_fraction:.4f} < {ESS_FRACTION_MIN}: the weights keep "
+                   f"about {r.ess:.1f} of {r.n_gen} generated samples")
+    if r.roc_auc > AUC_SEPARABLE:
+        out.append(f"ROC AUC {r.roc_auc:.3f} > {AUC_SEPARABLE}: the classifier separates real from "
+                   "generated almost perfectly; the odds (weights) are degenerate")
+    if not 0.5 <= r.mean_weight <= 2.0:
+        out.append(f"E_q[w] = {r.mean_weight:.3g} is far from 1: the classifier is miscalibrated "
+                   "or the generator misses part of the data's support")
+    return out
