@@ -39,6 +39,7 @@ __all__ = ["DensityRatioModel", "DensityRatioReport", "alpha_for_ess", "diagnose
 
 SPLITS = ("train", "val", "calib")
 EVAL_BATCH = 8192            # rows per forward pass at prediction time
+STD_FLOOR = 0.01             # feature std floored at this fraction of the median feature std
 WEIGHTS_FILE, META_FILE = "weights.pt", "model.json"
 
 
@@ -82,6 +83,19 @@ def split_rows(n: int, config: DensityRatioConfig, rng: np.random.Generator, nam
 
 
 # --------------------------------------------------------------------------- network
+
+def standardizer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std of ``(N, D)`` ``x``, the std floored at ``STD_FLOOR`` x median.
+
+    Without the floor a near-constant feature (a padding pixel that is 1/255 in one sample
+    of thousands) is blown up to |z| ~ 70 and the net extrapolates it to log w ~ 50,
+    which alone makes the effective sample size 1. Constant features get std 1.
+    """
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    spread = std[std > 0]
+    floor = STD_FLOOR * float(np.median(spread)) if spread.size else 1.0
+    return mean, np.where(std > 0, np.maximum(std, floor), 1.0)
+
 
 def build_mlp(dim: int, hidden: int, gen: torch.Generator) -> torch.nn.Sequential:
     """Linear(D, H) - ReLU - Linear(H, 1), initialised like ``nn.Linear`` (U(+-1/sqrt(fan_in)))
@@ -344,8 +358,7 @@ def fit(real_features: Any, gen_features: Any, config: DensityRatioConfig | None
     (x_tr, y_tr), (x_val, y_val), (x_cal, y_cal) = part(0), part(1), part(2)
     mean, std = np.zeros(real.shape[1]), np.ones(real.shape[1])
     if config.standardize:
-        mean, std = x_tr.mean(axis=0), x_tr.std(axis=0)
-        std = np.where(std > 1e-12, std, 1.0)          # constant features (e.g. border pixels)
+        mean, std = standardizer(x_tr)
     net, history, best_epoch = train_classifier((x_tr - mean) / std, y_tr, (x_val - mean) / std,
                                                 y_val, config, tgen)
     kw = dict(config=config, net=net, mean=mean, std=std, n_real=real.shape[0], n_gen=gen.shape[0],

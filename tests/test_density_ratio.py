@@ -265,3 +265,23 @@ def test_bad_input_elsewhere(fitted):
         model.log_weights(np.zeros((2, 2)), log_clip_min=1, log_clip_max=0)
     with pytest.raises(ValueError, match=r"uint8 \(N, C, H, W\)"):
         dr.noise_baseline(np.zeros((5, 1, 8, 8)), lambda x: x.reshape(5, -1), CFG)
+
+
+@pytest.mark.parametrize("floor", [dr.STD_FLOOR, 0.0])
+def test_near_constant_feature_cannot_dominate_the_weights(monkeypatch, floor):
+    """A padding-pixel-like feature: 0 everywhere except 1/255 in three generated rows.
+
+    With its std floored, that row's log-weight stays near the closed form; without the
+    floor (the regression: z ~ 70) the net extrapolates it far away.
+    """
+    monkeypatch.setattr(dr, "STD_FLOOR", floor)
+    real, gen = gaussians(1500, 1500, seed=4)
+    real, gen = np.hstack([real, np.zeros((1500, 1))]), np.hstack([gen, np.zeros((1500, 1))])
+    odd = np.argsort(np.abs(true_log_ratio(gen[:, :2])))[:3]   # bulk points, true log w ~ 0
+    gen[odd, -1] = 1 / 255
+    model = dr.fit(real, gen, DensityRatioConfig(hidden_units=64, max_epochs=30, seed=0))
+    err = np.abs(model.log_weights(gen) - true_log_ratio(gen[:, :2]))
+    if floor:
+        assert err[odd].max() < 1.0 and err.max() < 3.0
+    else:  # measured: 6.6 for this seed
+        assert err[odd].max() > 3.0, "without the floor the near-constant feature should dominate"
