@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)  ## create .venv and install raydgm (editable, with dev tools)
 
 demo: $(STAMP)  ## run the pipeline stages on the embedded default dataset (mnist5k)
-	$(BIN)/raydgm demo
+	$(BIN)/raydgm demo --config configs/demo.yaml
 
 test: $(STAMP)  ## fast CPU tests (slow and gpu tests are excluded)
 	$(BIN)/python -m pytest -q
