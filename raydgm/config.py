@@ -136,7 +136,7 @@ class DataConfig(Config):
     download: bool = False           # cifar10 only: fetch with torchvision if missing
     seed: int = Field(0, ge=0)
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.1, ge=0.0, lt=1.0)   # cifar10: the official test_batch instead
 
     @model_validator(mode="after")
     def _check(self) -> "DataConfig":

@@ -8,7 +8,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 from scipy.stats import norm
 
 from raydgm import density_ratio as dr
@@ -26,15 +25,6 @@ def gaussians(n_real: int, n_gen: int, seed: int) -> tuple[np.ndarray, np.ndarra
 def true_log_ratio(x: np.ndarray) -> np.ndarray:
     """log N(x; MU1, I) - log N(x; 0, I) = MU1.x - |MU1|^2 / 2."""
     return x @ MU1 - MU1 @ MU1 / 2
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny MLPs run 10x faster on one intra-op thread, much more on a loaded 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from raydgm import density_ratio, tables
 from raydgm.cli import main
@@ -15,14 +14,6 @@ SMALL = {"data": {"name": "digits"},
          "generator": {"pca_dim": 8, "n_components": 4, "num_samples": 600},
          "density_ratio": {"hidden_units": 32, "max_epochs": 15},
          "resample": {"method": "residual", "num_samples": 400}}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture
