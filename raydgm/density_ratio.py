@@ -146,7 +146,8 @@ def _val_loss(net: torch.nn.Module, z: torch.Tensor, y: torch.Tensor, balanced: 
 
 
 def train_classifier(z_tr: np.ndarray, y_tr: np.ndarray, z_val: np.ndarray, y_val: np.ndarray,
-                     config: DensityRatioConfig, gen: torch.Generator):
+                     config: DensityRatioConfig, gen: torch.Generator,
+                     on_epoch: Callable[[dict], None] | None = None):
     """Adam on BCEWithLogits with early stopping on the val BCE (patience ``config.patience``).
 
     Returns (net with the best epoch's weights, history [{epoch, train_loss, val_loss}],
@@ -172,6 +173,8 @@ def train_classifier(z_tr: np.ndarray, y_tr: np.ndarray, z_val: np.ndarray, y_va
             total, count = total + loss.item() * len(b), count + len(b)
         val = _val_loss(net, x_val, t_val, config.balanced)
         history.append({"epoch": epoch, "train_loss": total / count, "val_loss": val})
+        if on_epoch is not None:
+            on_epoch(history[-1])
         if val < best:
             best, best_epoch, best_state = val, epoch, copy.deepcopy(net.state_dict())
         elif epoch - best_epoch >= config.patience:
@@ -336,12 +339,15 @@ def _calibrate(model_kw: dict, z: np.ndarray, y: np.ndarray, config: DensityRati
         model_kw["iso_knots"] = fit_isotonic(z, y, weight, config.isotonic_eps)
 
 
-def fit(real_features: Any, gen_features: Any, config: DensityRatioConfig | None = None) -> DensityRatioModel:
+def fit(real_features: Any, gen_features: Any, config: DensityRatioConfig | None = None, *,
+        on_epoch: Callable[[dict], None] | None = None) -> DensityRatioModel:
     """Fit c(x) = P(real | x) on real ``(N_r, D)`` vs generated ``(N_g, D)`` features.
 
     Each class is split train / val / calib by ``config.val_fraction`` / ``calib_fraction``
     (seeded by ``config.seed``); features are z-scored with the train split's mean and std;
     the MLP trains on train with early stopping on val; calibration fits on calib.
+    ``on_epoch``, if given, is called after each epoch with ``{epoch, train_loss, val_loss}``
+    (a progress hook: the module itself prints nothing).
     """
     config = config or DensityRatioConfig()
     real = check_features(real_features, "real_features")
@@ -360,7 +366,7 @@ def fit(real_features: Any, gen_features: Any, config: DensityRatioConfig | None
     if config.standardize:
         mean, std = standardizer(x_tr)
     net, history, best_epoch = train_classifier((x_tr - mean) / std, y_tr, (x_val - mean) / std,
-                                                y_val, config, tgen)
+                                                y_val, config, tgen, on_epoch)
     kw = dict(config=config, net=net, mean=mean, std=std, n_real=real.shape[0], n_gen=gen.shape[0],
               real_split=s_real, gen_split=s_gen, history=history, best_epoch=best_epoch)
     y_prior = y_cal if config.calibration != "none" else y_tr

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from raydgm import density_ratio, features, resample, tables
 from raydgm.baseline import PCAGaussianMixture
@@ -56,7 +57,12 @@ def fit_density_ratio(data_cfg: DataConfig, dr_cfg: DensityRatioConfig, samples:
         real_train, real_test = extract(data.split("train")[0]), extract(data.split("test")[0])
         ids, _, images = tables.read_samples(samples.file("samples.parquet"))
         gen = extract(images)
-        model = density_ratio.fit(real_train, gen, dr_cfg)
+        with tqdm(total=dr_cfg.max_epochs, desc="density_ratio: classifier epochs",
+                  unit="epoch", leave=False) as bar:
+            def on_epoch(row: dict) -> None:
+                bar.set_postfix(val_bce=f"{row['val_loss']:.4f}")
+                bar.update()
+            model = density_ratio.fit(real_train, gen, dr_cfg, on_epoch=on_epoch)
         held_out = model.gen_split != "train"
         report = density_ratio.diagnose(model, real_test, gen[held_out])
         model.save(out / "classifier")

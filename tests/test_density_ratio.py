@@ -275,3 +275,10 @@ def test_near_constant_feature_cannot_dominate_the_weights(monkeypatch, floor):
         assert err[odd].max() < 1.0 and err.max() < 3.0
     else:  # measured: 6.6 for this seed
         assert err[odd].max() > 3.0, "without the floor the near-constant feature should dominate"
+
+
+def test_on_epoch_reports_every_epoch_of_the_history():
+    seen = []
+    model = dr.fit(*gaussians(300, 300, 5), CFG.replace(max_epochs=4, patience=10),
+                   on_epoch=seen.append)
+    assert seen == model.history and [r["epoch"] for r in seen] == [0, 1, 2, 3]
