@@ -52,7 +52,24 @@ def effective_sample_size(log_weights: Any) -> float:
 
 def _scale(log_weights: np.ndarray, alpha: float) -> np.ndarray:
     """alpha * log w with zero weights kept at zero (0 * -inf would be NaN)."""
-    return np.where(np.isneginf(log_weights), -np.inf, alpha * log_weights)
+    with np.errstate(invalid="ignore"):   # 0 * -inf is computed, then discarded by where
+        return np.where(np.isneginf(log_weights), -np.inf, alpha * log_weights)
+
+
+def flatten(log_weights: np.ndarray, alpha: float, log_clip_min: float | None = None,
+            log_clip_max: float | None = None) -> np.ndarray:
+    """Flattened, clipped log-weights: alpha * log w (w -> w^alpha), then clipped to
+    [log_clip_min, log_clip_max]. ``alpha`` in [0, inf): 0 gives uniform weights, 1 the full
+    correction; zero weights (-inf) stay zero even at alpha = 0. float64 ``(N,)``.
+    """
+    if not (math.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"alpha must be finite and >= 0, got {alpha!r}")
+    if log_clip_min is not None and log_clip_max is not None and log_clip_min > log_clip_max:
+        raise ValueError(f"log_clip_min={log_clip_min} exceeds log_clip_max={log_clip_max}")
+    lw = _scale(np.asarray(log_weights, dtype=np.float64), alpha)
+    if log_clip_min is not None or log_clip_max is not None:
+        lw = np.clip(lw, log_clip_min, log_clip_max)
+    return lw
 
 
 def alpha_for_ess(log_weights: Any, target_fraction: float, iters: int = 60) -> float:

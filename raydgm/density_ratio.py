@@ -31,11 +31,11 @@ from scipy.special import expit, log_expit
 from sklearn.isotonic import IsotonicRegression
 
 from raydgm._diagnostics import (KHAT_UNRELIABLE, DensityRatioReport, alpha_for_ess,
-                                 build_report, effective_sample_size, psis_khat)
+                                 build_report, effective_sample_size, flatten, psis_khat)
 from raydgm.config import DensityRatioConfig
 
 __all__ = ["DensityRatioModel", "DensityRatioReport", "alpha_for_ess", "diagnose",
-           "effective_sample_size", "fit", "noise_baseline", "psis_khat"]
+           "effective_sample_size", "fit", "flatten", "noise_baseline", "psis_khat"]
 
 SPLITS = ("train", "val", "calib")
 EVAL_BATCH = 8192            # rows per forward pass at prediction time
@@ -274,13 +274,7 @@ class DensityRatioModel:
         ``alpha`` in [0, inf): 0 gives uniform weights, 1 the full correction. Then clipped
         to [log_clip_min, log_clip_max]; ``normalize``: minus logsumexp, so sum w = 1.
         """
-        if not (math.isfinite(alpha) and alpha >= 0):
-            raise ValueError(f"alpha must be finite and >= 0, got {alpha!r}")
-        if log_clip_min is not None and log_clip_max is not None and log_clip_min > log_clip_max:
-            raise ValueError(f"log_clip_min={log_clip_min} exceeds log_clip_max={log_clip_max}")
-        lw = alpha * (self.logit(features) + self.prior_correction)
-        if log_clip_min is not None or log_clip_max is not None:
-            lw = np.clip(lw, log_clip_min, log_clip_max)
+        lw = flatten(self.logit(features) + self.prior_correction, alpha, log_clip_min, log_clip_max)
         if normalize:
             lw = lw - np.logaddexp.reduce(lw)
         return lw

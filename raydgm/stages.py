@@ -97,10 +97,7 @@ def flattened(log_w: np.ndarray, cfg: ResampleConfig) -> tuple[np.ndarray, float
     """Apply ``w ** alpha`` (alpha from ``target_ess_fraction`` when set), then the clips."""
     alpha = (density_ratio.alpha_for_ess(log_w, cfg.target_ess_fraction)
              if cfg.target_ess_fraction is not None else cfg.alpha)
-    out = alpha * log_w
-    if cfg.log_clip_max is not None or cfg.log_clip_min is not None:
-        out = np.clip(out, cfg.log_clip_min, cfg.log_clip_max)
-    return out, float(alpha)
+    return density_ratio.flatten(log_w, alpha, cfg.log_clip_min, cfg.log_clip_max), float(alpha)
 
 
 def run_pipeline(cfg: PipelineConfig, store: ArtifactStore | None = None,

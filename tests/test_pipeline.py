@@ -60,6 +60,9 @@ def test_flattening_reaches_the_target_ess_and_clips():
     np.testing.assert_allclose(out, alpha * log_w)
     clipped, _ = flattened(log_w, ResampleConfig(log_clip_max=1.0, log_clip_min=-1.0))
     assert clipped.max() == 1.0 and clipped.min() == -1.0
+    # alpha = 0 (what alpha_for_ess returns for an unreachable target) keeps zero weights zero
+    uniform, _ = flattened(np.array([0.5, -np.inf, 2.0]), ResampleConfig(alpha=0.0))
+    np.testing.assert_array_equal(uniform, [0.0, -np.inf, 0.0])
 
 
 def test_cli_help_explains_every_command(capsys):
