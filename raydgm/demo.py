@@ -10,6 +10,7 @@ import numpy as np
 
 from raydgm import density_ratio, features, tables
 from raydgm.config import PipelineConfig
+from raydgm.data import Dataset
 from raydgm.plots import sample_rows, weight_histogram
 from raydgm.stages import load_data, run_pipeline
 from raydgm.store import Artifact, ArtifactStore
@@ -22,24 +23,26 @@ def run_demo(cfg: PipelineConfig, home: Path | None = None, noise_baseline: bool
     start = time.perf_counter()
     store = ArtifactStore(home)
     print(f"raydgm demo: artifacts under {store.root.resolve()}")
-    arts = run_pipeline(cfg, store)
+    dataset = load_data(cfg.data)
+    arts = run_pipeline(cfg, store, dataset=dataset)
     report = json.loads(arts["density_ratio"].file("report.json").read_text())
     resampled = json.loads(arts["resample"].file("summary.json").read_text())
-    figures = draw_figures(cfg, arts, store.root / "demo")
+    figures = draw_figures(cfg, dataset, arts, store.root / "demo")
     summary = {"report": {k: report[k] for k in REPORT_KEYS}, "resample": resampled,
                "figures": [str(p) for p in figures]}
     if noise_baseline:
-        summary["noise_baseline_auc"] = noise_auc(cfg)
+        summary["noise_baseline_auc"] = noise_auc(cfg, dataset)
     print_summary(summary, report.get("warnings", []))
     print(f"done in {time.perf_counter() - start:.1f} s. Rerun `make demo` to see every stage reused.")
     return summary
 
 
-def draw_figures(cfg: PipelineConfig, arts: dict[str, Artifact], out: Path) -> list[Path]:
+def draw_figures(cfg: PipelineConfig, dataset: Dataset, arts: dict[str, Artifact],
+                 out: Path) -> list[Path]:
     """Sample rows (real / raw / resampled / highest / lowest weight) and the weight histogram."""
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    real = load_data(cfg.data).split("test")[0]          # stored sorted by class: shuffle
+    real = dataset.split("test")[0]          # stored sorted by class: shuffle
     _, _, images = tables.read_samples(arts["generator"].file("samples.parquet"))
     log_w = tables.read_weights(arts["density_ratio"].file("weights.parquet"))["log_weight"]
     ids, counts = tables.read_counts(arts["resample"].file("resampled.parquet"))
@@ -61,9 +64,9 @@ def draw_figures(cfg: PipelineConfig, arts: dict[str, Artifact], out: Path) -> l
 NOISE_MAX_EPOCHS = 5  # noise is separable at once; held-out loss falls for ever, so cap it
 
 
-def noise_auc(cfg: PipelineConfig) -> float:
+def noise_auc(cfg: PipelineConfig, dataset: Dataset) -> float:
     """The thesis's sanity baseline: the same classifier against random grayscale noise."""
-    real = load_data(cfg.data).split("train")[0]
+    real = dataset.split("train")[0]
     dr_cfg = cfg.density_ratio.replace(max_epochs=min(cfg.density_ratio.max_epochs, NOISE_MAX_EPOCHS))
     _, report = density_ratio.noise_baseline(real, features.pixels, dr_cfg, seed=dr_cfg.seed)
     return float(report.roc_auc)

@@ -100,11 +100,14 @@ def flattened(log_w: np.ndarray, cfg: ResampleConfig) -> tuple[np.ndarray, float
     return density_ratio.flatten(log_w, alpha, cfg.log_clip_min, cfg.log_clip_max), float(alpha)
 
 
-def run_pipeline(cfg: PipelineConfig, store: ArtifactStore | None = None,
-                 log: Log = print) -> dict[str, Artifact]:
-    """Run (or reuse) every stage that exists, in order; returns the artifacts by stage."""
+def run_pipeline(cfg: PipelineConfig, store: ArtifactStore | None = None, log: Log = print,
+                 dataset: Dataset | None = None) -> dict[str, Artifact]:
+    """Run (or reuse) every stage that exists, in order; returns the artifacts by stage.
+
+    ``dataset``: ``load_data(cfg.data)`` already loaded by the caller, to avoid a reload.
+    """
     store = store or ArtifactStore()
-    dataset = load_data(cfg.data)
+    dataset = dataset or load_data(cfg.data)
     log(f"data: {cfg.data.name}, {len(dataset)} images {dataset.images.shape[1:]}, "
         + ", ".join(f"{k} {len(v)}" for k, v in dataset.splits.items()))
     out: dict[str, Artifact] = {}
