@@ -1,0 +1,84 @@
+"""Generative models: each is one ``nn.Module`` that imports only torch.
+
+Every generator follows the same small protocol (``GenerativeModel``) so that training,
+generation and the Ray Data stage treat them alike:
+
+- ``draw_noise(n, generator) -> dict[str, Tensor]``: all randomness for ``n`` samples,
+  drawn on the CPU from one ``torch.Generator`` (leading dim ``n``). The generation stage
+  calls it with ``n=1`` and a generator seeded from ``(base_seed, sample_id)``, so sample i
+  is the same image whatever the batch size, number of actors or machine.
+- ``decode(noise) -> float (n, C, H, W)``: deterministic given the noise; integer-valued
+  pixel levels in [0, 255], NaN where the model produced a non-finite value (never a
+  silently clipped NaN).
+- ``sample(n, generator) -> uint8 (n, C, H, W)``: both of the above, failing on NaN.
+- ``loss(x) -> (B,)``: negative log-likelihood (or its ELBO bound) in nats per image of
+  uint8 images ``x``; ``bits_per_dim`` converts it.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class GenerativeModel(nn.Module):
+    """Base class of raydgm's generators; subclasses set ``image_shape`` and implement the protocol."""
+
+    image_shape: tuple[int, int, int]   # (C, H, W)
+
+    def draw_noise(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def decode(self, noise: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no likelihood")
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """uint8 (n, C, H, W); raises ValueError if any generated value is NaN or Inf."""
+        return to_uint8(self.decode(self.draw_noise(n, generator)))
+
+    def bits_per_dim(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,) ``loss(x)`` in bits per sub-pixel: nats / (C*H*W*ln 2)."""
+        return self.loss(x) / (math.prod(self.image_shape) * math.log(2.0))
+
+
+def to_uint8(levels: torch.Tensor) -> torch.Tensor:
+    """Float pixel levels in [0, 255] -> uint8; a non-finite value is an error, not a pixel."""
+    bad = ~torch.isfinite(levels).flatten(1).all(dim=1)
+    if bad.any():
+        raise ValueError(f"{int(bad.sum())} of {len(levels)} generated images hold NaN or Inf")
+    return levels.round().clamp(0, 255).to(torch.uint8)
+
+
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float in [-1, 1] (the models' input scale)."""
+    return x.float() / 127.5 - 1.0
+
+
+def nan_where_invalid(levels: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+    """Set a sample's levels to NaN wherever any of its parameters is non-finite.
+
+    Sampling steps like ``u < p`` or ``clamp`` turn NaN parameters into valid-looking
+    pixels; this keeps the evidence so the generation stage can count or drop the sample.
+    """
+    bad = torch.zeros(len(levels), dtype=torch.bool, device=levels.device)
+    for p in params:
+        bad |= ~torch.isfinite(p).flatten(1).all(dim=1)
+    return torch.where(bad.view(-1, 1, 1, 1), torch.full_like(levels, float("nan")), levels)
+
+
+def build(kind: str, image_shape: tuple[int, int, int], **kwargs: Any) -> GenerativeModel:
+    """A fresh model of ``kind`` for images of ``image_shape`` (C, H, W)."""
+    from raydgm.models.baseline import PCAGaussianMixture
+    from raydgm.models.pixelcnnpp import PixelCNNpp
+    from raydgm.models.vae import VAE
+    kinds: dict[str, type[GenerativeModel]] = {
+        "baseline": PCAGaussianMixture, "vae": VAE, "pixelcnnpp": PixelCNNpp}
+    if kind not in kinds:
+        raise ValueError(f"unknown generator kind {kind!r}; known: {', '.join(kinds)}")
+    return kinds[kind](image_shape=tuple(image_shape), **kwargs)
