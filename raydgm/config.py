@@ -12,7 +12,7 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Literal, Mapping, TypeVar
+from typing import Annotated, Any, ClassVar, Iterable, Literal, Mapping, TypeVar, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -147,14 +147,88 @@ class DataConfig(Config):
         return self
 
 
-class BaselineGeneratorConfig(Config):
+class BaselineModelConfig(Config):
     """PCA + Gaussian mixture fitted on the real train split: a fast, honest, biased generator."""
 
-    STAGE: ClassVar[str] = "baseline_generator"
+    STAGE: ClassVar[str] = "model"
+    kind: Literal["baseline"] = "baseline"
     pca_dim: int = Field(32, ge=1)
     n_components: int = Field(10, ge=1)
+
+
+class VAEConfig(Config):
+    """Convolutional VAE (``raydgm.models.vae``); defaults follow the thesis's CIFAR-10 model."""
+
+    STAGE: ClassVar[str] = "model"
+    kind: Literal["vae"] = "vae"
+    latent_dim: int = Field(180, ge=1)
+    hidden_channels: tuple[int, ...] = (64, 128, 256)   # one stride-2 conv layer each
+    likelihood: Literal["bernoulli", "logistic"] = "logistic"
+    pixel_noise: bool = True          # sample pixels from p(x|z); False: its mean
+
+    @model_validator(mode="after")
+    def _check(self) -> "VAEConfig":
+        if not self.hidden_channels or min(self.hidden_channels) < 1:
+            raise ValueError("hidden_channels must be a non-empty list of positive ints")
+        return self
+
+
+class PixelCNNConfig(Config):
+    """PixelCNN++ (Salimans et al. 2017); the paper's CIFAR-10 model is 5 / 160 / 10."""
+
+    STAGE: ClassVar[str] = "model"
+    kind: Literal["pixelcnnpp"] = "pixelcnnpp"
+    nr_resnet: int = Field(5, ge=1)
+    nr_filters: int = Field(160, ge=1)
+    nr_logistic_mix: int = Field(10, ge=1)
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+
+
+ModelConfig = Annotated[Union[BaselineModelConfig, VAEConfig, PixelCNNConfig],
+                        Field(discriminator="kind")]
+
+
+class TrainGeneratorConfig(Config):
+    """Fit a generator on the real train split (``raydgm.train``); one checkpoint per epoch."""
+
+    STAGE: ClassVar[str] = "train_generator"
+    model: ModelConfig = BaselineModelConfig()
+    epochs: int = Field(10, ge=1)                # ignored by the baseline (closed-form fit)
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(1e-3, gt=0.0)   # Adam
+    lr_decay: float = Field(1.0, gt=0.0, le=1.0)  # multiplied into the rate after every epoch
+    grad_clip: float | None = Field(None, gt=0.0)  # max global grad norm
+    max_train_images: int | None = Field(None, ge=1)  # first N of the (shuffled) train split
+    device: str = "cpu"
+    seed: int = Field(0, ge=0)
+
+
+class GenerateConfig(Config):
+    """Draw samples from a trained generator through Ray Data (``raydgm.generate``).
+
+    Sample i is drawn from its own seed derived from (seed, i). ``num_actors`` generator
+    actors each reserve ``num_cpus_per_actor`` CPUs (keep the pool below the cluster's
+    CPUs, or Ray Data's read/write tasks starve) and, when the cluster has GPUs,
+    ``num_gpus_per_actor`` GPUs (None: 1 on a GPU cluster, else 0).
+    """
+
+    STAGE: ClassVar[str] = "generate"
     num_samples: int = Field(5000, ge=1)
     seed: int = Field(0, ge=0)
+    batch_size: int = Field(64, ge=1)
+    num_actors: int = Field(1, ge=1)
+    num_cpus_per_actor: float = Field(0.5, gt=0.0)
+    num_gpus_per_actor: float | None = Field(None, ge=0.0)
+    autocast: Literal["none", "bf16"] = "none"   # bf16 autocast on CUDA actors
+    on_nonfinite: Literal["fail", "drop"] = "fail"  # NaN/Inf image: fail with a count, or drop and count
+    rows_per_file: int = Field(10_000, ge=1)
+
+
+class ImportSamplesConfig(Config):
+    """Samples made elsewhere (an .npz with uint8 ``images``), keyed by the file's content."""
+
+    STAGE: ClassVar[str] = "import_samples"
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
 class DensityRatioConfig(Config):
@@ -213,13 +287,15 @@ class PipelineConfig(Config):
 
     STAGE: ClassVar[str] = "pipeline"
     data: DataConfig = DataConfig()
-    generator: BaselineGeneratorConfig = BaselineGeneratorConfig()
+    generator: TrainGeneratorConfig = TrainGeneratorConfig()
+    generate: GenerateConfig = GenerateConfig()
+    import_samples: str | None = None   # an .npz of samples made elsewhere: replaces the generator
     density_ratio: DensityRatioConfig = DensityRatioConfig()
     resample: ResampleConfig = ResampleConfig()
 
 
 STAGE_CONFIGS: dict[str, type[Config]] = {
-    c.STAGE: c for c in (DataConfig, BaselineGeneratorConfig, DensityRatioConfig,
+    c.STAGE: c for c in (DataConfig, TrainGeneratorConfig, GenerateConfig, DensityRatioConfig,
                          ResampleConfig, PipelineConfig)
 }
 
