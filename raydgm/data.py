@@ -112,7 +112,7 @@ def load_dataset(
         splits = _cifar_splits(len(labels) - n_test, n_test, seed, val_fraction)
         return Dataset(name, images, labels, num_classes, splits)
     if name == "npz":
-        images, labels, num_classes = _load_npz(Path(path))  # type: ignore[arg-type]
+        images, labels, num_classes = read_npz(Path(path))  # type: ignore[arg-type]
     else:
         images, labels, num_classes = _load_mnist5k() if name == "mnist5k" else _load_digits()
     splits = make_splits(len(labels), seed, val_fraction, test_fraction)
@@ -274,7 +274,7 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray, int]:
     return images, _check_labels(bunch.target, len(images), "digits"), 10
 
 
-def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
+def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
     """A user's npz: ``images`` uint8 (N, C, H, W) or (N, H, W); optional int ``labels`` (N,)."""
     if not path.is_file():
         raise FileNotFoundError(f"npz file not found: {path}")

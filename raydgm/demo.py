@@ -43,7 +43,7 @@ def draw_figures(cfg: PipelineConfig, dataset: Dataset, arts: dict[str, Artifact
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     real = dataset.split("test")[0]          # stored sorted by class: shuffle
-    _, _, images = tables.read_samples(arts["generator"].file("samples.parquet"))
+    _, _, images = tables.read_samples(arts["samples"].file("samples"))
     log_w = tables.read_weights(arts["density_ratio"].file("weights.parquet"))["log_weight"]
     ids, counts = tables.read_counts(arts["resample"].file("resampled.parquet"))
     drawn = np.repeat(ids, counts)
@@ -51,7 +51,7 @@ def draw_figures(cfg: PipelineConfig, dataset: Dataset, arts: dict[str, Artifact
     tag = arts["resample"].key
     grid = sample_rows({
         "real (test split)": real[rng.permutation(len(real))],
-        "raw generated (PCA + Gaussian mixture)": images,
+        f"raw generated ({cfg.generator.model.kind})": images,
         f"resampled ({cfg.resample.method})": images[rng.permutation(drawn)],
         "highest importance weight": images[order[::-1]],
         "lowest importance weight": images[order],

@@ -1,15 +1,18 @@
 """One function per pipeline stage: typed config (+ upstream artifacts) -> cached artifact.
 
 Each stage is keyed by its config hash and its inputs' keys (see ``raydgm.store``); a stage
-whose artifact exists is reused, never recomputed. Stages that exist so far:
+whose artifact exists is reused, never recomputed. The stages:
 
-``data`` (not stored: loading is cheap) -> ``baseline_generator`` (samples.parquet)
+``data`` (not stored: loading is cheap) -> ``train_generator`` (model.pt, history.json)
+-> ``generate`` (samples/*.parquet via Ray Data) or ``import_samples`` (an .npz)
 -> ``density_ratio`` (weights.parquet, classifier, report.json) -> ``resample``
 (resampled.parquet, summary.json).
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -17,11 +20,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from raydgm import density_ratio, features, resample, tables
-from raydgm.baseline import PCAGaussianMixture
-from raydgm.config import (BaselineGeneratorConfig, DataConfig, DensityRatioConfig,
-                           PipelineConfig, ResampleConfig)
-from raydgm.data import Dataset, load_dataset
-from raydgm.store import Artifact, ArtifactStore
+from raydgm.config import (DataConfig, DensityRatioConfig, GenerateConfig, ImportSamplesConfig,
+                           PipelineConfig, ResampleConfig, TrainGeneratorConfig)
+from raydgm.data import Dataset, load_dataset, read_npz
+from raydgm.store import Artifact, ArtifactStore, stage_key
 
 Log = Callable[[str], None]
 
@@ -31,17 +33,67 @@ def load_data(config: DataConfig) -> Dataset:
                         val_fraction=config.val_fraction, test_fraction=config.test_fraction)
 
 
-def baseline_samples(data_cfg: DataConfig, gen_cfg: BaselineGeneratorConfig,
-                     store: ArtifactStore, dataset: Dataset | None = None) -> Artifact:
-    """Fit the PCA + Gaussian-mixture generator on the real train split and draw samples."""
+def train_generator(data_cfg: DataConfig, cfg: TrainGeneratorConfig, store: ArtifactStore,
+                    dataset: Dataset | None = None, progress: bool = True,
+                    log: Log | None = None) -> Artifact:
+    """Fit the generator on the real train split (validation split for held-out bits/dim).
+
+    Per-epoch checkpoints live in a work directory that survives a kill; running the stage
+    again resumes from the last one. The artifact holds ``model.pt`` (what generation
+    actors load) and ``history.json``.
+    """
+    from raydgm import train
+    inputs = {"data": data_cfg.content_hash()}
+    work = store.workdir(cfg.STAGE, stage_key(cfg, inputs))
+
     def write(out: Path) -> dict[str, int]:
-        real = (dataset or load_data(data_cfg)).split("train")[0]
-        model = PCAGaussianMixture.fit(real, gen_cfg)
-        ids = np.arange(gen_cfg.num_samples, dtype=np.int64)
-        images = model.sample_ids(ids, gen_cfg.seed)
-        return {"samples": tables.write_samples(out / "samples.parquet", ids,
-                                                np.full(len(ids), gen_cfg.seed), images)}
-    return store.run(gen_cfg.STAGE, gen_cfg, write, inputs={"data": data_cfg.content_hash()})
+        data = dataset or load_data(data_cfg)
+        real, val = data.split("train")[0], data.split("val")[0]
+        def on_epoch(row: dict[str, float]) -> None:
+            if log is not None:
+                log(f"train_generator: epoch {row['epoch']}/{cfg.epochs} "
+                    + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
+        model, history = train.fit_generator(real, cfg, work, val_images=val if len(val) else None,
+                                             on_epoch=on_epoch, progress=progress)
+        train.save_generator(model, cfg.model.kind, train.model_kwargs(cfg), out / train.MODEL)
+        (out / "history.json").write_text(json.dumps(history, indent=2))
+        return {"train_images": min(len(real), cfg.max_train_images or len(real)),
+                "epochs": len(history)}
+    artifact = store.run(cfg.STAGE, cfg, write, inputs=inputs)
+    shutil.rmtree(work, ignore_errors=True)
+    return artifact
+
+
+def generate_samples(cfg: GenerateConfig, generator: Artifact, store: ArtifactStore,
+                     crash_once_marker: str | None = None) -> Artifact:
+    """Draw ``cfg.num_samples`` samples through Ray Data into ``samples/`` (one part per task)."""
+    from raydgm.generate import generate_with_ray
+
+    def write(out: Path) -> dict[str, int]:
+        stats = generate_with_ray(generator.file("model.pt"), cfg, out,
+                                  crash_once_marker=crash_once_marker)
+        (out / "generation.json").write_text(json.dumps(stats, indent=2))
+        return {"samples": stats["samples"], "dropped_nonfinite": stats["dropped_nonfinite"]}
+    return store.run(cfg.STAGE, cfg, write, inputs={"generator": generator.key})
+
+
+def import_samples(path: str | Path, store: ArtifactStore) -> Artifact:
+    """An .npz of samples made elsewhere (``images`` uint8 (N, C, H, W) or (N, H, W)) -> samples/."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"samples file not found: {path}")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    cfg = ImportSamplesConfig(sha256=digest)
+
+    def write(out: Path) -> dict[str, int]:
+        images, _, _ = read_npz(path)
+        ids = np.arange(len(images), dtype=np.int64)
+        (out / "samples").mkdir()
+        (out / "import.json").write_text(json.dumps({"source": str(path.resolve()),
+                                                     "sha256": digest}, indent=2))
+        return {"samples": tables.write_samples(out / "samples" / "part-000000-0.parquet", ids,
+                                                np.full(len(ids), -1), images)}
+    return store.run(cfg.STAGE, cfg, write)
 
 
 def fit_density_ratio(data_cfg: DataConfig, dr_cfg: DensityRatioConfig, samples: Artifact,
@@ -55,7 +107,10 @@ def fit_density_ratio(data_cfg: DataConfig, dr_cfg: DensityRatioConfig, samples:
         data = dataset or load_data(data_cfg)
         extract = features.EXTRACTORS[dr_cfg.features]
         real_train, real_test = extract(data.split("train")[0]), extract(data.split("test")[0])
-        ids, _, images = tables.read_samples(samples.file("samples.parquet"))
+        ids, _, images = tables.read_samples(samples.file("samples"))
+        if images.shape[1:] != data.images.shape[1:]:
+            raise ValueError(f"generated images have shape {images.shape[1:]} but the real "
+                             f"{data.name} images {data.images.shape[1:]}; they must match")
         gen = extract(images)
         with tqdm(total=dr_cfg.max_epochs, desc="density_ratio: classifier epochs",
                   unit="epoch", leave=False) as bar:
@@ -111,14 +166,20 @@ def run_pipeline(cfg: PipelineConfig, store: ArtifactStore | None = None, log: L
     log(f"data: {cfg.data.name}, {len(dataset)} images {dataset.images.shape[1:]}, "
         + ", ".join(f"{k} {len(v)}" for k, v in dataset.splits.items()))
     out: dict[str, Artifact] = {}
-    out["generator"] = _logged(log, baseline_samples(cfg.data, cfg.generator, store, dataset))
-    out["density_ratio"] = _logged(log, fit_density_ratio(cfg.data, cfg.density_ratio,
-                                                          out["generator"], store, dataset))
-    out["resample"] = _logged(log, resample_weights(cfg.resample, out["density_ratio"], store))
+    if cfg.import_samples is not None:
+        out["samples"] = log_artifact(log, import_samples(cfg.import_samples, store))
+    else:
+        out["generator"] = log_artifact(log, train_generator(cfg.data, cfg.generator, store, dataset,
+                                                        log=log))
+        out["samples"] = log_artifact(log, generate_samples(cfg.generate, out["generator"], store))
+    out["density_ratio"] = log_artifact(log, fit_density_ratio(cfg.data, cfg.density_ratio,
+                                                          out["samples"], store, dataset))
+    out["resample"] = log_artifact(log, resample_weights(cfg.resample, out["density_ratio"], store))
     return out
 
 
-def _logged(log: Log, artifact: Artifact) -> Artifact:
+def log_artifact(log: Log, artifact: Artifact) -> Artifact:
+    """Print one line per stage: reused or computed, where, and its row counts."""
     how = "reused" if artifact.reused else "computed"
     rows = ", ".join(f"{k}={v}" for k, v in artifact.rows.items())
     log(f"{artifact.stage}: {how} {artifact.path} ({rows})")

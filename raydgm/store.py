@@ -50,7 +50,7 @@ class Artifact:
 
     def file(self, name: str) -> Path:
         path = self.path / name
-        if not path.is_file():
+        if not path.exists():
             raise FileNotFoundError(f"artifact {self.stage}/{self.key} has no file {name!r} ({path})")
         return path
 
@@ -89,6 +89,12 @@ class ArtifactStore:
 
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key
+
+    def workdir(self, stage: str, key: str) -> Path:
+        """A scratch directory that outlives a crash (training checkpoints); remove when done."""
+        path = self.root / stage / f".work-{key}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     def lookup(self, stage: str, key: str) -> Artifact | None:
         """The published artifact, or None if absent or not completely written."""

@@ -15,24 +15,37 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
-def write_samples(path: str | Path, sample_ids: np.ndarray, seeds: np.ndarray,
-                  images: np.ndarray) -> int:
-    """Write (N,) ids, (N,) seeds and uint8 (N, C, H, W) images; returns N."""
-    images = np.ascontiguousarray(images)
+def samples_table(sample_ids: np.ndarray, seeds: np.ndarray, images: np.ndarray) -> pa.Table:
+    """(N,) ids, (N,) seeds and uint8 (N, C, H, W) images as the samples layout."""
+    images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4:
         raise ValueError(f"samples must be uint8 (N, C, H, W), got {images.dtype} {images.shape}")
-    table = pa.table({
+    # pyarrow reads a permutation off the strides; a size-1 axis with an odd stride (x[:, None])
+    # would be stored as (H, W, 1) with permutation (1, 2, 0). A fresh copy has plain C strides.
+    expected = tuple(int(np.prod(images.shape[i + 1:])) for i in range(4))
+    if images.strides != expected:
+        images = images.copy(order="C")
+    return pa.table({
         "sample_id": _ids(sample_ids, len(images)),
         "seed": pa.array(np.asarray(seeds, dtype=np.int64)),
         "image": pa.FixedShapeTensorArray.from_numpy_ndarray(images),
     })
+
+
+def write_samples(path: str | Path, sample_ids: np.ndarray, seeds: np.ndarray,
+                  images: np.ndarray) -> int:
+    """Write (N,) ids, (N,) seeds and uint8 (N, C, H, W) images; returns N."""
+    table = samples_table(sample_ids, seeds, images)
     pq.write_table(table, path)
-    return len(images)
+    return table.num_rows
 
 
 def read_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(sample_id int64 (N,), seed int64 (N,), image uint8 (N, C, H, W))."""
-    table = _read(path, ("sample_id", "seed", "image"))
+    """(sample_id int64 (N,), seed int64 (N,), image uint8 (N, C, H, W)), sorted by sample_id.
+
+    ``path`` is one Parquet file or a directory of them (the generation stage's ``samples/``).
+    """
+    table = _read(path, ("sample_id", "seed", "image")).sort_by("sample_id")
     image = table.column("image").combine_chunks()
     if not isinstance(image.type, pa.FixedShapeTensorType) or image.type.value_type != pa.uint8():
         raise ValueError(f"{path}: column 'image' must be a fixed-shape uint8 tensor, got {image.type}")
@@ -94,6 +107,8 @@ def _read(path: str | Path, columns: tuple[str, ...]) -> pa.Table:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"table not found: {path}")
+    if path.is_dir() and not any(path.glob("*.parquet")):
+        raise FileNotFoundError(f"no .parquet files in {path}")
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as err:

@@ -1,5 +1,6 @@
 """The stages end to end on sklearn's digits, through a real artifact store and Parquet."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ from raydgm.stages import flattened, run_pipeline
 from raydgm.store import ArtifactStore
 
 SMALL = {"data": {"name": "digits"},
-         "generator": {"pca_dim": 8, "n_components": 4, "num_samples": 600},
+         "generator": {"model": {"kind": "baseline", "pca_dim": 8, "n_components": 4}},
+         "generate": {"num_samples": 600, "batch_size": 100},
          "density_ratio": {"hidden_units": 32, "max_epochs": 15},
          "resample": {"method": "residual", "num_samples": 400}}
 
@@ -21,10 +23,10 @@ def cfg():
     return PipelineConfig.from_dict(SMALL)
 
 
-def test_pipeline_writes_consistent_tables_and_reuses_them(tmp_path, cfg):
+def test_pipeline_writes_consistent_tables_and_reuses_them(tmp_path, cfg, ray_local):
     store, lines = ArtifactStore(tmp_path), []
     arts = run_pipeline(cfg, store, log=lines.append)
-    ids, seeds, images = tables.read_samples(arts["generator"].file("samples.parquet"))
+    ids, seeds, images = tables.read_samples(arts["samples"].file("samples"))
     assert images.shape == (600, 1, 8, 8) and images.dtype == np.uint8
     weights = tables.read_weights(arts["density_ratio"].file("weights.parquet"))
     np.testing.assert_array_equal(weights["sample_id"], ids)
@@ -41,15 +43,16 @@ def test_pipeline_writes_consistent_tables_and_reuses_them(tmp_path, cfg):
     assert any("reused" in line for line in lines)
 
 
-def test_a_change_upstream_recomputes_downstream_only(tmp_path, cfg):
+def test_a_change_upstream_recomputes_downstream_only(tmp_path, cfg, ray_local):
     store = ArtifactStore(tmp_path)
     first = run_pipeline(cfg, store, log=lambda _: None)
     new_seed = run_pipeline(cfg.replace(resample={**SMALL["resample"], "seed": 1}), store, log=lambda _: None)
-    assert new_seed["generator"].reused and new_seed["density_ratio"].reused
+    assert all(new_seed[k].reused for k in ("generator", "samples", "density_ratio"))
     assert not new_seed["resample"].reused and new_seed["resample"].key != first["resample"].key
-    new_gen = run_pipeline(cfg.replace(generator={**SMALL["generator"], "seed": 1}), store,
+    new_gen = run_pipeline(cfg.replace(generate={**SMALL["generate"], "seed": 1}), store,
                            log=lambda _: None)
-    assert not any(a.reused for a in new_gen.values())
+    assert new_gen["generator"].reused
+    assert not any(new_gen[k].reused for k in ("samples", "density_ratio", "resample"))
 
 
 def test_flattening_reaches_the_target_ess_and_clips():
@@ -66,12 +69,14 @@ def test_flattening_reaches_the_target_ess_and_clips():
 
 
 def test_cli_help_explains_every_command(capsys):
-    for argv in (["--help"], ["demo", "--help"], ["config", "--help"], ["data", "--help"]):
+    for argv in (["--help"], ["demo", "--help"], ["config", "--help"], ["data", "--help"],
+                 ["train-generator", "--help"], ["generate", "--help"], ["import-samples", "--help"]):
         with pytest.raises(SystemExit) as exit_:
             main(argv)
         assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert "--set KEY=VALUE" in out and "RAYDGM_HOME" in out and "noise" in out
+    assert "resume" in out and "Ray Data" in out and "sha256" in out
 
 
 def test_cli_config_and_data(capsys):
@@ -94,7 +99,7 @@ def test_cli_errors_are_clear_and_exit_2(tmp_path, capsys):
     assert not list(tmp_path.iterdir()), "a failed command leaves nothing behind"
 
 
-def test_cli_demo_end_to_end(tmp_path, capsys):
+def test_cli_demo_end_to_end(tmp_path, capsys, ray_local):
     path = tmp_path / "small.json"
     path.write_text(json.dumps(SMALL))
     home = tmp_path / "home"
@@ -104,4 +109,52 @@ def test_cli_demo_end_to_end(tmp_path, capsys):
     pngs = sorted((home / "demo").glob("*.png"))
     assert len(pngs) == 2 and all(p.stat().st_size > 5000 for p in pngs)
     assert main(["demo", "--config", str(path), "--home", str(home), "--no-noise-baseline"]) == 0
-    assert capsys.readouterr().out.count(": reused") == 3
+    assert capsys.readouterr().out.count(": reused") == 4
+
+
+VAE_CFG = {"data": {"name": "digits"},
+           "generator": {"model": {"kind": "vae", "latent_dim": 4, "hidden_channels": [8, 16, 32]},
+                         "epochs": 2, "batch_size": 64},
+           "generate": {"num_samples": 200, "batch_size": 50}}
+
+
+def test_cli_train_generator_then_generate(tmp_path, capsys, ray_local):
+    path = tmp_path / "vae.json"
+    path.write_text(json.dumps(VAE_CFG))
+    home = tmp_path / "home"
+    assert main(["train-generator", "--config", str(path), "--home", str(home)]) == 0
+    out = capsys.readouterr().out
+    assert "epoch 2/2" in out and "val_bpd=" in out and "model.pt" in out
+    ckpt = next(home.glob("train_generator/*/model.pt"))
+    assert not list(home.glob("train_generator/.work-*")), "checkpoints are cleaned up after success"
+    assert main(["generate", "--config", str(path), "--home", str(home)]) == 0
+    out = capsys.readouterr().out
+    assert f"train_generator: reused {ckpt.parent}" in out
+    assert "wrote 200 samples (0 dropped as NaN/Inf) from vae" in out
+    samples_dir = Path(out.strip().splitlines()[-1].split("samples: ")[1])
+    ids, _, images = tables.read_samples(samples_dir)
+    np.testing.assert_array_equal(ids, np.arange(200))
+    assert images.shape == (200, 1, 8, 8)
+
+
+def test_cli_import_samples_and_use_them(tmp_path, capsys, ray_local):
+    images = np.random.default_rng(0).integers(0, 256, (300, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "mine.npz", images=images)
+    home = tmp_path / "home"
+    assert main(["import-samples", str(tmp_path / "mine.npz"), "--home", str(home)]) == 0
+    out = capsys.readouterr().out
+    assert "imported 300 samples" in out and "import_samples=" in out
+    ids, seeds, back = tables.read_samples(next(home.glob("import_samples/*/samples")))
+    np.testing.assert_array_equal(back[:, 0], images)
+    assert (seeds == -1).all()
+    cfg = PipelineConfig.from_dict({**SMALL, "import_samples": str(tmp_path / "mine.npz")})
+    arts = run_pipeline(cfg, ArtifactStore(home), log=lambda _: None)
+    assert "generator" not in arts and arts["samples"].reused
+    report = json.loads(arts["density_ratio"].file("report.json").read_text())
+    assert report["roc_auc"] > 0.95   # uniform noise is easy to tell from digits
+    np.savez(tmp_path / "wrong.npz", images=np.zeros((10, 1, 16, 16), np.uint8))
+    cfg = cfg.replace(import_samples=str(tmp_path / "wrong.npz"))
+    with pytest.raises(ValueError, match=r"shape \(1, 16, 16\) but the real digits images \(1, 8, 8\)"):
+        run_pipeline(cfg, ArtifactStore(home), log=lambda _: None)
+    assert main(["import-samples", str(tmp_path / "missing.npz")]) == 2
+    assert "missing.npz" in capsys.readouterr().err

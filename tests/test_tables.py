@@ -16,6 +16,21 @@ def test_samples_round_trip_exactly(tmp_path):
     np.testing.assert_array_equal(seeds, 3)
 
 
+def test_views_with_odd_strides_and_directories_of_parts(tmp_path):
+    """(N, H, W)[:, None] has an odd stride on the size-1 axis; pyarrow used to store it as
+    (H, W, 1) with a permutation that it could not read back after sort_by."""
+    flat = np.random.default_rng(1).integers(0, 256, size=(6, 4, 4), dtype=np.uint8)
+    (tmp_path / "parts").mkdir()
+    tables.write_samples(tmp_path / "parts" / "b.parquet", [3, 4, 5], [0] * 3, flat[3:, None])
+    tables.write_samples(tmp_path / "parts" / "a.parquet", [0, 1, 2], [0] * 3, flat[:3, None])
+    ids, _, got = tables.read_samples(tmp_path / "parts")
+    np.testing.assert_array_equal(ids, np.arange(6))   # sorted by sample_id across files
+    np.testing.assert_array_equal(got[:, 0], flat)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no .parquet files"):
+        tables.read_samples(tmp_path / "empty")
+
+
 def test_weights_and_counts_round_trip(tmp_path):
     ids = np.array([5, 6, 7])
     tables.write_weights(tmp_path / "w.parquet", ids, [0.1, -0.2, 3.0], [0.0, -np.inf, 1.5],

@@ -1,0 +1,197 @@
+"""Generation: per-sample seeds, the Ray Data callable class, and the Parquet output.
+
+Sample i is drawn from its own ``torch.Generator`` seeded by ``sample_seed(seed, i)``: the
+model draws all of that sample's noise from it (``GenerativeModel.draw_noise``), then
+decodes a whole batch at once. The images therefore do not depend on the batch size, the
+number of actors or the order in which batches arrive.
+
+The Ray Data pipeline (``generate_with_ray``)::
+
+    ids-*.parquet ──read_parquet──► map_batches(GenerateBatch, ActorPoolStrategy) ──write_parquet──► samples/part-*.parquet
+
+Each actor loads the checkpoint once in ``__init__``. An image with NaN or Inf is never
+written: the batch fails (``on_nonfinite="fail"``) or the row is dropped and the stage
+counts it (``"drop"``). The written ids are checked afterwards: every requested id exactly
+once, except the dropped ones.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from raydgm.config import GenerateConfig
+from raydgm.tables import samples_table
+from raydgm.models import GenerativeModel
+
+IDS_DIR = "ids"
+SAMPLES_DIR = "samples"
+
+
+class NonFiniteSamples(ValueError):
+    """Generated images held NaN or Inf and ``on_nonfinite="fail"``."""
+
+
+def sample_seed(seed: int, sample_id: int) -> int:
+    """The 63-bit seed of sample ``sample_id`` under base ``seed`` (numpy SeedSequence mixing)."""
+    state = np.random.SeedSequence([int(seed), int(sample_id)]).generate_state(1, np.uint64)[0]
+    return int(state >> np.uint64(1))
+
+
+def draw_levels(model: GenerativeModel, sample_ids: np.ndarray, seed: int,
+                autocast: str = "none") -> tuple[np.ndarray, torch.Tensor]:
+    """(seeds int64 (N,), float levels (N, C, H, W) on CPU, NaN where the model failed)."""
+    seeds = np.array([sample_seed(seed, i) for i in np.asarray(sample_ids)], dtype=np.int64)
+    parts = [model.draw_noise(1, torch.Generator().manual_seed(int(s))) for s in seeds]
+    noise = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    device_type = next(itertools.chain(model.parameters(), model.buffers())).device.type
+    with torch.no_grad(), torch.autocast(device_type, dtype=torch.bfloat16,
+                                         enabled=autocast == "bf16"):
+        levels = model.decode(noise)
+    return seeds, levels.float().cpu()
+
+
+class GenerateBatch:
+    """Ray Data callable class: a batch of ``sample_id`` -> the samples layout.
+
+    Loads the generator once in ``__init__``. ``crash_once_marker`` is a fault-injection
+    hook for tests: the actor process exits on its second batch if that file does not exist
+    yet (and creates it first), as a preempted or OOM-killed worker would.
+    """
+
+    def __init__(self, checkpoint: str, seed: int, device: str = "cpu", autocast: str = "none",
+                 on_nonfinite: str = "fail", torch_threads: int | None = None,
+                 crash_once_marker: str | None = None):
+        from raydgm.train import load_generator
+        if torch_threads is not None:
+            torch.set_num_threads(torch_threads)
+        self.model = load_generator(checkpoint, device)
+        self.seed, self.autocast, self.on_nonfinite = seed, autocast, on_nonfinite
+        self.crash_once_marker, self.calls = crash_once_marker, 0
+
+    def __call__(self, batch: pa.Table | dict[str, np.ndarray]) -> pa.Table:
+        self.calls += 1
+        if self.crash_once_marker and self.calls == 2 and not os.path.exists(self.crash_once_marker):
+            Path(self.crash_once_marker).touch()
+            os._exit(1)
+        ids = np.asarray(batch["sample_id"], dtype=np.int64)
+        seeds, levels = draw_levels(self.model, ids, self.seed, self.autocast)
+        ok = torch.isfinite(levels).flatten(1).all(dim=1).numpy()
+        if not ok.all() and self.on_nonfinite == "fail":
+            raise NonFiniteSamples(
+                f"{int((~ok).sum())} of {len(ids)} generated images in the batch starting at "
+                f"sample_id {ids[0]} hold NaN or Inf (first: {ids[~ok][:5].tolist()}); "
+                "set generate.on_nonfinite=drop to drop and count them instead")
+        images = levels[torch.from_numpy(ok)].round().clamp(0, 255).to(torch.uint8).numpy()
+        return samples_table(ids[ok], seeds[ok], images)
+
+
+def write_ids(directory: Path, num_samples: int, num_files: int) -> int:
+    """``ids-00000.parquet``...: the sample ids 0..num_samples-1 in ``num_files`` shards."""
+    directory.mkdir(parents=True, exist_ok=True)
+    bounds = np.linspace(0, num_samples, min(num_files, num_samples) + 1).astype(np.int64)
+    for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        pq.write_table(pa.table({"sample_id": pa.array(np.arange(lo, hi, dtype=np.int64))}),
+                       directory / f"ids-{k:05d}.parquet")
+    return len(bounds) - 1
+
+
+def generate_with_ray(checkpoint: str | Path, config: GenerateConfig, out_dir: str | Path, *,
+                      crash_once_marker: str | None = None) -> dict[str, Any]:
+    """Run the Ray Data generation pipeline into ``out_dir``; returns counts for the manifest.
+
+    Uses the running Ray cluster (or starts a local one). ``out_dir/samples/`` receives
+    ``part-<task>-<i>.parquet`` files; ``out_dir/ids/`` keeps the requested ids.
+    """
+    import ray
+
+    started = not ray.is_initialized()
+    if started:   # a local cluster for this call only; a driver on a cluster is already connected
+        ray.init(include_dashboard=False, log_to_driver=False)
+    try:
+        return _run_pipeline(ray, checkpoint, config, Path(out_dir), crash_once_marker)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _run_pipeline(ray: Any, checkpoint: str | Path, config: GenerateConfig, out_dir: Path,
+                  crash_once_marker: str | None) -> dict[str, Any]:
+    from ray.data import ActorPoolStrategy, DataContext, SaveMode
+    from ray.data.datasource import FilenameProvider
+
+    class PartNames(FilenameProvider):    # deterministic names: part-<task index>-<i>.parquet
+        def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
+            return f"part-{task_index:06d}"
+
+    gpus, cpus = _actor_resources(config, ray.cluster_resources())
+    shards = max(4 * config.num_actors, math.ceil(config.num_samples / config.rows_per_file))
+    write_ids(out_dir / IDS_DIR, config.num_samples, shards)
+    ctx = DataContext.get_current()
+    saved = ctx.execution_options.preserve_order, ctx.use_datasource_v2
+    # Deterministic block order (file names); the v1 Parquet reader: one block per id file and
+    # read tasks that honour num_cpus (v2's ListFiles task takes a whole CPU and ~5-10 s here).
+    ctx.execution_options.preserve_order, ctx.use_datasource_v2 = True, False
+    try:
+        ds = ray.data.read_parquet(str(out_dir / IDS_DIR), num_cpus=0.25)
+        ds = ds.map_batches(
+            GenerateBatch, batch_size=config.batch_size, batch_format="pyarrow",
+            compute=ActorPoolStrategy(size=config.num_actors), num_cpus=cpus, num_gpus=gpus,
+            fn_constructor_kwargs=dict(
+                checkpoint=str(checkpoint), seed=config.seed, device="cuda" if gpus else "cpu",
+                autocast=config.autocast, on_nonfinite=config.on_nonfinite,
+                torch_threads=None if gpus else max(1, int(round(cpus))),
+                crash_once_marker=crash_once_marker))
+        ds.write_parquet(str(out_dir / SAMPLES_DIR), filename_provider=PartNames(),
+                         mode=SaveMode.OVERWRITE, min_rows_per_file=config.rows_per_file,
+                         ray_remote_args={"num_cpus": 0.25})
+    except Exception as err:
+        raise _unwrap(err) from err
+    finally:
+        ctx.execution_options.preserve_order, ctx.use_datasource_v2 = saved
+    return check_written(out_dir / SAMPLES_DIR, config.num_samples)
+
+
+def _actor_resources(config: GenerateConfig, cluster: dict[str, float]) -> tuple[float, float]:
+    """(num_gpus, num_cpus) per actor; refuses a pool that would starve read/write tasks."""
+    total_cpus = float(cluster.get("CPU", 0.0))
+    gpus = config.num_gpus_per_actor
+    if gpus is None:
+        gpus = 1.0 if cluster.get("GPU", 0.0) > 0 else 0.0
+    pool_cpus = config.num_actors * config.num_cpus_per_actor
+    if pool_cpus > total_cpus - 0.5:   # read and write tasks take 0.25 CPU each
+        raise ValueError(
+            f"generate.num_actors x generate.num_cpus_per_actor = {config.num_actors} x "
+            f"{config.num_cpus_per_actor} reserves {pool_cpus:g} of the cluster's {total_cpus:g} "
+            "CPUs; leave at least 0.5 CPU for Ray Data's read and write tasks, or the pipeline hangs")
+    return float(gpus), config.num_cpus_per_actor
+
+
+def check_written(samples_dir: Path, num_samples: int) -> dict[str, Any]:
+    """Every requested id exactly once, or missing because it was dropped as non-finite."""
+    ids = pq.read_table(samples_dir, columns=["sample_id"]).column("sample_id").to_numpy()
+    unique, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise RuntimeError(f"generation wrote {int((counts > 1).sum())} sample ids more than "
+                           f"once (e.g. {unique[counts > 1][:5].tolist()}); not publishing")
+    if len(unique) and (unique[0] < 0 or unique[-1] >= num_samples):
+        raise RuntimeError(f"generation wrote sample ids outside 0..{num_samples - 1}")
+    dropped = np.setdiff1d(np.arange(num_samples), unique)
+    return {"samples": int(len(unique)), "dropped_nonfinite": int(len(dropped)),
+            "dropped_ids": dropped.tolist()}
+
+
+def _unwrap(err: Exception) -> Exception:
+    """The user-facing error inside Ray's wrappers (a NonFiniteSamples keeps its message)."""
+    text = str(err)
+    if "NonFiniteSamples" in text or "hold NaN or Inf" in text:
+        line = next((ln for ln in text.splitlines() if "hold NaN or Inf" in ln), text)
+        return NonFiniteSamples(line.split("NonFiniteSamples: ")[-1].strip())
+    return err
