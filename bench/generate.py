@@ -1,0 +1,135 @@
+"""Benchmark VAE generation through Ray Data against a plain in-process loop, side by side.
+
+    python bench/generate.py                      # 20,000 samples, mnist5k-sized VAE (1x32x32)
+    python bench/generate.py --n 5000 --actors 1 --cpus-per-actor 1.5
+
+Both sides run the same per-sample-seeded code (``raydgm.generate.draw_levels``) on the same
+untrained VAE (generation cost does not depend on the weights) and end with the samples in
+Parquet. The plain loop runs in this process with ``--threads`` torch threads; the Ray Data
+pipeline (read ids -> actor pool -> write_parquet) runs on a local Ray cluster limited to
+``--cpus`` CPUs, started before the clock starts (as on a cluster, where Ray is already up);
+actor start-up is timed. Prints both throughputs and the ratio (Ray Data / plain).
+
+Ray Data pays a fixed start-up (fresh actor processes that import torch and load the
+checkpoint; about 6 s on a loaded 2-core machine), so both sides also run n/5 samples and
+the bench prints the marginal throughput, (n - n/5) / (t(n) - t(n/5)): the steady state
+that a long generation run sees.
+
+It also prints PixelCNN++ seconds per image for a tiny config (autoregressive sampling: one
+network pass per pixel).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from raydgm import train
+from raydgm.config import GenerateConfig
+from raydgm.generate import draw_levels, generate_with_ray
+from raydgm.tables import samples_table
+from raydgm.models import build
+
+VAE_KWARGS = {"latent_dim": 32, "hidden_channels": [32, 64, 128], "likelihood": "logistic"}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=20_000, help="samples to generate (default 20,000)")
+    p.add_argument("--batch-size", type=int, default=250, help="samples per batch (default 250)")
+    p.add_argument("--cpus", type=float, default=float(os.cpu_count() or 2),
+                   help="CPU budget for both sides (default: all cores)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads of the plain loop (default: --cpus)")
+    p.add_argument("--actors", type=int, default=2, help="Ray Data actors (default 2)")
+    p.add_argument("--cpus-per-actor", type=float, default=None,
+                   help="CPUs reserved per actor (default: (cpus - 0.5) / actors, leaving "
+                        "half a CPU to Ray Data's read and write tasks)")
+    p.add_argument("--pixelcnn-images", type=int, default=4,
+                   help="images for the PixelCNN++ timing (default 4; 0 skips it)")
+    return p.parse_args(argv)
+
+
+def plain_loop(ckpt: Path, n: int, batch_size: int, threads: int, out: Path) -> float:
+    """Seconds to draw n samples in-process and write them to one Parquet file."""
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    model = train.load_generator(ckpt)
+    tables = []
+    for lo in range(0, n, batch_size):
+        ids = np.arange(lo, min(n, lo + batch_size))
+        seeds, levels = draw_levels(model, ids, seed=0)
+        tables.append(samples_table(ids, seeds, levels.round().clamp(0, 255).to(torch.uint8).numpy()))
+    import pyarrow as pa
+    pq.write_table(pa.concat_tables(tables), out)
+    return time.perf_counter() - start
+
+
+def ray_data(ckpt: Path, n: int, batch_size: int, actors: int, cpus_per_actor: float,
+             out: Path) -> float:
+    cfg = GenerateConfig(num_samples=n, batch_size=batch_size, num_actors=actors,
+                         num_cpus_per_actor=cpus_per_actor, rows_per_file=max(1, n // (4 * actors)))
+    start = time.perf_counter()
+    stats = generate_with_ray(ckpt, cfg, out)
+    assert stats["samples"] == n, stats
+    return time.perf_counter() - start
+
+
+def pixelcnn_seconds_per_image(num: int, shape=(1, 32, 32)) -> float:
+    torch.manual_seed(0)
+    model = build("pixelcnnpp", shape, nr_resnet=1, nr_filters=16, nr_logistic_mix=5, dropout=0.0)
+    start = time.perf_counter()
+    model.sample(num, torch.Generator().manual_seed(0))
+    return (time.perf_counter() - start) / num
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    threads = args.threads or max(1, int(args.cpus))
+    per_actor = args.cpus_per_actor or (args.cpus - 0.5) / args.actors
+    sizes = (max(1, args.n // 5), args.n)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        torch.manual_seed(0)
+        ckpt = tmp / "model.pt"
+        train.save_generator(build("vae", (1, 32, 32), **VAE_KWARGS), "vae", VAE_KWARGS, ckpt)
+        plain = [plain_loop(ckpt, n, args.batch_size, threads, tmp / f"plain{n}.parquet")
+                 for n in sizes]
+        import ray
+        ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
+                 logging_level="ERROR")
+        try:
+            ray_s = [ray_data(ckpt, n, args.batch_size, args.actors, per_actor, tmp / f"ray{n}")
+                     for n in sizes]
+        finally:
+            ray.shutdown()
+    report(args, threads, per_actor, sizes, plain, ray_s)
+
+
+def report(args, threads, per_actor, sizes, plain, ray_s) -> None:
+    n = sizes[1]
+    marginal = [(sizes[1] - sizes[0]) / max(t[1] - t[0], 1e-9) for t in (plain, ray_s)]
+    print(f"\nVAE generation, {n} samples of 1x32x32, batch {args.batch_size}, "
+          f"{args.cpus:g} CPUs ({os.cpu_count()} cores here):")
+    print(f"  {'':38s} {'end to end':>22s}   {'marginal (steady state)':>24s}")
+    print(f"  plain in-process loop ({threads} torch threads) {plain[1]:7.2f} s {n / plain[1]:7.0f} "
+          f"samples/s   {marginal[0]:9.0f} samples/s")
+    print(f"  Ray Data ({args.actors} actors x {per_actor:g} CPU)        {ray_s[1]:7.2f} s "
+          f"{n / ray_s[1]:7.0f} samples/s   {marginal[1]:9.0f} samples/s")
+    print(f"  ratio Ray Data / plain: end to end {plain[1] / ray_s[1]:.2f}x, marginal "
+          f"{marginal[1] / marginal[0]:.2f}x  (target >= 0.8x); Ray Data fixed start-up about "
+          f"{ray_s[1] - n / marginal[1]:.1f} s")
+    if args.pixelcnn_images:
+        spi = pixelcnn_seconds_per_image(args.pixelcnn_images)
+        print(f"\nPixelCNN++ tiny (nr_resnet=1, nr_filters=16, nr_logistic_mix=5), 1x32x32, CPU: "
+              f"{spi:.2f} s per image ({args.pixelcnn_images} images in one batch)")
+
+
+if __name__ == "__main__":
+    main()
