@@ -30,6 +30,7 @@ test-slow: $(STAMP)  ## only the tests marked slow
 
 bench: $(STAMP)  ## benchmarks: each prints ours vs a baseline, measured side by side
 	$(BIN)/python bench/resample.py
+	$(BIN)/python bench/generate.py
 
 clean:  ## remove caches (keeps .venv and artifacts/)
 	rm -rf .pytest_cache **/__pycache__

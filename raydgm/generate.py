@@ -17,8 +17,10 @@ once, except the dropped ones.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -63,20 +65,31 @@ class GenerateBatch:
 
     Loads the generator once in ``__init__``. ``crash_once_marker`` is a fault-injection
     hook for tests: the actor process exits on its second batch if that file does not exist
-    yet (and creates it first), as a preempted or OOM-killed worker would.
+    yet (and creates it first), as a preempted or OOM-killed worker would. ``timing_log``
+    (a file path) appends one JSON line per batch: pid, start and end wall time, rows.
     """
 
     def __init__(self, checkpoint: str, seed: int, device: str = "cpu", autocast: str = "none",
                  on_nonfinite: str = "fail", torch_threads: int | None = None,
-                 crash_once_marker: str | None = None):
+                 crash_once_marker: str | None = None, timing_log: str | None = None):
         from raydgm.train import load_generator
         if torch_threads is not None:
             torch.set_num_threads(torch_threads)
         self.model = load_generator(checkpoint, device)
         self.seed, self.autocast, self.on_nonfinite = seed, autocast, on_nonfinite
         self.crash_once_marker, self.calls = crash_once_marker, 0
+        self.timing_log = timing_log
 
     def __call__(self, batch: pa.Table | dict[str, np.ndarray]) -> pa.Table:
+        start = time.time()
+        table = self._generate(batch)
+        if self.timing_log:
+            with open(self.timing_log, "a") as log:
+                log.write(json.dumps({"pid": os.getpid(), "start": start, "end": time.time(),
+                                      "rows": len(batch["sample_id"])}) + "\n")
+        return table
+
+    def _generate(self, batch: pa.Table | dict[str, np.ndarray]) -> pa.Table:
         self.calls += 1
         if self.crash_once_marker and self.calls == 2 and not os.path.exists(self.crash_once_marker):
             Path(self.crash_once_marker).touch()
@@ -104,7 +117,8 @@ def write_ids(directory: Path, num_samples: int, num_files: int) -> int:
 
 
 def generate_with_ray(checkpoint: str | Path, config: GenerateConfig, out_dir: str | Path, *,
-                      crash_once_marker: str | None = None) -> dict[str, Any]:
+                      crash_once_marker: str | None = None,
+                      timing_log: str | None = None) -> dict[str, Any]:
     """Run the Ray Data generation pipeline into ``out_dir``; returns counts for the manifest.
 
     Uses the running Ray cluster (or starts a local one). ``out_dir/samples/`` receives
@@ -116,14 +130,15 @@ def generate_with_ray(checkpoint: str | Path, config: GenerateConfig, out_dir: s
     if started:   # a local cluster for this call only; a driver on a cluster is already connected
         ray.init(include_dashboard=False, log_to_driver=False)
     try:
-        return _run_pipeline(ray, checkpoint, config, Path(out_dir), crash_once_marker)
+        return _run_pipeline(ray, checkpoint, config, Path(out_dir),
+                             dict(crash_once_marker=crash_once_marker, timing_log=timing_log))
     finally:
         if started:
             ray.shutdown()
 
 
 def _run_pipeline(ray: Any, checkpoint: str | Path, config: GenerateConfig, out_dir: Path,
-                  crash_once_marker: str | None) -> dict[str, Any]:
+                  hooks: dict[str, str | None]) -> dict[str, Any]:
     from ray.data import ActorPoolStrategy, DataContext, SaveMode
     from ray.data.datasource import FilenameProvider
 
@@ -147,8 +162,7 @@ def _run_pipeline(ray: Any, checkpoint: str | Path, config: GenerateConfig, out_
             fn_constructor_kwargs=dict(
                 checkpoint=str(checkpoint), seed=config.seed, device="cuda" if gpus else "cpu",
                 autocast=config.autocast, on_nonfinite=config.on_nonfinite,
-                torch_threads=None if gpus else max(1, int(round(cpus))),
-                crash_once_marker=crash_once_marker))
+                torch_threads=None if gpus else max(1, int(round(cpus))), **hooks))
         ds.write_parquet(str(out_dir / SAMPLES_DIR), filename_provider=PartNames(),
                          mode=SaveMode.OVERWRITE, min_rows_per_file=config.rows_per_file,
                          ray_remote_args={"num_cpus": 0.25})

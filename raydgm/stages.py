@@ -57,8 +57,8 @@ def train_generator(data_cfg: DataConfig, cfg: TrainGeneratorConfig, store: Arti
                                              on_epoch=on_epoch, progress=progress)
         train.save_generator(model, cfg.model.kind, train.model_kwargs(cfg), out / train.MODEL)
         (out / "history.json").write_text(json.dumps(history, indent=2))
-        return {"train_images": min(len(real), cfg.max_train_images or len(real)),
-                "epochs": len(history)}
+        rows = {"train_images": min(len(real), cfg.max_train_images or len(real))}
+        return rows | ({"epochs": len(history)} if history else {})   # the baseline has none
     artifact = store.run(cfg.STAGE, cfg, write, inputs=inputs)
     shutil.rmtree(work, ignore_errors=True)
     return artifact
