@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,27 +52,22 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(show)
     show.set_defaults(func=_show_config)
 
-    tg = sub.add_parser(
-        "train-generator", help="train (or reuse) the generator of a pipeline config",
-        description="Train the config's generator (generator.model.kind: baseline, vae or "
-        "pixelcnnpp) on the real train split, with a progress bar, per-epoch train/val bits per "
-        "dim and a checkpoint every epoch. Killed runs resume from the last checkpoint when run "
-        "again. Prints the artifact directory holding model.pt.",
-        epilog="example: raydgm train-generator --config configs/vae_mnist.yaml --set generator.epochs=2")
-    _config_args(tg)
-    _home_arg(tg)
-    tg.set_defaults(func=_train_generator)
-
-    gen = sub.add_parser(
-        "generate", help="draw samples from the trained generator through Ray Data",
-        description="Train or reuse the generator, then draw generate.num_samples samples through a "
-        "Ray Data actor pool into Parquet (sample_id, seed, image). Sample i comes from seed "
-        "(generate.seed, i): the same images for any batch size or number of actors. Uses the "
-        "running Ray cluster (RAY_ADDRESS) or starts a local one.",
-        epilog="example: raydgm generate --config configs/vae_mnist.yaml --set generate.num_actors=2")
-    _config_args(gen)
-    _home_arg(gen)
-    gen.set_defaults(func=_generate)
+    _command(sub, "train-generator", _train_generator,
+             help="train (or reuse) the generator of a pipeline config",
+             description="Train the config's generator (generator.model.kind: baseline, vae or "
+             "pixelcnnpp) on the real train split, with a progress bar, per-epoch train/val bits "
+             "per dim and a checkpoint every epoch. Killed runs resume from the last checkpoint "
+             "when run again. Prints the artifact directory holding model.pt.",
+             epilog="example: raydgm train-generator --config configs/vae_mnist.yaml "
+             "--set generator.epochs=2")
+    _command(sub, "generate", _generate,
+             help="draw samples from the trained generator through Ray Data",
+             description="Train or reuse the generator, then draw generate.num_samples samples "
+             "through a Ray Data actor pool into Parquet (sample_id, seed, image). Sample i comes "
+             "from seed (generate.seed, i): the same images for any batch size or number of "
+             "actors. Uses the running Ray cluster (RAY_ADDRESS) or starts a local one.",
+             epilog="example: raydgm generate --config configs/vae_mnist.yaml "
+             "--set generate.num_actors=2")
 
     imp = sub.add_parser(
         "import-samples", help="bring samples made elsewhere (.npz) into the samples layout",
@@ -86,6 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Load a dataset as the pipeline would and print a summary.")
     _config_args(data)
     data.set_defaults(func=_data)
+    return parser
+
+
+def _command(sub: Any, name: str, func: Any, **texts: str) -> argparse.ArgumentParser:
+    """A subcommand that takes a pipeline config (--config, --set) and an artifact root (--home)."""
+    parser = sub.add_parser(name, **texts)
+    _config_args(parser)
+    _home_arg(parser)
+    parser.set_defaults(func=func)
     return parser
 
 
