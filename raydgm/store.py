@@ -91,10 +91,11 @@ class ArtifactStore:
         return self.root / stage / key
 
     def workdir(self, stage: str, key: str) -> Path:
-        """A scratch directory that outlives a crash (training checkpoints); remove when done."""
-        path = self.root / stage / f".work-{key}"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        """Where a stage keeps scratch files that must outlive a crash (training checkpoints).
+
+        Not created here; the stage creates it when it starts work and removes it when done.
+        """
+        return self.root / stage / f".work-{key}"
 
     def lookup(self, stage: str, key: str) -> Artifact | None:
         """The published artifact, or None if absent or not completely written."""
