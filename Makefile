@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench clean help
+.PHONY: install demo test test-slow test-gpu bench clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ test: $(STAMP)  ## fast CPU tests (slow and gpu tests are excluded)
 
 test-slow: $(STAMP)  ## only the tests marked slow
 	$(BIN)/python -m pytest -q -m slow
+
+test-gpu: $(STAMP)  ## only the tests marked gpu (need a CUDA device; skipped without one)
+	$(BIN)/python -m pytest -q -m gpu
 
 bench: $(STAMP)  ## benchmarks: each prints ours vs a baseline, measured side by side
 	$(BIN)/python bench/resample.py
