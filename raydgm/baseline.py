@@ -13,14 +13,14 @@ import torch
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
+from raydgm.data import check_images
 from raydgm.models.baseline import PCAGaussianMixture
 
 
 def fit_baseline(images: np.ndarray, pca_dim: int = 32, n_components: int = 10,
                  seed: int = 0) -> PCAGaussianMixture:
     """Fit on uint8 (N, C, H, W) images; returns the generator module."""
-    if images.dtype != np.uint8 or images.ndim != 4:
-        raise ValueError(f"expected uint8 (N, C, H, W) images, got {images.dtype} {images.shape}")
+    check_images(images, "baseline training images")
     n, c, h, w = images.shape
     x = images.reshape(n, -1).astype(np.float64) / 255.0
     pca_dim = min(pca_dim, n - 1, x.shape[1])

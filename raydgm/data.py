@@ -50,7 +50,7 @@ class Dataset:
     splits: dict[str, np.ndarray] = field(repr=False)
 
     def __post_init__(self) -> None:
-        _check_images(self.images, where=f"dataset {self.name!r}")
+        check_images(self.images, where=f"dataset {self.name!r}")
         n = self.images.shape[0]
         if self.labels.dtype != np.int64 or self.labels.shape != (n,):
             raise ValueError(
@@ -207,7 +207,7 @@ def _check_split_args(seed: int, val_fraction: float, test_fraction: float) -> N
         )
 
 
-def _check_images(images: Any, where: str) -> None:
+def check_images(images: Any, where: str) -> None:
     """Raise unless ``images`` is a non-empty uint8 (N, C, H, W) array with C in {1, 3}."""
     if not isinstance(images, np.ndarray):
         raise ValueError(f"{where}: images must be a numpy array, found {type(images).__name__}")
@@ -292,7 +292,7 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
         raise ValueError(f"{where} has no 'images' array (found keys: {sorted(keys)})")
     if isinstance(images, np.ndarray) and images.ndim == 3:
         images = images[:, None]  # (N, H, W) grayscale -> (N, 1, H, W)
-    _check_images(images, where)
+    check_images(images, where)
     n = images.shape[0]
     if labels is None:
         return images, np.full(n, UNLABELED, dtype=np.int64), 0

@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from raydgm.config import TrainGeneratorConfig
+from raydgm.data import check_images
 from raydgm.models import GenerativeModel, build
 
 LAST = "last.pt"          # resume checkpoint (model + optimizer + scheduler + history)
@@ -46,7 +47,7 @@ def fit_generator(images: np.ndarray, config: TrainGeneratorConfig, work_dir: st
     History rows: ``epoch``, ``train_loss`` (nats per image), ``train_bpd`` (bits per dim)
     and, with ``val_images``, ``val_loss`` / ``val_bpd``.
     """
-    images = _check_images(images, "train images")
+    images = _checked(images, "train images")
     if config.max_train_images is not None:
         images = images[:config.max_train_images]
     shape = tuple(int(s) for s in images.shape[1:])
@@ -65,7 +66,7 @@ def fit_generator(images: np.ndarray, config: TrainGeneratorConfig, work_dir: st
     for epoch in range(start, config.epochs):
         row = _train_epoch(model, opt, images, config, epoch, device, progress)
         if val_images is not None:
-            row.update(_evaluate(model, _check_images(val_images, "validation images"),
+            row.update(_evaluate(model, _checked(val_images, "validation images"),
                                  config, epoch, device))
         sched.step()
         history.append(row)
@@ -125,12 +126,8 @@ def _derived_seed(*words: int) -> int:
     return int(np.random.SeedSequence(list(words)).generate_state(1, np.uint64)[0] >> 1)
 
 
-def _check_images(images: np.ndarray, what: str) -> np.ndarray:
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4:
-        raise ValueError(f"{what}: expected uint8 (N, C, H, W), got {images.dtype} {images.shape}")
-    if len(images) == 0:
-        raise ValueError(f"{what}: no images")
+def _checked(images: np.ndarray, where: str) -> np.ndarray:
+    check_images(images, where)
     return np.ascontiguousarray(images)
 
 

@@ -120,3 +120,11 @@ def test_baseline_is_fitted_in_closed_form(tmp_path, digits):
                                                     "n_components": 2}})
     model, history = train.fit_generator(digits.split("train")[0], cfg, tmp_path, progress=False)
     assert history == [] and model.components.shape == (4, 64)
+
+
+def test_bad_images_are_refused_before_training(tmp_path):
+    with pytest.raises(ValueError, match="train images: images must have dtype uint8"):
+        train.fit_generator(np.zeros((8, 1, 8, 8), np.float32), _cfg(), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="channels-last"):
+        train.fit_generator(np.zeros((8, 8, 8, 1), np.uint8), _cfg(), tmp_path, progress=False)
+    assert not (tmp_path / train.LAST).exists()
