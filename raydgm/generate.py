@@ -7,12 +7,12 @@ number of actors or the order in which batches arrive.
 
 The Ray Data pipeline (``generate_with_ray``)::
 
-    ids-*.parquet ──read_parquet──► map_batches(GenerateBatch, ActorPoolStrategy) ──write_parquet──► samples/part-*.parquet
+    ids-*.parquet ──read_parquet──► map_batches(GenerateBatch, ActorPoolStrategy) ──write_parquet──► part-*.parquet
 
 Each actor loads the checkpoint once in ``__init__``. An image with NaN or Inf is never
 written: the batch fails (``on_nonfinite="fail"``) or the row is dropped and the stage
 counts it (``"drop"``). The written ids are checked afterwards: every requested id exactly
-once, except the dropped ones.
+once, except the dropped ones. A killed run resumes: only the missing ids are generated.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from raydgm.tables import samples_table
 from raydgm.models import GenerativeModel
 
 IDS_DIR = "ids"
+ATTEMPTS_DIR = "attempts"
 SAMPLES_DIR = "samples"
 
 
@@ -106,39 +108,71 @@ class GenerateBatch:
         return samples_table(ids[ok], seeds[ok], images)
 
 
-def write_ids(directory: Path, num_samples: int, num_files: int) -> int:
-    """``ids-00000.parquet``...: the sample ids 0..num_samples-1 in ``num_files`` shards."""
+def write_ids(directory: Path, ids: np.ndarray, num_files: int) -> int:
+    """``ids-00000.parquet``...: the sample ids to make, in ``num_files`` shards."""
     directory.mkdir(parents=True, exist_ok=True)
-    bounds = np.linspace(0, num_samples, min(num_files, num_samples) + 1).astype(np.int64)
-    for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
-        pq.write_table(pa.table({"sample_id": pa.array(np.arange(lo, hi, dtype=np.int64))}),
-                       directory / f"ids-{k:05d}.parquet")
-    return len(bounds) - 1
+    shards = np.array_split(np.asarray(ids, dtype=np.int64), max(1, min(num_files, len(ids))))
+    for k, shard in enumerate(shards):
+        pq.write_table(pa.table({"sample_id": pa.array(shard)}), directory / f"ids-{k:05d}.parquet")
+    return len(shards)
 
 
 def generate_with_ray(checkpoint: str | Path, config: GenerateConfig, out_dir: str | Path, *,
-                      crash_once_marker: str | None = None,
+                      work_dir: str | Path | None = None, crash_once_marker: str | None = None,
                       timing_log: str | None = None) -> dict[str, Any]:
-    """Run the Ray Data generation pipeline into ``out_dir``; returns counts for the manifest.
+    """Run the Ray Data generation pipeline into ``out_dir/samples/``; returns counts.
 
-    Uses the running Ray cluster (or starts a local one). ``out_dir/samples/`` receives
-    ``part-<task>-<i>.parquet`` files; ``out_dir/ids/`` keeps the requested ids.
+    Each attempt writes ``part-<task>-<i>.parquet`` files under ``work_dir/attempts/<k>/``
+    (``work_dir`` defaults to ``out_dir``). A run that was killed leaves its finished part
+    files there: the next call with the same ``work_dir`` discards unreadable (torn) files and
+    generates only the ids that are missing, which gives the same images as an uninterrupted
+    run because sample i depends only on (seed, i). At the end every part moves to
+    ``out_dir/samples/`` as ``a<k>-part-...``. Uses the running Ray cluster (or starts a local
+    one for this call).
     """
-    import ray
+    work = Path(work_dir if work_dir is not None else out_dir)
+    done, attempt = salvage(work / ATTEMPTS_DIR)
+    todo = np.setdiff1d(np.arange(config.num_samples), done)
+    if len(todo):
+        import ray
+        started = not ray.is_initialized()
+        if started:   # a local cluster for this call; a driver on a cluster is already connected
+            ray.init(include_dashboard=False, log_to_driver=False)
+        try:
+            _run_pipeline(ray, checkpoint, config, todo, work, attempt,
+                          dict(crash_once_marker=crash_once_marker, timing_log=timing_log))
+        finally:
+            if started:
+                ray.shutdown()
+    return publish(work, Path(out_dir) / SAMPLES_DIR, config.num_samples)
 
-    started = not ray.is_initialized()
-    if started:   # a local cluster for this call only; a driver on a cluster is already connected
-        ray.init(include_dashboard=False, log_to_driver=False)
-    try:
-        return _run_pipeline(ray, checkpoint, config, Path(out_dir),
-                             dict(crash_once_marker=crash_once_marker, timing_log=timing_log))
-    finally:
-        if started:
-            ray.shutdown()
+
+def salvage(attempts: Path) -> tuple[np.ndarray, int]:
+    """(ids already written by earlier attempts, the next attempt's number); drops torn files."""
+    done = []
+    dirs = sorted(p for p in attempts.glob("*") if p.is_dir()) if attempts.is_dir() else []
+    for part in (f for d in dirs for f in sorted(d.glob("*.parquet"))):
+        try:
+            done.append(pq.read_table(part, columns=["sample_id"]).column("sample_id").to_numpy())
+        except (pa.ArrowException, OSError):
+            part.unlink()   # written when the run died: its rows are generated again
+    return (np.concatenate(done) if done else np.zeros(0, np.int64)), len(dirs)
 
 
-def _run_pipeline(ray: Any, checkpoint: str | Path, config: GenerateConfig, out_dir: Path,
-                  hooks: dict[str, str | None]) -> dict[str, Any]:
+def publish(work: Path, samples_dir: Path, num_samples: int) -> dict[str, Any]:
+    """Move every attempt's parts into ``samples_dir``, check the ids, remove the scratch."""
+    samples_dir.mkdir(parents=True, exist_ok=True)
+    for attempt in sorted((work / ATTEMPTS_DIR).glob("*")):
+        for part in sorted(attempt.glob("*.parquet")):
+            os.replace(part, samples_dir / f"a{attempt.name}-{part.name}")
+    shutil.rmtree(work / ATTEMPTS_DIR, ignore_errors=True)
+    for ids_dir in work.glob(f"{IDS_DIR}-*"):
+        shutil.rmtree(ids_dir, ignore_errors=True)
+    return check_written(samples_dir, num_samples)
+
+
+def _run_pipeline(ray: Any, checkpoint: str | Path, config: GenerateConfig, todo: np.ndarray,
+                  work: Path, attempt: int, hooks: dict[str, str | None]) -> None:
     from ray.data import ActorPoolStrategy, DataContext, SaveMode
     from ray.data.datasource import FilenameProvider
 
@@ -147,15 +181,16 @@ def _run_pipeline(ray: Any, checkpoint: str | Path, config: GenerateConfig, out_
             return f"part-{task_index:06d}"
 
     gpus, cpus = _actor_resources(config, ray.cluster_resources())
-    shards = max(4 * config.num_actors, math.ceil(config.num_samples / config.rows_per_file))
-    write_ids(out_dir / IDS_DIR, config.num_samples, shards)
+    shards = max(4 * config.num_actors, math.ceil(len(todo) / config.rows_per_file))
+    ids_dir, parts_dir = work / f"{IDS_DIR}-{attempt:03d}", work / ATTEMPTS_DIR / f"{attempt:03d}"
+    write_ids(ids_dir, todo, shards)
     ctx = DataContext.get_current()
     saved = ctx.execution_options.preserve_order, ctx.use_datasource_v2
     # Deterministic block order (file names); the v1 Parquet reader: one block per id file and
     # read tasks that honour num_cpus (v2's ListFiles task takes a whole CPU and ~5-10 s here).
     ctx.execution_options.preserve_order, ctx.use_datasource_v2 = True, False
     try:
-        ds = ray.data.read_parquet(str(out_dir / IDS_DIR), num_cpus=0.25)
+        ds = ray.data.read_parquet(str(ids_dir), num_cpus=0.25)
         ds = ds.map_batches(
             GenerateBatch, batch_size=config.batch_size, batch_format="pyarrow",
             compute=ActorPoolStrategy(size=config.num_actors), num_cpus=cpus, num_gpus=gpus,
@@ -163,14 +198,13 @@ def _run_pipeline(ray: Any, checkpoint: str | Path, config: GenerateConfig, out_
                 checkpoint=str(checkpoint), seed=config.seed, device="cuda" if gpus else "cpu",
                 autocast=config.autocast, on_nonfinite=config.on_nonfinite,
                 torch_threads=None if gpus else max(1, int(round(cpus))), **hooks))
-        ds.write_parquet(str(out_dir / SAMPLES_DIR), filename_provider=PartNames(),
+        ds.write_parquet(str(parts_dir), filename_provider=PartNames(),
                          mode=SaveMode.OVERWRITE, min_rows_per_file=config.rows_per_file,
                          ray_remote_args={"num_cpus": 0.25})
     except Exception as err:
         raise _unwrap(err) from err
     finally:
         ctx.execution_options.preserve_order, ctx.use_datasource_v2 = saved
-    return check_written(out_dir / SAMPLES_DIR, config.num_samples)
 
 
 def _actor_resources(config: GenerateConfig, cluster: dict[str, float]) -> tuple[float, float]:

@@ -66,15 +66,23 @@ def train_generator(data_cfg: DataConfig, cfg: TrainGeneratorConfig, store: Arti
 
 def generate_samples(cfg: GenerateConfig, generator: Artifact, store: ArtifactStore,
                      crash_once_marker: str | None = None) -> Artifact:
-    """Draw ``cfg.num_samples`` samples through Ray Data into ``samples/`` (one part per task)."""
+    """Draw ``cfg.num_samples`` samples through Ray Data into ``samples/`` (one part per task).
+
+    Finished parts of a killed run wait in a work directory; running the stage again
+    generates only the missing sample ids.
+    """
     from raydgm.generate import generate_with_ray
+    inputs = {"generator": generator.key}
+    work = store.workdir(cfg.STAGE, stage_key(cfg, inputs))
 
     def write(out: Path) -> dict[str, int]:
-        stats = generate_with_ray(generator.file("model.pt"), cfg, out,
+        stats = generate_with_ray(generator.file("model.pt"), cfg, out, work_dir=work,
                                   crash_once_marker=crash_once_marker)
         (out / "generation.json").write_text(json.dumps(stats, indent=2))
         return {"samples": stats["samples"], "dropped_nonfinite": stats["dropped_nonfinite"]}
-    return store.run(cfg.STAGE, cfg, write, inputs={"generator": generator.key})
+    artifact = store.run(cfg.STAGE, cfg, write, inputs=inputs)
+    shutil.rmtree(work, ignore_errors=True)
+    return artifact
 
 
 def import_samples(path: str | Path, store: ArtifactStore) -> Artifact:

@@ -1,5 +1,6 @@
 """Generation: per-sample seeds, the callable class without Ray, and the Ray Data stage."""
 import json
+import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -83,7 +84,7 @@ def test_output_is_byte_identical_whatever_the_actors_and_batch_size(tmp_path, c
     _, levels = draw_levels(train.load_generator(ckpt), np.arange(150), seed=1)  # no Ray
     assert a.tobytes() == levels.to(torch.uint8).numpy().tobytes()
     names = sorted(p.name for p in (tmp_path / "a" / "samples").iterdir())
-    assert names and all(n.startswith("part-") and n.endswith(".parquet") for n in names)
+    assert names and all(n.startswith("a000-part-") and n.endswith(".parquet") for n in names)
 
 
 def test_an_actor_that_dies_once_is_replaced_and_every_id_appears_once(tmp_path, ckpt, ray_local):
@@ -95,6 +96,29 @@ def test_an_actor_that_dies_once_is_replaced_and_every_id_appears_once(tmp_path,
     ids = pq.read_table(out / "samples", columns=["sample_id"]).column("sample_id").to_numpy()
     np.testing.assert_array_equal(np.sort(ids), np.arange(120))
     assert stats["samples"] == 120 and stats["dropped_nonfinite"] == 0
+
+
+def test_a_killed_run_resumes_with_only_the_missing_ids(tmp_path, ckpt, ray_local):
+    """What a killed run leaves behind: some finished parts and one torn file."""
+    cfg = {"rows_per_file": 30, "batch_size": 10}
+    _, _, _, full = _run(ckpt, tmp_path / "full", **cfg)
+    parts = sorted((tmp_path / "full" / "samples").glob("*.parquet"))
+    assert len(parts) >= 3
+    left = tmp_path / "work" / "attempts" / "000"
+    left.mkdir(parents=True)
+    for part in parts[:2]:
+        shutil.copy(part, left / part.name)
+    (left / "part-torn.parquet").write_bytes(parts[2].read_bytes()[:200])
+    done = sum(pq.read_metadata(p).num_rows for p in parts[:2])
+    log = tmp_path / "timing.jsonl"
+    stats = generate_with_ray(ckpt, GenerateConfig(num_samples=150, seed=1, **cfg),
+                              tmp_path / "out", work_dir=tmp_path / "work", timing_log=str(log))
+    generated = sum(json.loads(line)["rows"] for line in log.read_text().splitlines())
+    assert generated == 150 - done and stats["samples"] == 150
+    ids, _, resumed = tables.read_samples(tmp_path / "out" / "samples")
+    np.testing.assert_array_equal(ids, np.arange(150))
+    assert resumed.tobytes() == full.tobytes()
+    assert not (tmp_path / "work" / "attempts").exists()
 
 
 def test_nonfinite_through_ray(tmp_path, ray_local):
