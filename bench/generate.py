@@ -34,7 +34,7 @@ from raydgm import train
 from raydgm.config import GenerateConfig
 from raydgm.generate import draw_levels, generate_with_ray
 from raydgm.tables import samples_table
-from raydgm.models import build
+from raydgm.models import build, to_uint8
 
 VAE_KWARGS = {"latent_dim": 32, "hidden_channels": [32, 64, 128], "likelihood": "logistic"}
 
@@ -65,7 +65,7 @@ def plain_loop(ckpt: Path, n: int, batch_size: int, threads: int, out: Path) -> 
     for lo in range(0, n, batch_size):
         ids = np.arange(lo, min(n, lo + batch_size))
         seeds, levels = draw_levels(model, ids, seed=0)
-        tables.append(samples_table(ids, seeds, levels.round().clamp(0, 255).to(torch.uint8).numpy()))
+        tables.append(samples_table(ids, seeds, to_uint8(levels).numpy()))
     import pyarrow as pa
     pq.write_table(pa.concat_tables(tables), out)
     return time.perf_counter() - start

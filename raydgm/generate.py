@@ -32,7 +32,7 @@ import torch
 
 from raydgm.config import GenerateConfig
 from raydgm.tables import samples_table
-from raydgm.models import GenerativeModel
+from raydgm.models import GenerativeModel, finite_rows, to_uint8
 
 IDS_DIR = "ids"
 ATTEMPTS_DIR = "attempts"
@@ -98,13 +98,13 @@ class GenerateBatch:
             os._exit(1)
         ids = np.asarray(batch["sample_id"], dtype=np.int64)
         seeds, levels = draw_levels(self.model, ids, self.seed, self.autocast)
-        ok = torch.isfinite(levels).flatten(1).all(dim=1).numpy()
+        ok = finite_rows(levels).numpy()
         if not ok.all() and self.on_nonfinite == "fail":
             raise NonFiniteSamples(
                 f"{int((~ok).sum())} of {len(ids)} generated images in the batch starting at "
                 f"sample_id {ids[0]} hold NaN or Inf (first: {ids[~ok][:5].tolist()}); "
                 "set generate.on_nonfinite=drop to drop and count them instead")
-        images = levels[torch.from_numpy(ok)].round().clamp(0, 255).to(torch.uint8).numpy()
+        images = to_uint8(levels[torch.from_numpy(ok)]).numpy()
         return samples_table(ids[ok], seeds[ok], images)
 
 

@@ -21,13 +21,12 @@ it conditions the next channel/pixel, so samples follow exactly the pmf that ``l
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raydgm.models import GenerativeModel, nan_where_invalid, to_unit
+from raydgm.models import GenerativeModel, discretized_logistic_logpmf, nan_where_invalid, to_unit
 
 
 # ---------------------------------------------------------------- causal building blocks
@@ -147,8 +146,9 @@ def unpack_params(params: torch.Tensor, C: int):
 def discretized_logistic_log_probs(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     """log P(x_c | x_<c, component k): x (B, C, H, W) on the grid level/127.5 - 1 in [-1, 1],
     params (B, K_out, H, W) -> (B, C, K, H, W). Paper eq. 2 with the eq. 3 mean coupling;
-    edges: level 0 takes the whole lower tail, level 255 the upper tail; where a bin's mass
-    is < 1e-5 the reference's log pdf(centre) - log(127.5) is used for numerical safety.
+    edges: level 0 takes the whole lower tail, level 255 the upper tail. The bin mass is
+    computed without cancellation (``raydgm.models.discretized_logistic_logpmf``, shared with
+    the VAE), so the reference's tiny-mass branch (log pdf(centre) - log(127.5)) is not needed.
     """
     C = x.shape[1]
     _, means, log_scales, coeffs = unpack_params(params, C)
@@ -156,16 +156,8 @@ def discretized_logistic_log_probs(x: torch.Tensor, params: torch.Tensor) -> tor
     if C == 3:  # eq. 3: mu_G += a x_R, mu_B += b x_R + c x_G
         means = torch.stack([means[:, 0], means[:, 1] + coeffs[:, 0] * x[:, 0],
                              means[:, 2] + coeffs[:, 1] * x[:, 0] + coeffs[:, 2] * x[:, 1]], dim=1)
-    centered = x - means
-    inv_s = torch.exp(-log_scales)
-    plus_in, min_in, mid_in = inv_s * (centered + 1 / 255), inv_s * (centered - 1 / 255), inv_s * centered
-    cdf_delta = torch.sigmoid(plus_in) - torch.sigmoid(min_in)
-    log_cdf_plus = plus_in - F.softplus(plus_in)  # log sigmoid(plus_in): level 0
-    log_one_minus_cdf_min = -F.softplus(min_in)  # log (1 - sigmoid(min_in)): level 255
-    log_pdf_mid = mid_in - log_scales - 2 * F.softplus(mid_in)
-    inner = torch.where(cdf_delta > 1e-5, torch.log(cdf_delta.clamp(min=1e-12)),
-                        log_pdf_mid - math.log(127.5))
-    return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, inner))
+    levels = torch.round((x + 1) * 127.5).expand_as(means)
+    return discretized_logistic_logpmf(levels, means, log_scales)
 
 
 def discretized_mix_logistic_log_prob(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from raydgm.models import GenerativeModel, nan_where_invalid, to_unit
+from raydgm.models import (GenerativeModel, discretized_logistic_logpmf, nan_where_invalid,
+                           to_unit)
 
 LIKELIHOODS = ("bernoulli", "logistic")
 MIN_LOG_SCALE = -7.0
@@ -31,29 +32,6 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     mu, logvar: float (B, D). Kingma & Welling 2014, appendix B.
     """
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1)
-
-
-def discretized_logistic_logpmf(
-    levels: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor
-) -> torch.Tensor:
-    """Elementwise log P(level) of a logistic discretized to 256 bins (Salimans et al. 2017, eq. 2).
-
-    levels: integer-valued 0..255 (any float/int dtype); mean, log_scale: float, same shape
-    (broadcastable), on the [-1, 1] scale where level k sits at x_k = 2k/255 - 1. With
-    a = (x_k + 1/255 - mean)/s, b = (x_k - 1/255 - mean)/s and s = exp(log_scale):
-        P(0)   = sigmoid(a),   P(255) = 1 - sigmoid(b) = sigmoid(-b),
-        P(k)   = sigmoid(a) - sigmoid(b)
-               = sigmoid(a) * sigmoid(-b) * (1 - exp(b - a))   (exact; no cancellation),
-    so the 256 probabilities sum to 1 for any mean and scale. ``log_scale`` is used as given
-    (the model clamps it at MIN_LOG_SCALE before calling).
-    """
-    x = levels.to(mean.dtype) / 127.5 - 1.0
-    inv_s = torch.exp(-log_scale)
-    a = (x - mean + 1.0 / 255) * inv_s
-    b = (x - mean - 1.0 / 255) * inv_s
-    log_width = torch.log(-torch.expm1(-(2.0 / 255) * inv_s))   # log(1 - exp(b - a))
-    interior = F.logsigmoid(a) + F.logsigmoid(-b) + log_width
-    return torch.where(levels == 0, F.logsigmoid(a), torch.where(levels == 255, F.logsigmoid(-b), interior))
 
 
 def rowwise_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
