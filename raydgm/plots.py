@@ -1,14 +1,18 @@
-"""Figures (matplotlib, Agg backend): sample grids and weight histograms, saved as PNG."""
+"""Figures (matplotlib, Agg backend), saved as PNG: sample grids, weight histograms and the
+quality report's figures (calibration, proportion curve, ESS vs alpha, metric bars)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from raydgm._diagnostics import check_log_weights, effective_sample_size, flatten  # noqa: E402
 
 
 def sample_rows(rows: Mapping[str, np.ndarray], path: str | Path, per_row: int = 16) -> Path:
@@ -46,3 +50,204 @@ def _strip(images: np.ndarray) -> np.ndarray:
     for i, img in enumerate(images):
         strip[:, i * (w + 1):i * (w + 1) + w] = img.transpose(1, 2, 0)
     return strip[..., 0] if c == 1 else strip
+
+
+# ------------------------------------------------------------------- quality report figures
+# Each returns (png path, column table): equal-length lists keyed by column name, the form
+# mlflow.log_table takes, so a run holds both the picture and the numbers behind it.
+
+Table = dict[str, list]
+QUALITY_METRICS = ("fid", "kid", "is", "precision", "recall", "density", "coverage")
+METRIC_LABELS = {"fid": "FID", "kid": "KID", "is": "IS"}
+LOWER_IS_BETTER = {"fid", "kid"}
+MISSING = "\u2013"   # en dash
+
+
+def weight_histogram_table(log_weights: np.ndarray, bins: int = 60) -> Table:
+    """The counts behind ``weight_histogram``: ``bins`` equal-width bins over the finite log w
+    (zero weights, -inf, are left out). Columns bin_left, bin_right (float), count (int)."""
+    lw = check_log_weights(log_weights)
+    count, edges = np.histogram(lw[np.isfinite(lw)], bins=bins)
+    return {"bin_left": edges[:-1].tolist(), "bin_right": edges[1:].tolist(), "count": count.tolist()}
+
+
+def reliability_diagram(prob_pred: Sequence[float], prob_true: Sequence[float], path: str | Path,
+                        ece: float | None = None, title: str = "") -> tuple[Path, Table]:
+    """Reliability curve of the real-vs-generated classifier: per probability bin, the mean
+    predicted P(real) (x) against the observed fraction of real rows (y), both in [0, 1];
+    a calibrated classifier lies on the diagonal. Table: prob_pred, prob_true."""
+    pred, true = _vector(prob_pred, "prob_pred", unit=True), _vector(prob_true, "prob_true", unit=True)
+    _same_length(prob_pred=pred, prob_true=true)
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.plot([0, 1], [0, 1], "--", color="gray", label="perfectly calibrated")
+    ax.plot(pred, true, "o-", color="tab:blue", label="classifier (binned)")
+    _unit_axes(ax, "mean predicted P(real) in bin", "observed fraction real in bin")
+    head = title or "Calibration of the real-vs-generated classifier"
+    ax.set_title(head + (f"\nECE = {ece:.3g}" if ece is not None else ""), fontsize=9)
+    return _save(fig, path), {"prob_pred": pred.tolist(), "prob_true": true.tolist()}
+
+
+def proportion_curve(rho: Sequence[float], mean_prob: Sequence[float], path: str | Path,
+                     mean_prob_prior_adjusted: Sequence[float] | None = None) -> tuple[Path, Table]:
+    """The thesis's proportion curve: mixes with a proportion rho in [0, 1] of real images
+    (x) against the classifier's mean P(real) over the mix (y). Calibrated at prior 1/2 the
+    curve is a line through (1/2, 1/2); told the mix's prior, it follows the diagonal.
+    Table: rho, mean_prob (and mean_prob_prior_adjusted when given)."""
+    r, m = _vector(rho, "rho", unit=True), _vector(mean_prob, "mean_prob", unit=True)
+    columns = {"rho": r, "mean_prob": m}
+    if mean_prob_prior_adjusted is not None:
+        columns["mean_prob_prior_adjusted"] = _vector(
+            mean_prob_prior_adjusted, "mean_prob_prior_adjusted", unit=True)
+    _same_length(**columns)
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.plot([0, 1], [0, 1], "--", color="gray", label="mean P(real) = rho")
+    ax.plot(r, m, "o-", color="tab:blue", label="classifier (prior 1/2)")
+    if "mean_prob_prior_adjusted" in columns:
+        ax.plot(r, columns["mean_prob_prior_adjusted"], "s-", color="tab:orange",
+                label="classifier told the mix's prior")
+    _unit_axes(ax, "proportion of real images in the mix (rho)", "mean predicted P(real) over the mix")
+    ax.set_title("Proportion curve: real vs generated mixes", fontsize=9)
+    return _save(fig, path), {k: v.tolist() for k, v in columns.items()}
+
+
+def ess_vs_alpha(log_weights: np.ndarray, path: str | Path, alphas: Sequence[float] | None = None,
+                 alpha_used: float | None = None, target_fraction: float | None = None
+                 ) -> tuple[Path, Table]:
+    """ESS(w^alpha) / N against the flattening exponent alpha (default 51 points on [0, 1]),
+    log-scale y: alpha = 0 is uniform weights (fraction 1 when none is zero), alpha = 1 the
+    full correction. Marks ``alpha_used`` (vertical) and ``target_fraction`` (horizontal)
+    when given. Table: alpha, ess_fraction."""
+    lw = check_log_weights(log_weights)
+    a = np.linspace(0.0, 1.0, 51) if alphas is None else _vector(alphas, "alphas")
+    if (a < 0).any():
+        raise ValueError(f"alphas must be >= 0, got min {a.min()}")
+    frac = np.array([_ess_fraction(flatten(lw, float(x))) for x in a])
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot(a, frac, "-", color="tab:blue", label="ESS(w^alpha) / N")
+    if alpha_used is not None:
+        used = _ess_fraction(flatten(lw, float(alpha_used)))
+        ax.axvline(alpha_used, color="tab:orange", ls=":",
+                   label=f"alpha used = {alpha_used:.3g} (ESS fraction {used:.3g})")
+    if target_fraction is not None:
+        ax.axhline(target_fraction, color="tab:red", ls="--",
+                   label=f"target ESS fraction {target_fraction:.3g}")
+    ax.set_yscale("log")
+    ax.set_xlabel("flattening exponent alpha (weights w^alpha)")
+    ax.set_ylabel("effective sample size / N")
+    ax.set_title(f"Effective sample size of flattened weights (N = {lw.size})", fontsize=9)
+    ax.legend(fontsize=7)
+    return _save(fig, path), {"alpha": a.tolist(), "ess_fraction": frac.tolist()}
+
+
+def quality_bars(rows: Sequence[Mapping[str, Any]], metric: str, path: str | Path) -> tuple[Path, Table]:
+    """One metric across sample sets (thesis Table 6.3): a horizontal bar per row of ``rows``
+    (dicts with "set", f"{metric}_mean", f"{metric}_std"), error bars one std over evaluation
+    blocks. Rows without the metric are left out. Table: set, mean, std (NaN if missing)."""
+    sets, mean, std = _metric_columns(rows, metric, "rows")
+    fig, ax = plt.subplots(figsize=(5, 1.2 + 0.45 * len(sets)))
+    y = np.arange(len(sets))
+    bars = ax.barh(y, mean, xerr=np.nan_to_num(std), color="tab:blue", alpha=0.8, capsize=3)
+    ax.bar_label(bars, labels=[_pm(m, s) for m, s in zip(mean, std)], padding=4, fontsize=7)
+    ax.set_yticks(y, sets, fontsize=8)
+    ax.invert_yaxis()                                       # first row on top, as in a table
+    ax.margins(x=0.35)
+    name = METRIC_LABELS.get(metric, metric)
+    better = "lower" if metric in LOWER_IS_BETTER else "higher"
+    ax.set_xlabel(f"{name}, mean \u00b1 std over evaluation blocks\n({better} is better)")
+    ax.set_title(f"{name} of each sample set", fontsize=9)
+    return _save(fig, path), {"set": sets, "mean": mean, "std": std}
+
+
+def format_quality_table(rows: Sequence[Mapping[str, Any]],
+                         metrics: Sequence[str] = QUALITY_METRICS) -> str:
+    """Markdown table, one line per row: set | FID | KID | ... with "mean ± std" cells
+    (see ``_pm``: 2 decimals from 1 up, else 3 significant digits); a missing metric is "–"."""
+    if not rows:
+        raise ValueError("rows is empty")
+    head = ["set"] + [METRIC_LABELS.get(m, m) for m in metrics]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, row in enumerate(rows):
+        if "set" not in row:
+            raise ValueError(f"rows[{i}] has no 'set' label")
+        cells = [str(row["set"]).replace("|", "\\|")]
+        for m in metrics:
+            mean, std = _number(row.get(f"{m}_mean")), _number(row.get(f"{m}_std"))
+            cells.append(MISSING if math.isnan(mean) else _pm(mean, std))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _metric_columns(rows: Sequence[Mapping[str, Any]], metric: str,
+                    name: str) -> tuple[list[str], list[float], list[float]]:
+    """(set labels, means, stds) of the rows that report ``metric``; ValueError if none."""
+    if not rows:
+        raise ValueError(f"{name} is empty")
+    sets, mean, std = [], [], []
+    for i, row in enumerate(rows):
+        if "set" not in row:
+            raise ValueError(f"{name}[{i}] has no 'set' label")
+        m = _number(row.get(f"{metric}_mean"))
+        if not math.isnan(m):
+            sets.append(str(row["set"]))
+            mean.append(m)
+            std.append(_number(row.get(f"{metric}_std")))
+    if not sets:
+        raise ValueError(f"no entry of {name} has a finite {metric + '_mean'!r}")
+    return sets, mean, std
+
+
+def _number(x: Any) -> float:
+    """float(x); NaN for None / missing / NaN (a missing metric)."""
+    return float("nan") if x is None else float(x)
+
+
+def _pm(mean: float, std: float) -> str:
+    """"mean ± std": 2 decimals for 1 <= |mean| < 1e5 (FID 12.34 ± 0.50), else 3 significant
+    digits and a 2-digit std (KID 0.00123 ± 0.00045); the mean alone when std is NaN."""
+    fixed = 1.0 <= abs(mean) < 1e5
+    text = f"{mean:.2f}" if fixed else f"{mean:.3g}"
+    return text if math.isnan(std) else text + (f" \u00b1 {std:.2f}" if fixed else f" \u00b1 {std:.2g}")
+
+
+def _ess_fraction(lw: np.ndarray) -> float:
+    """ESS / N; exactly (nonzero count) / N when every nonzero weight is equal."""
+    nonzero = lw[np.isfinite(lw)]
+    if nonzero.min() == nonzero.max():
+        return nonzero.size / lw.size
+    return effective_sample_size(lw) / lw.size
+
+
+def _vector(x: Any, name: str, unit: bool = False) -> np.ndarray:
+    """float64 (N,) copy of ``x``, N >= 1, finite, and in [0, 1] when ``unit``."""
+    a = np.asarray(x if x is not None else [], dtype=np.float64)   # None entries become NaN
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
+    if a.size == 0:
+        raise ValueError(f"{name} is empty")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} has {int((~np.isfinite(a)).sum())} NaN or infinite entries")
+    if unit and ((a < 0) | (a > 1)).any():
+        raise ValueError(f"{name} must lie in [0, 1], got range [{a.min():.3g}, {a.max():.3g}]")
+    return a
+
+
+def _same_length(**arrays: np.ndarray) -> None:
+    sizes = {k: v.size for k, v in arrays.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError("lengths differ: " + ", ".join(f"{k}={n}" for k, n in sizes.items()))
+
+
+def _unit_axes(ax: Any, xlabel: str, ylabel: str) -> None:
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_aspect("equal")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7, loc="upper left")
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,175 @@
+"""raydgm.plots: every figure writes a readable PNG and returns the column table behind it."""
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from raydgm import plots
+from raydgm._diagnostics import effective_sample_size
+
+LW = np.log(np.array([1.0, 2.0, 3.0, 4.0, 0.5, 6.0, 7.0, 8.0]))  # sum w = 31.5
+ROWS = [
+    {"set": "real test", "fid_mean": 1.234, "fid_std": 0.21, "kid_mean": 1.2e-4, "kid_std": 3.4e-5,
+     "is_mean": 9.87, "is_std": 0.05},
+    {"set": "raw", "fid_mean": 45.678, "fid_std": 1.5, "kid_mean": 0.0123, "kid_std": 0.00045},
+    {"set": "resampled (systematic)", "fid_mean": 30.1, "fid_std": 0.9, "kid_mean": 0.00812,
+     "kid_std": 0.0003, "precision_mean": 0.71, "precision_std": 0.02},
+]
+
+
+def check_png(path, min_side=200):
+    assert path.exists() and path.stat().st_size > 0
+    with Image.open(path) as img:
+        img.verify()
+    with Image.open(path) as img:
+        assert img.format == "PNG" and min(img.size) >= min_side and max(img.size) <= 2000
+
+
+def check_columns(table, names):
+    assert list(table) == names
+    assert len({len(v) for v in table.values()}) == 1
+
+
+# ------------------------------------------------------------------------ reliability
+
+
+def test_reliability_round_trips(tmp_path):
+    pred, true = [0.05, 0.31, 0.52, 0.9], [0.0, 0.25, 0.6, 1.0]
+    path, table = plots.reliability_diagram(pred, true, tmp_path / "rel.png", ece=0.0412, title="t")
+    check_png(path)
+    check_columns(table, ["prob_pred", "prob_true"])
+    assert table == {"prob_pred": pred, "prob_true": true}
+
+
+def test_reliability_single_bin(tmp_path):
+    path, table = plots.reliability_diagram([0.5], [0.5], tmp_path / "one.png")
+    check_png(path)
+    assert table == {"prob_pred": [0.5], "prob_true": [0.5]}
+
+
+@pytest.mark.parametrize("pred, true, name", [
+    ([0.1, 0.2], [0.1], "lengths differ"),
+    ([0.1, float("nan")], [0.1, 0.2], "prob_pred"),
+    ([0.1, 0.2], [0.1, None], "prob_true"),           # a to_dict() NaN
+    ([0.1, 1.5], [0.1, 0.2], "prob_pred"),
+    ([], [], "prob_pred is empty"),
+])
+def test_reliability_rejects(tmp_path, pred, true, name):
+    with pytest.raises(ValueError, match=name):
+        plots.reliability_diagram(pred, true, tmp_path / "bad.png")
+    assert not (tmp_path / "bad.png").exists()
+
+
+# ------------------------------------------------------------------------ proportion curve
+
+
+def test_proportion_curve(tmp_path):
+    rho = np.linspace(0, 1, 11)
+    raw = 0.5 + (rho - 0.5) * (2 * 0.8 - 1)                 # calibrated: a = E_p[c] = 0.8
+    path, table = plots.proportion_curve(rho, raw, tmp_path / "prop.png", mean_prob_prior_adjusted=rho)
+    check_png(path)
+    check_columns(table, ["rho", "mean_prob", "mean_prob_prior_adjusted"])
+    assert table["rho"] == rho.tolist() and table["mean_prob"] == raw.tolist()
+    assert table["mean_prob_prior_adjusted"] == rho.tolist()
+    _, table = plots.proportion_curve([0.5], [0.5], tmp_path / "one.png")
+    assert table == {"rho": [0.5], "mean_prob": [0.5]}
+
+
+def test_proportion_curve_rejects(tmp_path):
+    with pytest.raises(ValueError, match="mean_prob_prior_adjusted=2"):
+        plots.proportion_curve([0, 0.5, 1], [0.2, 0.5, 0.8], tmp_path / "p.png", [0.0, 1.0])
+    with pytest.raises(ValueError, match="mean_prob"):
+        plots.proportion_curve([0, 1], [0.2, float("nan")], tmp_path / "p.png")
+
+
+# ------------------------------------------------------------------------ ESS vs alpha
+
+
+def test_ess_vs_alpha_values(tmp_path):
+    path, table = plots.ess_vs_alpha(LW, tmp_path / "ess.png", alpha_used=0.5, target_fraction=0.9)
+    check_png(path)
+    check_columns(table, ["alpha", "ess_fraction"])
+    assert len(table["alpha"]) == 51 and table["alpha"][0] == 0.0 and table["alpha"][-1] == 1.0
+    assert table["ess_fraction"][0] == 1.0                  # uniform weights
+    w = np.exp(LW)
+    assert table["ess_fraction"][-1] == pytest.approx(w.sum() ** 2 / (w ** 2).sum() / 8, rel=1e-12)
+    i = 20                                                  # alpha = 0.4
+    expect = effective_sample_size(table["alpha"][i] * LW) / LW.size
+    assert table["ess_fraction"][i] == pytest.approx(expect, rel=1e-12)
+    assert np.all(np.diff(table["ess_fraction"]) <= 1e-12)  # flattening less, ESS falls
+
+
+def test_ess_vs_alpha_equal_weights_and_zeros(tmp_path):
+    _, table = plots.ess_vs_alpha(np.full(10, 3.7), tmp_path / "eq.png", alphas=[0.0, 0.3, 1.0])
+    assert table == {"alpha": [0.0, 0.3, 1.0], "ess_fraction": [1.0, 1.0, 1.0]}
+    lw = np.array([0.0, 1.0, -np.inf, 2.0])                 # one zero weight
+    _, table = plots.ess_vs_alpha(lw, tmp_path / "z.png", alphas=[0.0])
+    assert table["ess_fraction"] == [3 / 4]
+    _, table = plots.ess_vs_alpha([0.3], tmp_path / "one.png")
+    assert set(table["ess_fraction"]) == {1.0}
+
+
+def test_ess_vs_alpha_rejects(tmp_path):
+    with pytest.raises(ValueError, match="log_weights"):
+        plots.ess_vs_alpha([0.0, float("nan")], tmp_path / "e.png")
+    with pytest.raises(ValueError, match="log_weights is empty"):
+        plots.ess_vs_alpha([], tmp_path / "e.png")
+    with pytest.raises(ValueError, match="alphas"):
+        plots.ess_vs_alpha(LW, tmp_path / "e.png", alphas=[-0.5, 1.0])
+
+
+def test_weight_histogram_table():
+    table = plots.weight_histogram_table(np.array([0.0, 0.0, 1.0, -np.inf]), bins=2)
+    assert table == {"bin_left": [0.0, 0.5], "bin_right": [0.5, 1.0], "count": [2, 1]}
+    table = plots.weight_histogram_table(LW)
+    check_columns(table, ["bin_left", "bin_right", "count"])
+    assert len(table["count"]) == 60 and sum(table["count"]) == 8
+
+
+# ------------------------------------------------------------------------ quality bars / table
+
+
+def test_quality_bars(tmp_path):
+    path, table = plots.quality_bars(ROWS, "kid", tmp_path / "kid.png")
+    check_png(path)
+    check_columns(table, ["set", "mean", "std"])
+    assert table == {"set": ["real test", "raw", "resampled (systematic)"],
+                     "mean": [1.2e-4, 0.0123, 0.00812], "std": [3.4e-5, 0.00045, 0.0003]}
+    _, table = plots.quality_bars(ROWS, "precision", tmp_path / "p.png")   # only one row has it
+    assert table == {"set": ["resampled (systematic)"], "mean": [0.71], "std": [0.02]}
+    _, table = plots.quality_bars([{"set": "raw", "fid_mean": 3.0}], "fid", tmp_path / "f.png")
+    assert table["mean"] == [3.0] and math.isnan(table["std"][0])
+
+
+def test_quality_bars_rejects(tmp_path):
+    with pytest.raises(ValueError, match="rows is empty"):
+        plots.quality_bars([], "fid", tmp_path / "x.png")
+    with pytest.raises(ValueError, match="'coverage_mean'"):
+        plots.quality_bars(ROWS, "coverage", tmp_path / "x.png")
+    with pytest.raises(ValueError, match="'set'"):
+        plots.quality_bars([{"fid_mean": 1.0}], "fid", tmp_path / "x.png")
+
+
+def test_format_quality_table():
+    text = plots.format_quality_table(ROWS)
+    lines = text.splitlines()
+    assert len(lines) == 2 + len(ROWS)
+    assert lines[0] == "| set | FID | KID | IS | precision | recall | density | coverage |"
+    assert lines[1] == "|---|---|---|---|---|---|---|---|"
+    assert all(line.count("|") == 9 for line in lines)
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert cells[:4] == ["real test", "1.23 ± 0.21", "0.00012 ± 3.4e-05", "9.87 ± 0.05"]
+    assert cells[4:] == ["–"] * 4
+    cells = [c.strip() for c in lines[3].strip("|").split("|")]
+    assert cells[1:3] == ["45.68 ± 1.50", "0.0123 ± 0.00045"]
+    cells = [c.strip() for c in lines[4].strip("|").split("|")]
+    assert cells[1:3] == ["30.10 ± 0.90", "0.00812 ± 0.0003"] and cells[4] == "0.71 ± 0.02"
+    assert "±" in text
+
+
+def test_format_quality_table_subset_and_errors():
+    text = plots.format_quality_table([{"set": "a|b", "fid_mean": 0.5, "fid_std": None}], ["fid"])
+    assert text.splitlines() == ["| set | FID |", "|---|---|", "| a\\|b | 0.5 |"]
+    with pytest.raises(ValueError, match="rows is empty"):
+        plots.format_quality_table([])
