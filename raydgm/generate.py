@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from raydgm import raydata
 from raydgm.config import GenerateConfig
 from raydgm.tables import samples_table
 from raydgm.models import GenerativeModel, finite_rows, to_uint8
@@ -134,16 +135,9 @@ def generate_with_ray(checkpoint: str | Path, config: GenerateConfig, out_dir: s
     done, attempt = salvage(work / ATTEMPTS_DIR)
     todo = np.setdiff1d(np.arange(config.num_samples), done)
     if len(todo):
-        import ray
-        started = not ray.is_initialized()
-        if started:   # a local cluster for this call; a driver on a cluster is already connected
-            ray.init(include_dashboard=False, log_to_driver=False)
-        try:
+        with raydata.session() as ray:
             _run_pipeline(ray, checkpoint, config, todo, work, attempt,
                           dict(crash_once_marker=crash_once_marker, timing_log=timing_log))
-        finally:
-            if started:
-                ray.shutdown()
     return publish(work, Path(out_dir) / SAMPLES_DIR, config.num_samples)
 
 
@@ -173,53 +167,27 @@ def publish(work: Path, samples_dir: Path, num_samples: int) -> dict[str, Any]:
 
 def _run_pipeline(ray: Any, checkpoint: str | Path, config: GenerateConfig, todo: np.ndarray,
                   work: Path, attempt: int, hooks: dict[str, str | None]) -> None:
-    from ray.data import ActorPoolStrategy, DataContext, SaveMode
-    from ray.data.datasource import FilenameProvider
+    from ray.data import ActorPoolStrategy, SaveMode
 
-    class PartNames(FilenameProvider):    # deterministic names: part-<task index>-<i>.parquet
-        def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
-            return f"part-{task_index:06d}"
-
-    gpus, cpus = _actor_resources(config, ray.cluster_resources())
+    gpus, cpus = raydata.actor_resources(config, ray.cluster_resources(), "generate")
     shards = max(4 * config.num_actors, math.ceil(len(todo) / config.rows_per_file))
     ids_dir, parts_dir = work / f"{IDS_DIR}-{attempt:03d}", work / ATTEMPTS_DIR / f"{attempt:03d}"
     write_ids(ids_dir, todo, shards)
-    ctx = DataContext.get_current()
-    saved = ctx.execution_options.preserve_order, ctx.use_datasource_v2
-    # Deterministic block order (file names); the v1 Parquet reader: one block per id file and
-    # read tasks that honour num_cpus (v2's ListFiles task takes a whole CPU and ~5-10 s here).
-    ctx.execution_options.preserve_order, ctx.use_datasource_v2 = True, False
     try:
-        ds = ray.data.read_parquet(str(ids_dir), num_cpus=0.25)
-        ds = ds.map_batches(
-            GenerateBatch, batch_size=config.batch_size, batch_format="pyarrow",
-            compute=ActorPoolStrategy(size=config.num_actors), num_cpus=cpus, num_gpus=gpus,
-            fn_constructor_kwargs=dict(
-                checkpoint=str(checkpoint), seed=config.seed, device="cuda" if gpus else "cpu",
-                autocast=config.autocast, on_nonfinite=config.on_nonfinite,
-                torch_threads=None if gpus else max(1, int(round(cpus))), **hooks))
-        ds.write_parquet(str(parts_dir), filename_provider=PartNames(),
-                         mode=SaveMode.OVERWRITE, min_rows_per_file=config.rows_per_file,
-                         ray_remote_args={"num_cpus": 0.25})
+        with raydata.data_context():   # one block per id file, in file order
+            ds = ray.data.read_parquet(str(ids_dir), num_cpus=raydata.READ_WRITE_CPUS)
+            ds = ds.map_batches(
+                GenerateBatch, batch_size=config.batch_size, batch_format="pyarrow",
+                compute=ActorPoolStrategy(size=config.num_actors), num_cpus=cpus, num_gpus=gpus,
+                fn_constructor_kwargs=dict(
+                    checkpoint=str(checkpoint), seed=config.seed, device="cuda" if gpus else "cpu",
+                    autocast=config.autocast, on_nonfinite=config.on_nonfinite,
+                    torch_threads=None if gpus else max(1, int(round(cpus))), **hooks))
+            ds.write_parquet(str(parts_dir), filename_provider=raydata.part_names(),
+                             mode=SaveMode.OVERWRITE, min_rows_per_file=config.rows_per_file,
+                             ray_remote_args={"num_cpus": raydata.READ_WRITE_CPUS})
     except Exception as err:
         raise _unwrap(err) from err
-    finally:
-        ctx.execution_options.preserve_order, ctx.use_datasource_v2 = saved
-
-
-def _actor_resources(config: GenerateConfig, cluster: dict[str, float]) -> tuple[float, float]:
-    """(num_gpus, num_cpus) per actor; refuses a pool that would starve read/write tasks."""
-    total_cpus = float(cluster.get("CPU", 0.0))
-    gpus = config.num_gpus_per_actor
-    if gpus is None:
-        gpus = 1.0 if cluster.get("GPU", 0.0) > 0 else 0.0
-    pool_cpus = config.num_actors * config.num_cpus_per_actor
-    if pool_cpus > total_cpus - 0.5:   # read and write tasks take 0.25 CPU each
-        raise ValueError(
-            f"generate.num_actors x generate.num_cpus_per_actor = {config.num_actors} x "
-            f"{config.num_cpus_per_actor} reserves {pool_cpus:g} of the cluster's {total_cpus:g} "
-            "CPUs; leave at least 0.5 CPU for Ray Data's read and write tasks, or the pipeline hangs")
-    return float(gpus), config.num_cpus_per_actor
 
 
 def check_written(samples_dir: Path, num_samples: int) -> dict[str, Any]:

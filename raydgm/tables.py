@@ -1,6 +1,8 @@
 """Parquet tables keyed by ``sample_id`` (int64): the data that flows between stages.
 
 - samples:   ``sample_id, seed, image`` (image: fixed-shape uint8 tensor (C, H, W))
+- features:  ``sample_id, features`` and, for extractors with classes, ``logits``
+             (fixed-shape float32 tensors (D,) and (K,))
 - weights:   ``sample_id, logit, log_weight, split``
 - resampled: ``sample_id, count``
 
@@ -51,6 +53,61 @@ def read_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise ValueError(f"{path}: column 'image' must be a fixed-shape uint8 tensor, got {image.type}")
     return (_np(table, "sample_id", np.int64), _np(table, "seed", np.int64),
             image.to_numpy_ndarray())
+
+
+def features_table(sample_ids: np.ndarray, features: np.ndarray,
+                   logits: np.ndarray | None = None) -> pa.Table:
+    """(N,) ids, float (N, D) features and optional (N, K) logits as the features layout."""
+    columns = {"features": features} | ({"logits": logits} if logits is not None else {})
+    data = {"sample_id": _ids(sample_ids, len(features))}
+    for name, values in columns.items():
+        values = np.ascontiguousarray(values, dtype=np.float32)
+        if values.ndim != 2 or len(values) != len(features):
+            raise ValueError(f"{name} must be (N, D) with N={len(features)}, got {values.shape}")
+        bad = ~np.isfinite(values).all(axis=1)
+        if bad.any():
+            raise ValueError(f"refusing to write {name} with NaN or inf: {int(bad.sum())} of "
+                             f"{len(values)} rows (first sample_id {np.asarray(sample_ids)[bad][0]})")
+        data[name] = pa.FixedShapeTensorArray.from_numpy_ndarray(values)
+    return pa.table(data)
+
+
+def write_features(path: str | Path, sample_ids: np.ndarray, features: np.ndarray,
+                   logits: np.ndarray | None = None) -> int:
+    """Write per-sample features (and class logits); returns N."""
+    table = features_table(sample_ids, features, logits)
+    pq.write_table(table, path)
+    return table.num_rows
+
+
+def read_features(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(sample_id int64 (N,), features float32 (N, D), logits float32 (N, K) or None), by id.
+
+    ``path`` is one Parquet file or a directory of them.
+    """
+    table = _read(path, ("sample_id", "features")).sort_by("sample_id")
+    out = []
+    for name in ("features", "logits"):
+        if name not in table.column_names:
+            out.append(None)
+            continue
+        col = table.column(name).combine_chunks()
+        if not isinstance(col.type, pa.FixedShapeTensorType) or col.type.value_type != pa.float32():
+            raise ValueError(f"{path}: column {name!r} must be a fixed-shape float32 tensor, got {col.type}")
+        out.append(col.to_numpy_ndarray())
+    return _np(table, "sample_id", np.int64), out[0], out[1]
+
+
+def image_shape(path: str | Path) -> tuple[int, ...]:
+    """(C, H, W) of a samples table's images, from the Parquet schema (no rows are read)."""
+    import pyarrow.dataset as pads
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"table not found: {path}")
+    field = pads.dataset(path, format="parquet").schema.field("image")
+    if not isinstance(field.type, pa.FixedShapeTensorType):
+        raise ValueError(f"{path}: column 'image' must be a fixed-shape uint8 tensor, got {field.type}")
+    return tuple(field.type.shape)
 
 
 def write_weights(path: str | Path, sample_ids: np.ndarray, logit: np.ndarray,

@@ -1,0 +1,71 @@
+"""Ray Data plumbing shared by the generation and feature stages.
+
+- ``session()``: use the running Ray cluster, or start a local one for the duration.
+- ``data_context()``: deterministic block order and the v1 Parquet reader (v2's ListFiles
+  task takes a whole CPU and 5-10 s on a small machine, and can hang a small pool).
+- ``actor_resources()``: CPUs/GPUs per map actor; refuses a pool that starves read/write tasks.
+- ``PartNames``: deterministic ``part-<task index>`` output file names.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+READ_WRITE_CPUS = 0.25       # each read and write task reserves this much
+
+
+@contextlib.contextmanager
+def session() -> Iterator[Any]:
+    """The ``ray`` module, connected: to the running cluster, else a local one for this block."""
+    import ray
+    started = not ray.is_initialized()
+    if started:   # a driver on a cluster is already connected
+        ray.init(include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
+@contextlib.contextmanager
+def data_context() -> Iterator[None]:
+    """Ordered execution and the v1 Parquet reader for the duration; restores the settings."""
+    from ray.data import DataContext
+    ctx = DataContext.get_current()
+    saved = ctx.execution_options.preserve_order, ctx.use_datasource_v2
+    ctx.execution_options.preserve_order, ctx.use_datasource_v2 = True, False
+    try:
+        yield
+    finally:
+        ctx.execution_options.preserve_order, ctx.use_datasource_v2 = saved
+
+
+def part_names() -> Any:
+    """A Ray ``FilenameProvider`` naming outputs ``part-<task index>-<i>.parquet``."""
+    from ray.data.datasource import FilenameProvider
+
+    class PartNames(FilenameProvider):
+        def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
+            return f"part-{task_index:06d}"
+    return PartNames()
+
+
+def actor_resources(config: Any, cluster: dict[str, float], section: str) -> tuple[float, float]:
+    """(num_gpus, num_cpus) per actor; refuses a pool that would starve read/write tasks.
+
+    ``config``: any config with ``num_actors``, ``num_cpus_per_actor`` and
+    ``num_gpus_per_actor`` (None: 1 GPU on a GPU cluster, else 0); ``section`` names it in
+    the error.
+    """
+    total_cpus = float(cluster.get("CPU", 0.0))
+    gpus = config.num_gpus_per_actor
+    if gpus is None:
+        gpus = 1.0 if cluster.get("GPU", 0.0) > 0 else 0.0
+    pool_cpus = config.num_actors * config.num_cpus_per_actor
+    if pool_cpus > total_cpus - 2 * READ_WRITE_CPUS:
+        raise ValueError(
+            f"{section}.num_actors x {section}.num_cpus_per_actor = {config.num_actors} x "
+            f"{config.num_cpus_per_actor} reserves {pool_cpus:g} of the cluster's {total_cpus:g} "
+            "CPUs; leave at least 0.5 CPU for Ray Data's read and write tasks, or the pipeline hangs")
+    return float(gpus), config.num_cpus_per_actor
