@@ -14,14 +14,15 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from raydgm import density_ratio, features, resample, tables
-from raydgm.config import (DataConfig, DensityRatioConfig, GenerateConfig, ImportSamplesConfig,
-                           PipelineConfig, ResampleConfig, TrainGeneratorConfig)
+from raydgm.config import (DataConfig, DensityRatioConfig, DomainClassifierConfig, ExtractConfig,
+                           FeaturesConfig, GenerateConfig, ImportSamplesConfig, PipelineConfig,
+                           ResampleConfig, TrainGeneratorConfig)
 from raydgm.data import Dataset, load_dataset, read_npz
 from raydgm.store import Artifact, ArtifactStore, stage_key
 
@@ -104,22 +105,132 @@ def import_samples(path: str | Path, store: ArtifactStore) -> Artifact:
     return store.run(cfg.STAGE, cfg, write)
 
 
-def fit_density_ratio(data_cfg: DataConfig, dr_cfg: DensityRatioConfig, samples: Artifact,
-                      store: ArtifactStore, dataset: Dataset | None = None) -> Artifact:
-    """Train and calibrate the real-vs-generated classifier; write every sample's log-weight.
+def domain_classifier(data_cfg: DataConfig, cfg: DomainClassifierConfig, store: ArtifactStore,
+                      dataset: Dataset | None = None, progress: bool = True) -> Artifact:
+    """Train (or reuse) the ``domain`` extractor's CNN on the real train split's labels.
 
-    The classifier sees the real *train* split; its diagnostics are computed on the real
-    *test* split against the generated samples it did not train on.
+    The validation split drives early stopping. The artifact holds ``model.pt`` and
+    ``history.json`` (per-epoch loss and accuracy).
     """
+    from raydgm import train
+
     def write(out: Path) -> dict[str, int]:
         data = dataset or load_data(data_cfg)
-        extract = features.EXTRACTORS[dr_cfg.features]
-        real_train, real_test = extract(data.split("train")[0]), extract(data.split("test")[0])
-        ids, _, images = tables.read_samples(samples.file("samples"))
-        if images.shape[1:] != data.images.shape[1:]:
-            raise ValueError(f"generated images have shape {images.shape[1:]} but the real "
-                             f"{data.name} images {data.images.shape[1:]}; they must match")
-        gen = extract(images)
+        (x, y), (xv, yv) = data.split("train"), data.split("val")
+        if (y < 0).any():
+            raise ValueError(f"the domain extractor trains on class labels, but {data.name}'s "
+                             "train split is unlabelled; use features=inception or pixels")
+        model, history = train.fit_domain_classifier(
+            x, y, xv if len(xv) else None, yv if len(xv) else None, cfg, progress=progress)
+        train.save_domain_classifier(model, out / train.MODEL)
+        (out / "history.json").write_text(json.dumps(history, indent=2))
+        return {"train_images": len(x), "epochs": len(history)}
+    return store.run(cfg.STAGE, cfg, write, inputs={"data": data_cfg.content_hash()})
+
+
+class Featurizer:
+    """Cached feature tables of the real splits and of generated sample sets, per extractor.
+
+    One ``features`` artifact per (image set, extractor, extractor weights): computed once,
+    then reused by the classifier, the quality metrics and the diagnostics.
+    """
+
+    def __init__(self, data_cfg: DataConfig, cfg: FeaturesConfig, store: ArtifactStore,
+                 dataset: Dataset | None = None, progress: bool = True, log: Log | None = None):
+        self.data_cfg, self.cfg, self.store = data_cfg, cfg, store
+        self._dataset, self.progress, self.log = dataset, progress, log
+        self._identity: dict[str, tuple[dict[str, str], dict[str, Any]]] = {}
+
+    @property
+    def dataset(self) -> Dataset:
+        if self._dataset is None:
+            self._dataset = load_data(self.data_cfg)
+        return self._dataset
+
+    def identity(self, name: str) -> tuple[dict[str, str], dict[str, Any]]:
+        """(cache-key inputs naming the extractor's weights, ``build_extractor`` kwargs)."""
+        if name not in self._identity:
+            kwargs: dict[str, Any] = {"device": self.cfg.device, "batch_size": self.cfg.batch_size}
+            inputs: dict[str, str] = {}
+            if name == "domain":
+                art = self._logged(domain_classifier(self.data_cfg, self.cfg.domain, self.store,
+                                                     self.dataset, self.progress))
+                inputs["domain_classifier"] = art.key
+                kwargs["domain_checkpoint"] = str(art.file("model.pt"))
+            elif name == "inception":
+                from raydgm.inception import resolve_weights
+                path, _ = resolve_weights(self.cfg.inception_weights)
+                inputs["inception_weights"] = file_sha256(path)
+                kwargs["inception_weights"] = str(path)
+            self._identity[name] = inputs, kwargs
+        return self._identity[name]
+
+    def extractor(self, name: str) -> Callable[[np.ndarray], Any]:
+        """The extractor itself (uncached use, e.g. the noise baseline's images)."""
+        return features.build_extractor(name, **self.identity(name)[1])
+
+    def real(self, name: str, split: str) -> Artifact:
+        """Features of the real ``split``; sample_id = the row's index within the split."""
+        def arrays() -> tuple[np.ndarray, np.ndarray]:
+            images = self.dataset.split(split)[0]
+            if len(images) == 0:
+                raise ValueError(f"the real {split!r} split of {self.data_cfg.name} is empty")
+            return np.arange(len(images), dtype=np.int64), images
+        return self._run(name, {"images": f"real:{self.data_cfg.content_hash()}:{split}"},
+                         arrays=arrays)
+
+    def samples(self, name: str, samples: Artifact) -> Artifact:
+        """Features of a generated (or imported) sample set, keyed by its sample_id."""
+        shape, real = tables.image_shape(samples.file("samples")), self.dataset.images.shape[1:]
+        if shape != tuple(real):
+            raise ValueError(f"generated images have shape {shape} but the real {self.dataset.name} "
+                             f"images {tuple(real)}; they must match")
+        return self._run(name, {"images": samples.key}, samples_dir=samples.file("samples"))
+
+    def _run(self, name: str, images: dict[str, str], samples_dir: Path | None = None,
+             arrays: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None) -> Artifact:
+        inputs, kwargs = self.identity(name)
+        def write(out: Path) -> dict[str, int]:
+            rows = features.extract_to(out, name, kwargs, self.cfg, samples_dir=samples_dir,
+                                       arrays=arrays() if arrays else None, progress=self.progress)
+            return {"features": rows}
+        return self._logged(self.store.run("features", ExtractConfig(extractor=name), write,
+                                           inputs=images | inputs))
+
+    def _logged(self, art: Artifact) -> Artifact:
+        return log_artifact(self.log, art) if self.log is not None else art
+
+
+def read_features(art: Artifact) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(sample_id, features, logits or None) of a ``features`` artifact."""
+    return tables.read_features(art.file(features.FEATURES_DIR))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fit_density_ratio(dr_cfg: DensityRatioConfig, samples: Artifact, featurizer: Featurizer) -> Artifact:
+    """Train and calibrate the real-vs-generated classifier; write every sample's log-weight.
+
+    The classifier sees the real *train* split's features; its diagnostics are computed on
+    the real *test* split against the generated samples it did not train on.
+    """
+    arts = {"real_train": featurizer.real(dr_cfg.features, "train"),
+            "real_test": featurizer.real(dr_cfg.features, "test"),
+            "samples": featurizer.samples(dr_cfg.features, samples)}
+
+    def write(out: Path) -> dict[str, int]:
+        real_train, real_test = read_features(arts["real_train"])[1], read_features(arts["real_test"])[1]
+        ids, gen, _ = read_features(arts["samples"])
+        if gen.shape[1] != real_train.shape[1]:
+            raise ValueError(f"generated samples give {gen.shape[1]} {dr_cfg.features} features "
+                             f"but the real images {real_train.shape[1]}: the generated images' "
+                             "shape must match the real dataset's")
         with tqdm(total=dr_cfg.max_epochs, desc="density_ratio: classifier epochs",
                   unit="epoch", leave=False) as bar:
             def on_epoch(row: dict) -> None:
@@ -132,8 +243,8 @@ def fit_density_ratio(data_cfg: DataConfig, dr_cfg: DensityRatioConfig, samples:
         (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
         return {"weights": tables.write_weights(out / "weights.parquet", ids, model.logit(gen),
                                                 model.log_weights(gen), model.gen_split)}
-    return store.run(dr_cfg.STAGE, dr_cfg, write,
-                     inputs={"data": data_cfg.content_hash(), "samples": samples.key})
+    return featurizer.store.run(dr_cfg.STAGE, dr_cfg, write,
+                                inputs={k: a.key for k, a in arts.items()})
 
 
 def resample_weights(rs_cfg: ResampleConfig, weights: Artifact, store: ArtifactStore) -> Artifact:
@@ -163,12 +274,44 @@ def flattened(log_w: np.ndarray, cfg: ResampleConfig) -> tuple[np.ndarray, float
     return density_ratio.flatten(log_w, alpha, cfg.log_clip_min, cfg.log_clip_max), float(alpha)
 
 
+def quality_report(cfg: PipelineConfig, arts: dict[str, Artifact], featurizer: Featurizer,
+                   log: Log = print) -> Artifact:
+    """Score real, raw, resampled and importance-weighted sets (``raydgm.quality``), draw the
+    figures and log everything to MLflow (``raydgm.report``); cached like every stage.
+
+    ``arts``: the pipeline's ``samples`` and ``density_ratio`` artifacts.
+    """
+    from raydgm import report
+    q = cfg.quality
+    feats = {"reference": featurizer.real(q.features, "train"),
+             "real_test": featurizer.real(q.features, "test"),
+             "generated": featurizer.samples(q.features, arts["samples"])}
+
+    def write(out: Path) -> dict[str, int]:
+        data = featurizer.dataset
+        inputs: dict[str, Any] = {k: read_features(a) for k, a in feats.items()}
+        inputs["weights"] = tables.read_weights(arts["density_ratio"].file("weights.parquet"))
+        inputs["dr_report"] = json.loads(arts["density_ratio"].file("report.json").read_text())
+        inputs["real_images"] = data.split("test")[0]
+        inputs["gen_images"] = tables.read_samples(arts["samples"].file("samples"))[2]
+        inputs["noise_auc"] = lambda: report.noise_baseline_auc(
+            data.split("train")[0], featurizer.extractor(cfg.density_ratio.features), cfg)
+        return report.build(out, cfg, inputs, log)
+    keys = {k: a.key for k, a in feats.items()}
+    return featurizer.store.run(q.STAGE, q, write, inputs=keys | {
+        "density_ratio": arts["density_ratio"].key, "resample": cfg.resample.content_hash()})
+
+
 def run_pipeline(cfg: PipelineConfig, store: ArtifactStore | None = None, log: Log = print,
-                 dataset: Dataset | None = None) -> dict[str, Artifact]:
-    """Run (or reuse) every stage that exists, in order; returns the artifacts by stage.
+                 dataset: Dataset | None = None, quality: bool = True) -> dict[str, Artifact]:
+    """Run (or reuse) every stage, in order; returns the artifacts by stage.
 
     ``dataset``: ``load_data(cfg.data)`` already loaded by the caller, to avoid a reload.
+    ``quality``: also run the quality report (it logs to MLflow, which is checked first).
     """
+    from raydgm import tracking
+    if quality:
+        tracking.check_reachable(cfg.tracking)   # fail before spending compute
     store = store or ArtifactStore()
     dataset = dataset or load_data(cfg.data)
     log(f"data: {cfg.data.name}, {len(dataset)} images {dataset.images.shape[1:]}, "
@@ -180,9 +323,12 @@ def run_pipeline(cfg: PipelineConfig, store: ArtifactStore | None = None, log: L
         out["generator"] = log_artifact(log, train_generator(cfg.data, cfg.generator, store, dataset,
                                                         log=log))
         out["samples"] = log_artifact(log, generate_samples(cfg.generate, out["generator"], store))
-    out["density_ratio"] = log_artifact(log, fit_density_ratio(cfg.data, cfg.density_ratio,
-                                                          out["samples"], store, dataset))
+    featurizer = Featurizer(cfg.data, cfg.features, store, dataset, log=log)
+    out["density_ratio"] = log_artifact(log, fit_density_ratio(cfg.density_ratio, out["samples"],
+                                                               featurizer))
     out["resample"] = log_artifact(log, resample_weights(cfg.resample, out["density_ratio"], store))
+    if quality:
+        out["quality"] = log_artifact(log, quality_report(cfg, out, featurizer, log))
     return out
 
 

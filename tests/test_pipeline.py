@@ -15,7 +15,10 @@ SMALL = {"data": {"name": "digits"},
          "generator": {"model": {"kind": "baseline", "pca_dim": 8, "n_components": 4}},
          "generate": {"num_samples": 600, "batch_size": 100},
          "density_ratio": {"hidden_units": 32, "max_epochs": 15},
-         "resample": {"method": "residual", "num_samples": 400}}
+         "resample": {"method": "residual", "num_samples": 400},
+         "features": {"domain": {"channels": [8], "feature_dim": 16, "epochs": 2}},
+         "quality": {"num_blocks": 3, "kid_subsets": 2, "eval_size": 100},
+         "tracking": {"enabled": False}}
 
 
 @pytest.fixture
@@ -70,7 +73,8 @@ def test_flattening_reaches_the_target_ess_and_clips():
 
 def test_cli_help_explains_every_command(capsys):
     for argv in (["--help"], ["demo", "--help"], ["config", "--help"], ["data", "--help"],
-                 ["train-generator", "--help"], ["generate", "--help"], ["import-samples", "--help"]):
+                 ["train-generator", "--help"], ["generate", "--help"], ["import-samples", "--help"],
+                 ["quality", "--help"]):
         with pytest.raises(SystemExit) as exit_:
             main(argv)
         assert exit_.value.code == 0
@@ -99,17 +103,43 @@ def test_cli_errors_are_clear_and_exit_2(tmp_path, capsys):
     assert not list(tmp_path.iterdir()), "a failed command leaves nothing behind"
 
 
-def test_cli_demo_end_to_end(tmp_path, capsys, ray_local):
+def test_cli_demo_end_to_end_logs_to_mlflow(tmp_path, capsys, ray_local):
+    from mlflow.tracking import MlflowClient
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     path = tmp_path / "small.json"
-    path.write_text(json.dumps(SMALL))
+    path.write_text(json.dumps({**SMALL, "tracking": {"tracking_uri": uri, "experiment": "t"}}))
     home = tmp_path / "home"
-    assert main(["demo", "--config", str(path), "--home", str(home), "--no-noise-baseline"]) == 0
+    assert main(["demo", "--config", str(path), "--home", str(home)]) == 0
     out = capsys.readouterr().out
     assert "roc_auc=" in out and "ess_fraction=" in out and "distinct" in out
-    pngs = sorted((home / "demo").glob("*.png"))
-    assert len(pngs) == 2 and all(p.stat().st_size > 5000 for p in pngs)
-    assert main(["demo", "--config", str(path), "--home", str(home), "--no-noise-baseline"]) == 0
-    assert capsys.readouterr().out.count(": reused") == 4
+    assert "| raw |" in out and "| importance-weighted |" in out and "±" in out
+    assert "random noise: AUC=" in out and f"mlflow ui --backend-store-uri {uri}" in out
+    figures = sorted(next(home.glob("quality/*/figures")).glob("*.png"))
+    names = {p.stem for p in figures}
+    assert {"samples", "weights", "ess_vs_alpha", "reliability", "proportion_curve",
+            "quality_fid", "quality_kid", "quality_is"} <= names
+    assert all(p.stat().st_size > 5000 for p in figures)
+    assert all(p.with_suffix(".json").exists() for p in figures if p.stem != "samples")
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("t").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["raw/fid_mean"] > 0 and "noise_baseline_auc" in run.data.metrics
+    assert run.data.params["quality.features"] == "domain"
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert "figures/reliability.png" in logged and "figures/reliability.json" in logged
+    assert main(["demo", "--config", str(path), "--home", str(home)]) == 0
+    out = capsys.readouterr().out
+    assert ": computed" not in out and out.count(": reused") >= 10
+    assert len(client.search_runs([run.info.experiment_id])) == 1, "a reused report is not re-logged"
+
+
+def test_an_unreachable_tracking_server_fails_before_any_compute(tmp_path, capsys):
+    path = tmp_path / "small.json"
+    path.write_text(json.dumps({**SMALL, "tracking": {"tracking_uri": "http://127.0.0.1:9"}}))
+    assert main(["demo", "--config", str(path), "--home", str(tmp_path / "home")]) == 2
+    err = capsys.readouterr().err
+    assert "http://127.0.0.1:9 is unreachable" in err and "tracking.enabled=false" in err
+    assert not (tmp_path / "home").exists() or not any((tmp_path / "home").rglob("manifest.json"))
 
 
 VAE_CFG = {"data": {"name": "digits"},

@@ -1,0 +1,141 @@
+"""The quality stage's body: score the sets, draw the figures, write the tables, log to MLflow.
+
+Writes into the stage directory: ``quality.json`` (rows, per-block values, settings, the
+noise baseline, the MLflow run id), ``table.md`` (the Table-6.3-like comparison),
+``figures/*.png`` and, next to each figure, ``figures/*.json``: the data it plots.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from raydgm import density_ratio, plots, quality, resample, tracking
+from raydgm.config import PipelineConfig
+from raydgm.quality import FeatureSet
+
+NOISE_MAX_EPOCHS = 5  # noise is separable at once; held-out loss falls for ever, so cap it
+
+
+def build(out: Path, cfg: PipelineConfig, inputs: dict[str, Any], log: Callable[[str], None]) -> dict[str, int]:
+    """Compute the report into ``out``; returns row counts for the manifest.
+
+    ``inputs``: ``reference``/``real_test``/``generated``: (sample_id, features, logits);
+    ``weights``: the density-ratio stage's weights table; ``dr_report``: its report dict;
+    ``real_images``/``gen_images``: uint8 arrays for the grids (gen sorted by sample_id);
+    ``noise_auc``: a callable giving the noise baseline's AUC (or None).
+    """
+    q = cfg.quality
+    gen_ids, gen_f, gen_l = inputs["generated"]
+    weights = inputs["weights"]
+    if not np.array_equal(weights["sample_id"], gen_ids):
+        raise ValueError("the density-ratio weights and the generated features cover different "
+                         "sample ids; rerun the density_ratio stage")
+    pool = (weights["split"] != "train") if q.pool == "held_out" else np.ones(len(gen_ids), bool)
+    if pool.sum() < 2:
+        raise ValueError(f"quality.pool={q.pool} leaves {int(pool.sum())} generated rows")
+    from raydgm.stages import flattened
+    log_w, alpha = flattened(weights["log_weight"][pool], cfg.resample)
+    reference = FeatureSet.from_logits(*inputs["reference"][1:])
+    real_test = FeatureSet.from_logits(*inputs["real_test"][1:])
+    gen = FeatureSet.from_logits(gen_f[pool], None if gen_l is None else gen_l[pool])
+    log(f"quality: scoring {len(cfg.quality.methods) + 3} sets on {q.num_blocks} blocks "
+        f"({q.features} features, pool {q.pool}: {len(gen)} generated rows, alpha={alpha:.3g})")
+    rows, per_block = quality.evaluate(reference, real_test, gen, log_w, q)
+    summary: dict[str, Any] = {
+        "rows": rows, "per_block": per_block, "alpha": alpha, "pool": q.pool,
+        "pool_rows": int(pool.sum()), "features": q.features,
+        "ess_fraction_pool": density_ratio.effective_sample_size(log_w) / len(log_w),
+        "ess_fraction_pool_raw": density_ratio.effective_sample_size(weights["log_weight"][pool]) / len(log_w),
+    }
+    if q.noise_baseline and inputs.get("noise_auc") is not None:
+        summary["noise_baseline_auc"] = float(inputs["noise_auc"]())
+    table = plots.format_quality_table(rows)
+    (out / "table.md").write_text(table + "\n")
+    figures = draw(out / "figures", cfg, inputs, pool, weights["log_weight"][pool], log_w, alpha, rows)
+    summary["figures"] = sorted(figures)
+    uri = tracking.check_reachable(cfg.tracking)
+    if uri is not None:
+        summary["mlflow"] = log_run(cfg, summary, table, out, figures)
+    (out / "quality.json").write_text(json.dumps(summary, indent=1))
+    return {"sets": len(rows), "pool": int(pool.sum())}
+
+
+def draw(folder: Path, cfg: PipelineConfig, inputs: dict[str, Any], pool: np.ndarray,
+         raw_log_w: np.ndarray, log_w: np.ndarray, alpha: float,
+         rows: list[dict[str, Any]]) -> dict[str, Path]:
+    """Every figure as ``<name>.png`` plus ``<name>.json`` (its data); returns {name: png}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    q, rep = cfg.quality, inputs["dr_report"]
+    rng = np.random.default_rng(q.seed)
+    real, images = inputs["real_images"], inputs["gen_images"][pool]
+    grid_rows = {"real (test split)": real[rng.permutation(len(real))[:q.grid_size]],
+                 f"raw generated ({len(images)} in the pool)": images[:q.grid_size]}
+    for method in q.methods:
+        idx = resample.resample(log_w, q.grid_size, method, np.random.default_rng([q.seed, 2]))
+        grid_rows[f"resampled ({method}, alpha={alpha:.2g})"] = images[idx]
+    order = np.argsort(raw_log_w)
+    grid_rows["highest importance weight"] = images[order[::-1][:q.grid_size]]
+    grid_rows["lowest importance weight"] = images[order[:q.grid_size]]
+    figures: dict[str, Path] = {}
+
+    def keep(name: str, made: Any, data: dict[str, list] | None = None) -> None:
+        path, table = made if isinstance(made, tuple) else (made, data)
+        figures[name] = Path(path)
+        if table is not None:
+            (folder / f"{name}.json").write_text(json.dumps(table))
+
+    keep("samples", plots.sample_rows(grid_rows, folder / "samples.png", per_row=q.grid_size))
+    ess = density_ratio.effective_sample_size(raw_log_w) / len(raw_log_w)
+    keep("weights", plots.weight_histogram(raw_log_w, folder / "weights.png",
+                                           f"pool log-weights: ESS fraction {ess:.2g} of {len(raw_log_w)}"),
+         plots.weight_histogram_table(raw_log_w))
+    keep("ess_vs_alpha", plots.ess_vs_alpha(raw_log_w, folder / "ess_vs_alpha.png", alpha_used=alpha,
+                                            target_fraction=cfg.resample.target_ess_fraction))
+    keep("reliability", plots.reliability_diagram(rep["reliability_prob_pred"], rep["reliability_prob_true"],
+                                                  folder / "reliability.png", ece=rep["ece"]))
+    keep("proportion_curve", plots.proportion_curve(rep["mix_rho"], rep["mix_mean_prob"],
+                                                    folder / "proportion_curve.png",
+                                                    rep["mix_mean_prob_prior_adjusted"]))
+    for metric in ("fid", "kid", "is"):
+        if any(f"{metric}_mean" in r for r in rows):
+            keep(f"quality_{metric}", plots.quality_bars(rows, metric, folder / f"quality_{metric}.png"))
+    return figures
+
+
+def log_run(cfg: PipelineConfig, summary: dict[str, Any], table: str, out: Path,
+            figures: dict[str, Path]) -> str:
+    """One MLflow run: params (the pipeline config), metrics, the table, figures + data."""
+    with tracking.Run(cfg.tracking, run_name=f"quality-{cfg.generator.model.kind}-{cfg.data.name}",
+                      tags={"raydgm.stage": "quality", "raydgm.dataset": cfg.data.name,
+                            "raydgm.generator": cfg.generator.model.kind}) as run:
+        run.params(cfg.to_dict())
+        metrics = quality.headline(summary["rows"]) | {
+            "alpha": summary["alpha"], "ess_fraction_pool": summary["ess_fraction_pool"],
+            "ess_fraction_pool_raw": summary["ess_fraction_pool_raw"]}
+        if "noise_baseline_auc" in summary:
+            metrics["noise_baseline_auc"] = summary["noise_baseline_auc"]
+        run.metrics(metrics)
+        run.text(table + "\n", "quality/table.md")
+        run.table(_columns(summary["rows"]), "quality/table.json")
+        for name, png in figures.items():
+            run.file(png, "figures")
+            data = png.with_suffix(".json")
+            if data.exists():
+                run.table(json.loads(data.read_text()), f"figures/{name}.json")
+        return run.run_id
+
+
+def _columns(rows: list[dict[str, Any]]) -> dict[str, list]:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    return {k: [r.get(k) for r in rows] for k in keys}
+
+
+def noise_baseline_auc(real_images: np.ndarray, extractor: Callable, cfg: PipelineConfig) -> float:
+    """The thesis's sanity baseline: the density-ratio classifier against random noise images."""
+    dr_cfg = cfg.density_ratio.replace(max_epochs=min(cfg.density_ratio.max_epochs, NOISE_MAX_EPOCHS))
+    _, report = density_ratio.noise_baseline(real_images, lambda x: extractor(x)[0], dr_cfg,
+                                             seed=dr_cfg.seed)
+    return float(report.roc_auc)
