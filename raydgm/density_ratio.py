@@ -32,6 +32,7 @@ from sklearn.isotonic import IsotonicRegression
 
 from raydgm._diagnostics import (KHAT_UNRELIABLE, DensityRatioReport, alpha_for_ess,
                                  build_report, effective_sample_size, flatten, psis_khat)
+from raydgm import metrics
 from raydgm.config import DensityRatioConfig
 
 __all__ = ["DensityRatioModel", "DensityRatioReport", "alpha_for_ess", "diagnose",
@@ -46,25 +47,11 @@ WEIGHTS_FILE, META_FILE = "weights.pt", "model.json"
 # --------------------------------------------------------------------------- inputs
 
 def check_features(x: Any, name: str, dim: int | None = None) -> np.ndarray:
-    """``x`` as a finite float64 ``(N, D)`` array with N >= 1; ``dim``: the required D."""
+    """``x`` (numpy or torch) as a finite float64 ``(N, D)`` array with N >= 1; ``dim``: the
+    required D (``raydgm.metrics.check_features``)."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
-    x = np.asarray(x)
-    if x.dtype.kind not in "biuf":
-        raise ValueError(f"{name} must hold numbers, got dtype {x.dtype}")
-    x = x.astype(np.float64, copy=False)
-    if x.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (N, D), got shape {x.shape}")
-    if x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {x.shape})")
-    bad = ~np.isfinite(x).all(axis=1)
-    if bad.any():
-        raise ValueError(f"{name} has {int(bad.sum())} of {x.shape[0]} rows with NaN or inf "
-                         f"(first at row {int(np.argmax(bad))})")
-    if dim is not None and x.shape[1] != dim:
-        raise ValueError(f"feature dimension mismatch: {name} has D={x.shape[1]}, "
-                         f"expected D={dim}")
-    return x
+    return metrics.check_features(x, name, dim)
 
 
 def split_rows(n: int, config: DensityRatioConfig, rng: np.random.Generator, name: str) -> np.ndarray:

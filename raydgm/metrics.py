@@ -46,8 +46,8 @@ def _as_array(x: Any, name: str) -> np.ndarray:
     return x.astype(np.float64, copy=False)
 
 
-def _check_2d(x: Any, name: str, min_rows: int = 1, dim: int | None = None,
-              why: str = "") -> np.ndarray:
+def check_features(x: Any, name: str, dim: int | None = None, min_rows: int = 1,
+                   why: str = "") -> np.ndarray:
     """``x`` as a finite float64 ``(N, D)`` array with N >= ``min_rows`` and D == ``dim``."""
     x = _as_array(x, name)
     if x.ndim != 2:
@@ -60,7 +60,7 @@ def _check_2d(x: Any, name: str, min_rows: int = 1, dim: int | None = None,
                          f"(first at row {int(np.argmax(bad))})")
     if dim is not None and x.shape[1] != dim:
         raise ValueError(f"feature dimension mismatch: {name} has D={x.shape[1]}, "
-                         f"the other set has D={dim}")
+                         f"expected D={dim}")
     if x.shape[0] < min_rows:
         raise ValueError(f"{name} has {x.shape[0]} rows; {why or 'this'} needs at least {min_rows}")
     return x
@@ -80,7 +80,7 @@ def _normalized_weights(log_weights: Any, n: int, name: str = "log_weights") -> 
 
 
 def _check_probs(probs: Any, name: str = "probs") -> np.ndarray:
-    p = _check_2d(probs, name)
+    p = check_features(probs, name)
     if (p < 0).any():
         raise ValueError(f"{name} has {int((p < 0).any(axis=1).sum())} rows with negative "
                          "entries; pass class probabilities (apply softmax to logits)")
@@ -103,7 +103,7 @@ def gaussian_stats(feats: Any, weights: Any = None) -> tuple[np.ndarray, np.ndar
     unbiased estimate mu = sum_i w_i x_i, S = sum_i w_i (x_i - mu)(x_i - mu)^T / (1 - sum_i w_i^2),
     which equals the ddof=1 covariance for equal weights. Needs >= 2 rows (nonzero weights).
     """
-    x = _check_2d(feats, "feats", min_rows=2, why="a covariance")
+    x = check_features(feats, "feats", min_rows=2, why="a covariance")
     n = x.shape[0]
     if weights is None:
         w = np.full(n, 1.0 / n)
@@ -170,8 +170,8 @@ def frechet_from_stats(mu_a: Any, cov_a: Any, mu_b: Any, cov_b: Any) -> float:
 
 def frechet_distance(feats_a: Any, feats_b: Any) -> float:
     """FID between two feature sets ``(N_a, D)`` and ``(N_b, D)`` (ddof=1 covariances)."""
-    a = _check_2d(feats_a, "feats_a", min_rows=2, why="a covariance")
-    b = _check_2d(feats_b, "feats_b", min_rows=2, dim=a.shape[1], why="a covariance")
+    a = check_features(feats_a, "feats_a", min_rows=2, why="a covariance")
+    b = check_features(feats_b, "feats_b", min_rows=2, dim=a.shape[1], why="a covariance")
     return frechet_from_stats(*gaussian_stats(a), *gaussian_stats(b))
 
 
@@ -182,8 +182,8 @@ def weighted_frechet_distance(real_feats: Any, gen_feats: Any, log_weights: Any)
     (reliability-weights covariance, / (1 - sum w^2)); the real set's are the plain ddof=1
     ones. Zero log-weights give exactly ``frechet_distance``. -inf entries are weight 0.
     """
-    real = _check_2d(real_feats, "real_feats", min_rows=2, why="a covariance")
-    gen = _check_2d(gen_feats, "gen_feats", min_rows=2, dim=real.shape[1], why="a covariance")
+    real = check_features(real_feats, "real_feats", min_rows=2, why="a covariance")
+    gen = check_features(gen_feats, "gen_feats", min_rows=2, dim=real.shape[1], why="a covariance")
     w = _normalized_weights(log_weights, gen.shape[0])
     return frechet_from_stats(*gaussian_stats(real), *gaussian_stats(gen, weights=w))
 
@@ -197,8 +197,8 @@ def kid_from_subsets(feats_a: Any, feats_b: Any, subsets_a: Any, subsets_b: Any)
     (x.y / D + 1)^3, a = K_xx + K_yy, b = K_xy (clean-fid's ``kernel_distance``):
     value_s = [(sum a - tr a) / (m - 1) - 2 sum b / m] / m, the unbiased MMD^2 estimate.
     """
-    a = _check_2d(feats_a, "feats_a", min_rows=2, why="an unbiased MMD")
-    b = _check_2d(feats_b, "feats_b", min_rows=2, dim=a.shape[1], why="an unbiased MMD")
+    a = check_features(feats_a, "feats_a", min_rows=2, why="an unbiased MMD")
+    b = check_features(feats_b, "feats_b", min_rows=2, dim=a.shape[1], why="an unbiased MMD")
     idx_a, idx_b = np.asarray(subsets_a), np.asarray(subsets_b)
     for name, idx, n in (("subsets_a", idx_a, a.shape[0]), ("subsets_b", idx_b, b.shape[0])):
         if idx.ndim != 2 or idx.shape[0] == 0 or idx.shape[1] < 2 or idx.dtype.kind not in "iu":
@@ -234,8 +234,8 @@ def kernel_inception_distance(feats_a: Any, feats_b: Any, rng: np.random.Generat
     if num_subsets < 1 or subset_size < 2:
         raise ValueError(f"need num_subsets >= 1 and subset_size >= 2, got {num_subsets}, "
                          f"{subset_size}")
-    a = _check_2d(feats_a, "feats_a", min_rows=2, why="an unbiased MMD")
-    b = _check_2d(feats_b, "feats_b", min_rows=2, dim=a.shape[1], why="an unbiased MMD")
+    a = check_features(feats_a, "feats_a", min_rows=2, why="an unbiased MMD")
+    b = check_features(feats_b, "feats_b", min_rows=2, dim=a.shape[1], why="an unbiased MMD")
     m = min(subset_size, a.shape[0], b.shape[0])
     idx_a, idx_b = np.empty((num_subsets, m), np.int64), np.empty((num_subsets, m), np.int64)
     for s in range(num_subsets):
@@ -268,7 +268,7 @@ def inception_score(probs: Any, splits: int = 10) -> tuple[float, float]:
 def inception_score_from_logits(logits: Any, splits: int = 10) -> tuple[float, float]:
     """IS from logits ``(N, C)``, all in log space: log p = log_softmax(logits), log p(y) =
     logsumexp over the split's rows - log n; equals ``inception_score(softmax(logits))``."""
-    logp = log_softmax(_check_2d(logits, "logits"), axis=1)
+    logp = log_softmax(check_features(logits, "logits"), axis=1)
     _check_splits(logp.shape[0], splits)
     scores = []
     for part in np.array_split(logp, splits):
@@ -320,8 +320,8 @@ def prdc(real_feats: Any, fake_feats: Any, k: int = 5) -> dict[str, float]:
     if not (isinstance(k, (int, np.integer)) and k >= 1):
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
     why = f"k={k} nearest neighbours excluding self"
-    real = _check_2d(real_feats, "real_feats", min_rows=k + 1, why=why)
-    fake = _check_2d(fake_feats, "fake_feats", min_rows=k + 1, dim=real.shape[1], why=why)
+    real = check_features(real_feats, "real_feats", min_rows=k + 1, why=why)
+    fake = check_features(fake_feats, "fake_feats", min_rows=k + 1, dim=real.shape[1], why=why)
     r_real, r_fake = _knn_radii(real, k), _knn_radii(fake, k)
     in_real = np.zeros(fake.shape[0], dtype=bool)   # fake_j inside some real ball
     counts = np.zeros(fake.shape[0])                # number of real balls holding fake_j

@@ -167,16 +167,23 @@ def save_generator(model: GenerativeModel, kind: str, kwargs: dict[str, Any], pa
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> GenerativeModel:
     """Rebuild a generator written by ``save_generator`` (``weights_only=True``), in eval mode."""
+    return _rebuild(path, "generator", lambda state: build(
+        state["kind"], tuple(state["image_shape"]), **state["model_kwargs"])).to(device).eval()
+
+
+def _rebuild(path: str | Path, what: str, make: Callable[[dict], torch.nn.Module]) -> torch.nn.Module:
+    """Load a ``save_generator``-layout file and ``make(state)`` the module with its weights."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"generator checkpoint not found: {path}")
+        raise FileNotFoundError(f"{what} checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        model = build(state["kind"], tuple(state["image_shape"]), **state["model_kwargs"])
+        model = make(state)
         model.load_state_dict(state["state_dict"])
-    except (KeyError, RuntimeError, EOFError, OSError) as err:
-        raise ValueError(f"{path} is not a raydgm generator checkpoint: {err}") from err
-    return model.to(device).eval()
+    except Exception as err:  # unpickling, zip, key, shape errors: all mean "not ours"
+        raise ValueError(f"{path} is not a raydgm {what} checkpoint: "
+                         f"{type(err).__name__}: {err}") from err
+    return model
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -314,16 +321,8 @@ def save_domain_classifier(model: DomainCNN, path: str | Path) -> None:
 
 def load_domain_classifier(path: str | Path, device: str | torch.device = "cpu") -> DomainCNN:
     """Rebuild a DomainCNN written by :func:`save_domain_classifier`, in eval mode on ``device``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"domain classifier checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    def make(state: dict) -> DomainCNN:
         if state.get("kind") != DOMAIN_KIND:
             raise KeyError(f"kind is {state.get('kind')!r}, not {DOMAIN_KIND!r}")
-        model = DomainCNN(tuple(state["image_shape"]), **state["model_kwargs"])
-        model.load_state_dict(state["state_dict"])
-    except Exception as err:  # unpickling, zip, key, shape errors: all mean "not ours"
-        raise ValueError(f"{path} is not a raydgm domain classifier checkpoint: "
-                         f"{type(err).__name__}: {err}") from err
-    return model.to(device).eval()
+        return DomainCNN(tuple(state["image_shape"]), **state["model_kwargs"])
+    return _rebuild(path, "domain classifier", make).to(device).eval()
