@@ -182,17 +182,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _quality(args: argparse.Namespace) -> int:
-    from raydgm import tracking
+    from raydgm import report, tracking
     from raydgm.stages import run_pipeline
     from raydgm.store import ArtifactStore
     cfg = PipelineConfig.load(args.config, args.overrides)
     uri = tracking.check_reachable(cfg.tracking)
     art = run_pipeline(cfg, ArtifactStore(args.home))["quality"]
     summary = json.loads(art.file("quality.json").read_text())
-    row = summary["rows"][0]
-    print(f"\n{summary['features']} features vs the real train split; mean ± std over "
-          f"{row['blocks']} blocks of {row['n']}; pool {summary['pool']} "
-          f"({summary['pool_rows']} rows), alpha={summary['alpha']:.3g}")
+    print(f"\n{report.describe(summary)}:")
     print(art.file("table.md").read_text().rstrip())
     print(f"figures and their data: {art.path / 'figures'}")
     if uri is not None:

@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from raydgm import tracking
+from raydgm import report, tracking
 from raydgm.config import PipelineConfig
 from raydgm.stages import load_data, run_pipeline
 from raydgm.store import ArtifactStore
@@ -21,12 +21,12 @@ def run_demo(cfg: PipelineConfig, home: Path | None = None) -> dict:
     store = ArtifactStore(home)
     print(f"raydgm demo: artifacts under {store.root.resolve()}")
     arts = run_pipeline(cfg, store, dataset=load_data(cfg.data))
-    report = json.loads(arts["density_ratio"].file("report.json").read_text())
+    dr_report = json.loads(arts["density_ratio"].file("report.json").read_text())
     resampled = json.loads(arts["resample"].file("summary.json").read_text())
     quality = json.loads(arts["quality"].file("quality.json").read_text())
-    summary = {"report": {k: report[k] for k in REPORT_KEYS}, "resample": resampled,
+    summary = {"report": {k: dr_report[k] for k in REPORT_KEYS}, "resample": resampled,
                "quality": quality, "table": arts["quality"].file("table.md").read_text()}
-    print_summary(summary, report.get("warnings", []), arts["quality"].path, uri)
+    print_summary(summary, dr_report.get("warnings", []), arts["quality"].path, uri)
     print(f"done in {time.perf_counter() - start:.1f} s. Rerun `make demo` to see every stage reused.")
     return summary
 
@@ -43,10 +43,7 @@ def print_summary(summary: dict, warnings: list[str], quality_dir: Path, uri: st
           f"flattened w^alpha with alpha={s['alpha']:.3g} -> ESS fraction {s['ess_fraction_used']:.4f}")
     print(f"  {s['num_samples']} draws from {s['pool']} samples: {s['unique_drawn']} distinct, "
           f"most-drawn sample x{s['max_count']}")
-    row = q["rows"][0]
-    print(f"\nsample quality on {q['features']} features, vs the real train split "
-          f"(mean ± std over {row['blocks']} blocks of {row['n']}; generated pool: {q['pool']} "
-          f"rows, {q['pool_rows']}; alpha={q['alpha']:.3g}):")
+    print(f"\n{report.describe(q)}:")
     print(summary["table"].rstrip())
     print("\nfigures:")
     for name in q["figures"]:

@@ -159,7 +159,8 @@ def extract_to(out_dir: Path, name: str, kwargs: dict[str, Any], cfg: FeaturesCo
     else:
         rows = len(arrays[0])
     if rows >= cfg.ray_min_rows:
-        if samples_dir is None:                       # stage the arrays for Ray to read
+        staged = samples_dir is None
+        if staged:                                    # stage the arrays for Ray to read
             samples_dir = out_dir / "staged"
             samples_dir.mkdir()
             ids, images = arrays
@@ -169,7 +170,7 @@ def extract_to(out_dir: Path, name: str, kwargs: dict[str, Any], cfg: FeaturesCo
         try:
             _extract_with_ray(samples_dir, out, name, kwargs, cfg)
         finally:
-            if samples_dir == out_dir / "staged":
+            if staged:
                 shutil.rmtree(samples_dir, ignore_errors=True)
         return rows
     if arrays is None:

@@ -64,6 +64,14 @@ def build(out: Path, cfg: PipelineConfig, inputs: dict[str, Any], log: Callable[
     return {"sets": len(rows), "pool": int(pool.sum())}
 
 
+def describe(summary: dict[str, Any]) -> str:
+    """One line saying what the quality table (``summary``: quality.json) compares."""
+    row = summary["rows"][0]
+    return (f"sample quality on {summary['features']} features, vs the real train split "
+            f"(mean ± std over {row['blocks']} blocks of {row['n']}; generated pool: "
+            f"{summary['pool']} rows, {summary['pool_rows']}; alpha={summary['alpha']:.3g})")
+
+
 def draw(folder: Path, cfg: PipelineConfig, inputs: dict[str, Any], pool: np.ndarray,
          raw_log_w: np.ndarray, log_w: np.ndarray, alpha: float,
          rows: list[dict[str, Any]]) -> dict[str, Path]:
