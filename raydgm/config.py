@@ -49,9 +49,14 @@ class Config(BaseModel):
             raise ConfigError(_explain(cls, err)) from None
 
     @classmethod
-    def load(cls: type[C], path: str | Path | None = None, overrides: Iterable[str] = ()) -> C:
-        """Read a YAML/JSON file (or start from defaults) and apply ``key=value`` overrides."""
-        data = read_mapping(path) if path is not None else {}
+    def load(cls: type[C], path: str | Path | None = None, overrides: Iterable[str] = (),
+             base: Mapping[str, Any] | None = None) -> C:
+        """Read a YAML/JSON file (or start from defaults) and apply ``key=value`` overrides.
+
+        ``base``: a mapping (a preset) that the file's keys are merged into, nested keys
+        one by one.
+        """
+        data = merge(base or {}, read_mapping(path) if path is not None else {})
         for item in overrides:
             key, value = parse_override(item)
             _set_dotted(data, key, value)
@@ -75,6 +80,17 @@ def read_mapping(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
     return data
+
+
+def merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``top``'s keys put in; nested mappings are merged key by key."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -109,6 +125,9 @@ def _explain(cls: type[Config], err: ValidationError) -> str:
             near = difflib.get_close_matches(str(e["loc"][-1]), known, n=1)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
             lines.append(f"unknown key {key!r}{hint}; known keys: {', '.join(sorted(known))}")
+        elif e["type"] == "value_error" and isinstance(e.get("input"), Mapping):  # a whole-config check
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"{key}: {msg}" if e["loc"] else msg)
         else:
             lines.append(f"key {key!r}: {e['msg']} (got {e.get('input')!r})")
     return f"{cls.__name__}: " + "; ".join(lines)
@@ -377,8 +396,55 @@ class TrackingConfig(Config):
 
     STAGE: ClassVar[str] = "tracking"
     enabled: bool = True
-    tracking_uri: str | None = None         # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
+    tracking_uri: str | None = None         # None: $MLFLOW_TRACKING_URI, else sqlite:///<RAYDGM_HOME>/mlflow.db
     experiment: str = "raydgm"
+
+
+class ResNetConfig(Config):
+    """CIFAR-style ResNet (He et al. 2016, Sec. 4.2): depth 6n+2, three stages of n basic blocks
+    with ``width``, 2x and 4x channels; the first stage keeps the input size, the others halve it."""
+
+    STAGE: ClassVar[str] = "resnet"
+    depth: int = Field(8, ge=8)              # 8: one block per stage (fast on CPU); 20, 32, 56, 110
+    width: int = Field(16, ge=1)             # channels of the first stage
+
+    @model_validator(mode="after")
+    def _check(self) -> "ResNetConfig":
+        if (self.depth - 2) % 6:
+            raise ValueError(f"depth must be 6n+2 (8, 14, 20, 32, 56, 110), got {self.depth}")
+        return self
+
+
+Unlabeled = Literal["none", "generated", "resampled", "weighted", "real"]
+
+
+class SSLConfig(Config):
+    """One semi-supervised run (``raydgm.ssl``): cross-entropy on a fixed labeled subset of the
+    real train split + ``semantic_weight`` x the exactly-one semantic loss on unlabeled images.
+
+    ``unlabeled``: ``none`` (supervised only), ``generated`` (raw samples), ``resampled``
+    (the SIR set of the resample stage), ``weighted`` (raw samples, each semantic loss times
+    its self-normalized importance weight within the batch) or ``real`` (the train split's
+    rows outside the labeled subset, labels unused). The labeled subset is fixed by
+    (``labeled_size``, ``seed``). An epoch is ``steps_per_epoch`` steps of one labeled and
+    one unlabeled batch (None: one pass over the real train split's size).
+    """
+
+    STAGE: ClassVar[str] = "ssl"
+    model: ResNetConfig = ResNetConfig()
+    labeled_size: int = Field(100, ge=1)     # class-balanced: a multiple of the number of classes
+    semantic_weight: float = Field(0.0, ge=0.0)
+    unlabeled: Unlabeled = "none"
+    seed: int = Field(0, ge=0)
+    epochs: int = Field(8, ge=1)
+    steps_per_epoch: int | None = Field(None, ge=1)
+    batch_size: int = Field(32, ge=1)        # labeled batch
+    unlabeled_batch_size: int | None = Field(None, ge=1)  # None: batch_size
+    learning_rate: float = Field(3e-3, gt=0.0)   # Adam; the thesis used 1e-3 for 20 epochs
+    weight_decay: float = Field(0.0, ge=0.0)
+    augment: Literal["none", "crop", "crop_flip"] = "crop"   # training batches only; no flips for digits
+    eval_batch_size: int = Field(500, ge=1)
+    device: str = "cpu"
 
 
 class PipelineConfig(Config):
@@ -396,10 +462,85 @@ class PipelineConfig(Config):
     tracking: TrackingConfig = TrackingConfig()
 
 
+class TrialResources(Config):
+    """What each Ray Tune trial reserves. ``gpus_per_trial`` None: 0.5 (two trials share a GPU)
+    on a cluster with GPUs, else 0; a trial with a GPU trains on ``cuda``."""
+
+    STAGE: ClassVar[str] = "resources"
+    cpus_per_trial: float = Field(1.0, gt=0.0)     # also the trial's torch threads (rounded, >= 1)
+    gpus_per_trial: float | None = Field(None, ge=0.0)
+    max_concurrent_trials: int | None = Field(None, ge=1)   # None: as many as resources allow
+    max_failures: int = Field(2, ge=0)             # retries per trial, from its last checkpoint
+    storage_path: str | None = None                # Tune results; None: $RAYDGM_TUNE_STORAGE, else <RAYDGM_HOME>/tune
+
+
+class SweepConfig(Config):
+    """The semantic-loss sweep (``raydgm.sweep``): the pipeline, then a Ray Tune grid of
+    ``labeled_sizes`` x (``unlabeled`` x ``semantic_weights``) x ``seeds`` semi-supervised runs.
+
+    ``unlabeled='none'`` (supervised only) runs once per labeled size and seed, at weight 0.
+    Each trial's config is ``ssl`` with its four grid values put in.
+    """
+
+    STAGE: ClassVar[str] = "sweep"
+    name: str = Field("semantic_weight", pattern=r"^[A-Za-z0-9_.-]+$")   # MLflow experiment, Tune folder
+    pipeline: PipelineConfig = PipelineConfig()
+    ssl: SSLConfig = SSLConfig()
+    labeled_sizes: tuple[int, ...] = (100, 1000)
+    semantic_weights: tuple[float, ...] = (0.5,)
+    unlabeled: tuple[Unlabeled, ...] = ("none", "generated", "resampled", "weighted")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    resources: TrialResources = TrialResources()
+
+    @model_validator(mode="after")
+    def _check(self) -> "SweepConfig":
+        for name in ("labeled_sizes", "semantic_weights", "unlabeled", "seeds"):
+            values = getattr(self, name)
+            if not values:
+                raise ValueError(f"{name} must list at least one value")
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name} lists a value twice: {list(values)}")
+        if min(self.labeled_sizes) < 1:
+            raise ValueError(f"labeled_sizes must be positive, got {list(self.labeled_sizes)}")
+        if min(self.semantic_weights) < 0:
+            raise ValueError(f"semantic_weights must be >= 0, got {list(self.semantic_weights)}")
+        if min(self.seeds) < 0:
+            raise ValueError(f"seeds must be >= 0, got {list(self.seeds)}")
+        return self
+
+
+class ClassifierSweepConfig(Config):
+    """The real-vs-generated classifier sweep (``sweeps/classifier.py``): a grid over the
+    classifier's hidden size, learning rate, calibration method and flattening exponent,
+    each trial scored on held-out rows by ECE, Brier score and effective sample size."""
+
+    STAGE: ClassVar[str] = "classifier_sweep"
+    name: str = Field("classifier", pattern=r"^[A-Za-z0-9_.-]+$")
+    pipeline: PipelineConfig = PipelineConfig()
+    hidden_units: tuple[int, ...] = (64, 1000)
+    learning_rates: tuple[float, ...] = (1e-3, 1e-4)
+    calibrations: tuple[Literal["none", "temperature", "isotonic"], ...] = ("none", "temperature", "isotonic")
+    alphas: tuple[float, ...] = (1.0, 0.5)        # flattening w -> w ** alpha
+    seeds: tuple[int, ...] = (0,)
+    resources: TrialResources = TrialResources()
+
+    @model_validator(mode="after")
+    def _check(self) -> "ClassifierSweepConfig":
+        for name in ("hidden_units", "learning_rates", "calibrations", "alphas", "seeds"):
+            if not getattr(self, name):
+                raise ValueError(f"{name} must list at least one value")
+        if min(self.hidden_units) < 1 or min(self.learning_rates) <= 0:
+            raise ValueError("hidden_units and learning_rates must be positive")
+        if not all(0.0 <= a <= 1.0 for a in self.alphas):
+            raise ValueError(f"alphas must lie in [0, 1], got {list(self.alphas)}")
+        return self
+
+
 STAGE_CONFIGS: dict[str, type[Config]] = {
     c.STAGE: c for c in (DataConfig, TrainGeneratorConfig, GenerateConfig, DomainClassifierConfig,
                          FeaturesConfig, DensityRatioConfig, ResampleConfig, QualityConfig,
-                         TrackingConfig, PipelineConfig)
+                         TrackingConfig, PipelineConfig, SSLConfig, SweepConfig,
+                         ClassifierSweepConfig)
 }
 
 

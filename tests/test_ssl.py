@@ -1,0 +1,268 @@
+"""Semi-supervised trainer and its ResNet: shapes, seeding, the fixed labeled subset, the
+semantic loss's effect, importance weighting, resume and input checks (sklearn digits, 8x8)."""
+import dataclasses
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from raydgm import ssl
+from raydgm.config import SSLConfig
+from raydgm.data import labeled_subset, load_dataset
+from raydgm.models.resnet import ResNet
+from raydgm.semantic_loss import exactly_one
+
+
+@pytest.fixture(scope="module")
+def data():
+    ds = load_dataset("digits")
+    (xt, yt), (xv, yv), (xs, ys) = ds.split("train"), ds.split("val"), ds.split("test")
+    gen = xt[::-1][:300].copy()   # stand-in "generated" images: any uint8 of the right shape
+    return ssl.SSLData(xt, yt, xv, yv, xs, ys, ds.num_classes, generated=gen,
+                       log_weights=np.linspace(-2.0, 2.0, len(gen)),
+                       resampled=np.array([3, 3, 7, 299], dtype=np.int64))
+
+
+def _cfg(**changes):
+    base = {"model": {"depth": 8, "width": 4}, "labeled_size": 50, "epochs": 2,
+            "steps_per_epoch": 4, "batch_size": 16, "learning_rate": 3e-3, "eval_batch_size": 128}
+    return SSLConfig.from_dict({**base, **changes})
+
+
+def _replace(data, **changes):
+    return dataclasses.replace(data, **changes)   # runs SSLData's checks again
+
+
+def _same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+# --------------------------------------------------------------------------- ResNet
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 32, 32), (3, 32, 32)])
+def test_resnet_logits_shape_and_input_scale(shape):
+    model = ResNet(shape, num_classes=10, depth=8, width=4).eval()
+    x = torch.randint(0, 256, (3, *shape), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    logits = model(x)
+    assert logits.shape == (3, 10) and logits.dtype == torch.float32
+    assert torch.equal(logits, model(x.float()))   # uint8 and float levels are the same input
+    with pytest.raises(ValueError, match="expected images of shape"):
+        model(torch.zeros(3, shape[0], shape[1] + 1, shape[2]))
+
+
+def test_resnet_stages_halve_8x8_digits_to_2x2_and_depth_counts_layers():
+    model = ResNet((1, 8, 8), 10, depth=14, width=4)
+    sizes = []
+    for block in model.blocks:
+        block.register_forward_hook(lambda m, i, o: sizes.append(tuple(o.shape[1:])))
+    model(torch.zeros(2, 1, 8, 8))
+    assert sizes == [(4, 8, 8)] * 2 + [(8, 4, 4)] * 2 + [(16, 2, 2)] * 2   # n = (14 - 2) / 6 = 2
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert len(convs) + 1 == 14   # 3x3 convs + the linear layer (projections not counted)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"depth": 9}, "6n\\+2"), ({"depth": 2}, "6n\\+2"), ({"width": 0}, "width"),
+    ({"num_classes": 1}, "num_classes"),
+    ({"image_shape": (8, 8)}, "image_shape"),
+])
+def test_resnet_refuses_bad_arguments(kwargs, match):
+    args = {"image_shape": (1, 8, 8), "num_classes": 10, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        ResNet(**args)
+
+
+def test_same_seed_same_initial_weights_and_global_rng_untouched():
+    before = torch.get_rng_state()
+    a = ssl.build_model(_cfg(seed=3), (1, 8, 8), 10)
+    b = ssl.build_model(_cfg(seed=3), (1, 8, 8), 10)
+    c = ssl.build_model(_cfg(seed=4), (1, 8, 8), 10)
+    assert _same_weights(a, b) and not _same_weights(a, c)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+# --------------------------------------------------------------------------- pieces
+
+def test_augment_crops_and_flips_windows_of_the_padded_image():
+    images = torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    assert ssl.augment(images, "none", np.random.default_rng(0)) is images
+    out = ssl.augment(images, "crop_flip", np.random.default_rng(0))
+    assert torch.equal(out, ssl.augment(images, "crop_flip", np.random.default_rng(0)))
+    padded = torch.nn.functional.pad(images, (1, 1, 1, 1))   # 8x8: pad 1, offsets 0..2
+    flips, shifts = 0, 0
+    for img, pad in zip(out, padded):
+        windows = {(dy, dx): pad[:, dy:dy + 8, dx:dx + 8] for dy in range(3) for dx in range(3)}
+        hits = [(dy, dx, f) for (dy, dx), w in windows.items() for f in (False, True)
+                if torch.equal(img, w.flip(-1) if f else w)]
+        assert hits, "every output is a (possibly mirrored) window of the padded input"
+        flips += all(f for _, _, f in hits)
+        shifts += all((dy, dx) != (1, 1) for dy, dx, _ in hits)
+    assert 16 < flips < 48 and shifts > 32   # about half mirrored, 8/9 shifted
+    crop = ssl.augment(images, "crop", np.random.default_rng(0))
+    assert crop.shape == images.shape and crop.dtype == torch.uint8
+
+
+def test_weighted_semantic_is_the_self_normalized_weighted_mean():
+    logits = torch.tensor([[0.0, 0.0], [4.0, -4.0], [1.0, 2.0]])
+    L = exactly_one(logits)
+    assert L[0].item() == pytest.approx(math.log(2.0))   # K = 2, z = 0
+    log_w = torch.log(torch.tensor([3.0, 1.0, 4.0], dtype=torch.float64))   # as SSLData stores them
+    expected = 3 / 8 * L[0] + 1 / 8 * L[1] + 4 / 8 * L[2]
+    assert ssl.weighted_semantic(logits, log_w).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert ssl.weighted_semantic(logits, log_w + 700.0).item() == pytest.approx(expected.item(), rel=1e-6)
+    peaked = torch.tensor([0.0, 60.0, 0.0])   # weights e^-60 / (1 + 2 e^-60): the middle row alone
+    assert ssl.weighted_semantic(logits, peaked).item() == pytest.approx(L[1].item(), rel=1e-12, abs=1e-20)
+    assert ssl.weighted_semantic(logits, torch.zeros(3)).item() == pytest.approx(L.mean().item(), rel=1e-7)
+    with pytest.raises(ValueError, match="log_weights must have shape"):
+        ssl.weighted_semantic(logits, torch.zeros(2))
+
+
+def test_best_epoch_is_the_first_maximum_of_val_accuracy():
+    history = []
+    for epoch, (val, test) in enumerate([(0.5, 0.1), (0.7, 0.2), (0.7, 0.9), (0.6, 0.8)], start=1):
+        row = {"epoch": epoch, "val_accuracy": val, "test_accuracy": test}
+        history.append({**row, **ssl._best(row, history)})
+    assert [r["best_epoch"] for r in history] == [1, 2, 2, 2]
+    assert [r["test_accuracy_at_best"] for r in history] == [0.1, 0.2, 0.2, 0.2]
+
+
+# --------------------------------------------------------------------------- training
+
+def test_rows_report_test_accuracy_at_the_best_val_epoch(data):
+    result = ssl.train(_cfg(epochs=4, unlabeled="real", semantic_weight=0.5), data)
+    rows = result["history"]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    for i, row in enumerate(rows):
+        vals = [r["val_accuracy"] for r in rows[:i + 1]]
+        best = int(np.argmax(vals))   # first maximum
+        assert row["best_epoch"] == best + 1 and row["best_val_accuracy"] == vals[best]
+        assert row["test_accuracy_at_best"] == rows[best]["test_accuracy"]
+        assert row["train_loss"] == pytest.approx(row["supervised_loss"] + 0.5 * row["semantic_loss"])
+        assert all(isinstance(v, (int, float)) for v in row.values())
+    last = rows[-1]
+    assert (result["best_epoch"], result["val_accuracy"], result["test_accuracy"]) == (
+        last["best_epoch"], last["best_val_accuracy"], last["test_accuracy_at_best"])
+    n_val = len(data.val_labels)
+    assert round(last["val_accuracy"] * n_val) == pytest.approx(last["val_accuracy"] * n_val)
+
+
+def test_labeled_subset_is_fixed_for_the_run_and_set_by_seed(data):
+    rows = []
+    cfg = _cfg(epochs=3, steps_per_epoch=4, batch_size=16, labeled_size=40)   # 64 draws >= 40 labels
+    result = ssl.train(cfg, data, on_epoch=lambda row, checkpoint: rows.append(row))
+    expected = labeled_subset(data.train_labels, 40, 0, 10)
+    assert np.array_equal(result["labeled_indices"], expected)
+    assert [r["labeled_seen"] for r in rows] == [40, 40, 40]
+    assert {r["labeled_digest"] for r in rows} == {ssl.index_digest(expected)}
+    other = ssl.train(cfg.replace(seed=1, epochs=1), data)
+    assert other["history"][0]["labeled_digest"] != ssl.index_digest(expected)
+    assert not np.array_equal(other["labeled_indices"], expected)
+
+
+def test_real_unlabeled_pool_is_the_train_split_minus_the_labeled_subset(data):
+    cfg = _cfg(unlabeled="real", semantic_weight=1.0)
+    labeled = ssl.validate(cfg, data)
+    t = ssl._tensors(cfg, data, labeled, torch.device("cpu"))
+    assert np.intersect1d(t.choices, labeled).size == 0
+    assert len(t.choices) + len(labeled) == len(data.train_labels)
+    t = ssl._tensors(cfg.replace(unlabeled="resampled"), data, labeled, torch.device("cpu"))
+    assert np.array_equal(t.choices, data.resampled) and len(t.pool) == len(data.generated)
+
+
+def test_semantic_loss_makes_held_out_predictions_exactly_one(data):
+    """Few labels + real unlabeled images: with the semantic loss the sigmoid outputs on unseen
+    test images put far more mass on "exactly one class is true" than without it."""
+    mass = {}
+    for weight in (0.0, 1.0):
+        cfg = _cfg(labeled_size=20, unlabeled="real", semantic_weight=weight, epochs=2, steps_per_epoch=20)
+        model = ssl.train(cfg, data)["model"]
+        with torch.no_grad():
+            logits = model(torch.from_numpy(data.test_images))
+        mass[weight] = torch.exp(-exactly_one(logits)).mean().item()   # mean P(exactly one)
+    assert mass[1.0] > 0.1 and mass[1.0] > 5 * mass[0.0], mass
+
+
+def test_weighted_with_equal_log_weights_is_the_generated_run(data):
+    equal = _replace(data, log_weights=np.full(len(data.generated), 3.7))
+    base = dict(semantic_weight=2.0, augment="crop_flip", unlabeled_batch_size=16)
+    plain = ssl.train(_cfg(unlabeled="generated", **base), equal)
+    weighted = ssl.train(_cfg(unlabeled="weighted", **base), equal)
+    assert plain["history"] == weighted["history"]
+    assert _same_weights(plain["model"], weighted["model"])
+    skewed = ssl.train(_cfg(unlabeled="weighted", **base), data)   # linspace log-weights differ
+    assert skewed["history"][0]["semantic_loss"] != plain["history"][0]["semantic_loss"]
+
+
+@pytest.mark.parametrize("unlabeled", ["weighted", "real"])
+def test_resume_from_a_saved_checkpoint_matches_the_uninterrupted_run(data, unlabeled):
+    cfg = _cfg(unlabeled=unlabeled, semantic_weight=0.5, augment="crop_flip")
+    saved = {}
+
+    def keep(row, checkpoint):
+        buf = io.BytesIO()
+        torch.save(checkpoint(), buf)
+        saved[row["epoch"]] = buf.getvalue()
+
+    full = ssl.train(cfg, data, on_epoch=keep)
+    state = torch.load(io.BytesIO(saved[1]), weights_only=True)
+    assert state["epoch"] == 1 and len(state["history"]) == 1
+    resumed = ssl.train(cfg, data, state=state)
+    assert resumed["history"] == full["history"]
+    assert _same_weights(resumed["model"], full["model"])
+    done = ssl.train(cfg, data, state=torch.load(io.BytesIO(saved[2]), weights_only=True))
+    assert done["history"] == full["history"]   # nothing left to train
+    with pytest.raises(ValueError, match="another SSL config"):
+        ssl.train(cfg.replace(seed=5), data, state=state)
+
+
+# --------------------------------------------------------------------------- input checks
+
+@pytest.mark.parametrize("changes, match", [
+    ({"labeled_size": 5000}, "labeled_size=5000.*larger than the data"),
+    ({"labeled_size": 55}, "labeled_size=55.*not divisible"),
+    ({"unlabeled": "none", "semantic_weight": 1.0}, "needs an unlabeled source"),
+    ({"device": "cuda:7" if not torch.cuda.is_available() else "nonsense"}, "device="),
+])
+def test_validate_refuses_configs_that_do_not_fit_the_data(data, changes, match):
+    with pytest.raises(ValueError, match=match):
+        ssl.validate(_cfg(**changes), data)
+
+
+@pytest.mark.parametrize("unlabeled, missing", [
+    ("generated", "generated"), ("resampled", "resampled"), ("weighted", "log_weights"),
+])
+def test_validate_refuses_a_missing_unlabeled_source(data, unlabeled, missing):
+    fewer = _replace(data, **({"generated": None, "log_weights": None, "resampled": None}
+                              if missing == "generated" else {missing: None}))
+    with pytest.raises(ValueError, match=f"unlabeled='{unlabeled}' needs SSLData.{missing}"):
+        ssl.validate(_cfg(unlabeled=unlabeled, semantic_weight=1.0), fewer)
+    with pytest.raises(ValueError, match="needs SSLData"):   # train checks before any compute
+        ssl.train(_cfg(unlabeled=unlabeled, semantic_weight=1.0), fewer)
+
+
+def test_validate_refuses_real_when_every_train_row_is_labeled(data):
+    small = _replace(data, train_images=data.train_images[:20], train_labels=np.repeat(np.arange(10), 2))
+    assert len(ssl.validate(_cfg(labeled_size=20), small)) == 20
+    with pytest.raises(ValueError, match="outside the labeled subset"):
+        ssl.validate(_cfg(labeled_size=20, unlabeled="real", semantic_weight=1.0), small)
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"log_weights": np.r_[np.nan, np.zeros(299)]}, "log_weights: 1 of 300 entries are NaN"),
+    ({"log_weights": np.zeros(7)}, "log_weights has 7 .*entries for 300"),
+    ({"generated": np.zeros((300, 1, 16, 16), np.uint8)}, "generated: image shape"),
+    ({"generated": np.zeros((300, 1, 8, 8), np.float32)}, "generated: images must have dtype uint8"),
+    ({"resampled": np.array([0, 300])}, "resampled must be .* indices in 0..299.* in 0..300"),
+    ({"generated": None, "log_weights": None}, "resampled is given without SSLData.generated"),
+    ({"val_labels": np.full(180, 10)}, "val_labels must be in 0..9"),
+    ({"test_labels": np.zeros(3, np.int64)}, "test_labels must be an integer array of shape"),
+    ({"test_images": np.zeros((0, 1, 8, 8), np.uint8)}, "test_images"),
+    ({"num_classes": 1}, "num_classes"),
+    ({"resampled": np.zeros((0,), np.int64)}, "resampled must be a non-empty"),
+])
+def test_ssl_data_names_the_bad_field(data, changes, match):
+    with pytest.raises(ValueError, match=match):
+        _replace(data, **changes)
