@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
              "importance-weighted pool. Prints the table (mean ± std over blocks), writes the "
              "figures (sample grids, weight histogram, ESS vs flattening exponent, reliability "
              "diagram, proportion curve, metric bars) with their data, and logs everything to "
-             "MLflow (tracking.tracking_uri, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).",
+             "MLflow (tracking.tracking_uri, else $MLFLOW_TRACKING_URI, else sqlite:///$RAYDGM_HOME/mlflow.db).",
              epilog="example: raydgm quality --config configs/demo.yaml "
              "--set 'quality.methods=[systematic,residual]'")
 
@@ -182,18 +182,20 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _quality(args: argparse.Namespace) -> int:
-    from raydgm import report, tracking
+    from raydgm import report, runs, tracking
     from raydgm.stages import run_pipeline
     from raydgm.store import ArtifactStore
     cfg = PipelineConfig.load(args.config, args.overrides)
     uri = tracking.check_reachable(cfg.tracking)
-    art = run_pipeline(cfg, ArtifactStore(args.home))["quality"]
+    arts = run_pipeline(cfg, ArtifactStore(args.home))
+    run_ids = runs.log_pipeline(cfg, arts) if uri is not None else {}
+    art = arts["quality"]
     summary = json.loads(art.file("quality.json").read_text())
     print(f"\n{report.describe(summary)}:")
     print(art.file("table.md").read_text().rstrip())
     print(f"figures and their data: {art.path / 'figures'}")
     if uri is not None:
-        print(f"MLflow run {summary.get('mlflow', '?')} in {uri}; open: {tracking.ui_command(uri)}")
+        print(f"MLflow run {run_ids['quality']} in {uri}; open: {tracking.ui_command(uri)}")
     return 0
 
 

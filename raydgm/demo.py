@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from raydgm import report, tracking
+from raydgm import report, runs, tracking
 from raydgm.config import PipelineConfig
 from raydgm.stages import load_data, run_pipeline
 from raydgm.store import ArtifactStore
@@ -21,17 +21,20 @@ def run_demo(cfg: PipelineConfig, home: Path | None = None) -> dict:
     store = ArtifactStore(home)
     print(f"raydgm demo: artifacts under {store.root.resolve()}")
     arts = run_pipeline(cfg, store, dataset=load_data(cfg.data))
+    run_ids = runs.log_pipeline(cfg, arts) if uri is not None else {}
     dr_report = json.loads(arts["density_ratio"].file("report.json").read_text())
     resampled = json.loads(arts["resample"].file("summary.json").read_text())
     quality = json.loads(arts["quality"].file("quality.json").read_text())
     summary = {"report": {k: dr_report[k] for k in REPORT_KEYS}, "resample": resampled,
                "quality": quality, "table": arts["quality"].file("table.md").read_text()}
-    print_summary(summary, dr_report.get("warnings", []), arts["quality"].path, uri)
+    print_summary(summary, dr_report.get("warnings", []), arts["quality"].path, uri,
+                  run_ids.get("quality"))
     print(f"done in {time.perf_counter() - start:.1f} s. Rerun `make demo` to see every stage reused.")
     return summary
 
 
-def print_summary(summary: dict, warnings: list[str], quality_dir: Path, uri: str | None) -> None:
+def print_summary(summary: dict, warnings: list[str], quality_dir: Path, uri: str | None,
+                  run_id: str | None = None) -> None:
     r, s, q = summary["report"], summary["resample"], summary["quality"]
     print("\nreal-vs-generated classifier (real test split vs held-out generated samples):")
     print("  " + "  ".join(f"{k}={r[k]:.4g}" for k in REPORT_KEYS))
@@ -49,5 +52,5 @@ def print_summary(summary: dict, warnings: list[str], quality_dir: Path, uri: st
     for name in q["figures"]:
         print(f"  {os.path.relpath(quality_dir / 'figures' / (name + '.png'))}")
     if uri is not None:
-        print(f"\nMLflow: run {q.get('mlflow', '?')} in {uri}")
+        print(f"\nMLflow: quality run {run_id} (and one run per stage) in {uri}")
         print(f"  open the UI: {tracking.ui_command(uri)}")

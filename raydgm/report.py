@@ -1,7 +1,7 @@
-"""The quality stage's body: score the sets, draw the figures, write the tables, log to MLflow.
+"""The quality stage's body: score the sets, draw the figures, write the tables.
 
 Writes into the stage directory: ``quality.json`` (rows, per-block values, settings, the
-noise baseline, the MLflow run id), ``table.md`` (the Table-6.3-like comparison),
+noise baseline), ``table.md`` (the Table-6.3-like comparison),
 ``figures/*.png`` and, next to each figure, ``figures/*.json``: the data it plots.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from raydgm import density_ratio, plots, quality, resample, tracking
+from raydgm import density_ratio, plots, quality, resample
 from raydgm.config import PipelineConfig
 from raydgm.quality import FeatureSet
 
@@ -57,9 +57,6 @@ def build(out: Path, cfg: PipelineConfig, inputs: dict[str, Any], log: Callable[
     (out / "table.md").write_text(table + "\n")
     figures = draw(out / "figures", cfg, inputs, pool, weights["log_weight"][pool], log_w, alpha, rows)
     summary["figures"] = sorted(figures)
-    uri = tracking.check_reachable(cfg.tracking)
-    if uri is not None:
-        summary["mlflow"] = log_run(cfg, summary, table, out, figures)
     (out / "quality.json").write_text(json.dumps(summary, indent=1))
     return {"sets": len(rows), "pool": int(pool.sum())}
 
@@ -112,34 +109,6 @@ def draw(folder: Path, cfg: PipelineConfig, inputs: dict[str, Any], pool: np.nda
         if any(f"{metric}_mean" in r for r in rows):
             keep(f"quality_{metric}", plots.quality_bars(rows, metric, folder / f"quality_{metric}.png"))
     return figures
-
-
-def log_run(cfg: PipelineConfig, summary: dict[str, Any], table: str, out: Path,
-            figures: dict[str, Path]) -> str:
-    """One MLflow run: params (the pipeline config), metrics, the table, figures + data."""
-    with tracking.Run(cfg.tracking, run_name=f"quality-{cfg.generator.model.kind}-{cfg.data.name}",
-                      tags={"raydgm.stage": "quality", "raydgm.dataset": cfg.data.name,
-                            "raydgm.generator": cfg.generator.model.kind}) as run:
-        run.params(cfg.to_dict())
-        metrics = quality.headline(summary["rows"]) | {
-            "alpha": summary["alpha"], "ess_fraction_pool": summary["ess_fraction_pool"],
-            "ess_fraction_pool_raw": summary["ess_fraction_pool_raw"]}
-        if "noise_baseline_auc" in summary:
-            metrics["noise_baseline_auc"] = summary["noise_baseline_auc"]
-        run.metrics(metrics)
-        run.text(table + "\n", "quality/table.md")
-        run.table(_columns(summary["rows"]), "quality/table.json")
-        for name, png in figures.items():
-            run.file(png, "figures")
-            data = png.with_suffix(".json")
-            if data.exists():
-                run.table(json.loads(data.read_text()), f"figures/{name}.json")
-        return run.run_id
-
-
-def _columns(rows: list[dict[str, Any]]) -> dict[str, list]:
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    return {k: [r.get(k) for r in rows] for k in keys}
 
 
 def noise_baseline_auc(real_images: np.ndarray, extractor: Callable, cfg: PipelineConfig) -> float:

@@ -1,13 +1,16 @@
 """MLflow tracking: the only module that imports mlflow.
 
 The tracking URI is ``tracking.tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else
-``sqlite:///mlflow.db`` in the working directory (MLflow 3 refuses the old ``./mlruns``
-file store by default). ``check_reachable`` runs before any compute, so a stage never
-spends an hour and then fails to log. Runs are written through an explicit
-``MlflowClient`` and run id, never through mlflow's global "active run".
+``sqlite:///<RAYDGM_HOME>/mlflow.db`` (MLflow 3 refuses the old ``./mlruns`` file store by
+default); a relative sqlite path is made absolute, because Ray Tune trials run in their own
+working directories. On a sqlite store, an experiment's artifacts go to ``mlartifacts/``
+beside the database. ``check_reachable`` runs before any compute, so a stage never spends
+an hour and then fails to log. Runs are written through an explicit ``MlflowClient`` and
+run id, never through mlflow's global "active run" (trials run in parallel processes).
 
-Open the UI with ``mlflow ui --backend-store-uri sqlite:///mlflow.db`` (it binds to
-127.0.0.1 by default).
+A sweep is one parent run; every trial and every pipeline stage is a child run tagged
+``mlflow.parentRunId``. ``Run.find_or_create`` looks a run up by a key tag first, so a
+resumed sweep (or a retried trial) writes into the run it already has instead of a new one.
 """
 from __future__ import annotations
 
@@ -20,15 +23,25 @@ from typing import Any, Mapping
 
 from raydgm.config import TrackingConfig
 
-DEFAULT_URI = "sqlite:///mlflow.db"
+PARENT_TAG = "mlflow.parentRunId"
+KEY_TAG = "raydgm.key"
 
 
 class TrackingError(RuntimeError):
     """The tracking store cannot be used (unreachable server, unwritable database)."""
 
 
+def default_uri() -> str:
+    from raydgm.store import default_root
+    return f"sqlite:///{default_root().resolve() / 'mlflow.db'}"
+
+
 def tracking_uri(cfg: TrackingConfig) -> str:
-    return cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    """The store's URI; sqlite paths absolute (``sqlite:///rel.db`` -> ``sqlite:////cwd/rel.db``)."""
+    uri = cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
+    if uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
+        uri = f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
+    return uri
 
 
 def ui_command(uri: str) -> str:
@@ -58,7 +71,9 @@ def check_reachable(cfg: TrackingConfig, timeout: float = 5.0) -> str | None:
                 "tracking.tracking_uri (or MLFLOW_TRACKING_URI) at a running server, or set "
                 "tracking.enabled=false. Nothing was computed.") from None
     elif uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///"):]).resolve().parent
+        folder = Path(uri[len("sqlite:///"):]).parent
+        if uri == default_uri():
+            folder.mkdir(parents=True, exist_ok=True)     # $RAYDGM_HOME on a fresh clone
         if not folder.is_dir() or not os.access(folder, os.W_OK):
             raise TrackingError(f"cannot write the MLflow database {uri}: {folder} is not a "
                                 "writable directory; set tracking.tracking_uri or "
@@ -67,29 +82,62 @@ def check_reachable(cfg: TrackingConfig, timeout: float = 5.0) -> str | None:
 
 
 class Run:
-    """One MLflow run written through an explicit client: metrics, params, files, tables."""
+    """One MLflow run written through an explicit client: metrics, params, files, tables.
 
-    def __init__(self, cfg: TrackingConfig, run_name: str, tags: Mapping[str, str] | None = None):
-        import mlflow
+    ``parent``: the parent run's id (tagged ``mlflow.parentRunId``); ``run_id``: attach to an
+    existing run instead of creating one. ``experiment``: overrides ``cfg.experiment``.
+    """
+
+    def __init__(self, cfg: TrackingConfig, run_name: str = "", tags: Mapping[str, str] | None = None,
+                 parent: str | None = None, run_id: str | None = None, experiment: str | None = None):
         from mlflow.tracking import MlflowClient
-        self._mlflow = mlflow
         self.uri = tracking_uri(cfg)
         self.client = MlflowClient(tracking_uri=self.uri)
-        exp = self.client.get_experiment_by_name(cfg.experiment)
-        exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(cfg.experiment)
-        self.experiment_id = exp_id
-        self.run_id = self.client.create_run(exp_id, run_name=run_name, tags=dict(tags or {})).info.run_id
+        self.previous_status: str | None = None    # set when attached to an existing run
+        if run_id is not None:
+            self.run_id = run_id
+            self.previous_status = self.client.get_run(run_id).info.status
+            self.experiment_id = self.client.get_run(run_id).info.experiment_id
+            self.client.update_run(run_id, status="RUNNING")
+            return
+        self.experiment_id = experiment_id(self.client, experiment or cfg.experiment, self.uri)
+        tags = dict(tags or {}) | ({PARENT_TAG: parent} if parent else {})
+        self.run_id = self.client.create_run(self.experiment_id, run_name=run_name or None,
+                                             tags=tags).info.run_id
+
+    @classmethod
+    def find_or_create(cls, cfg: TrackingConfig, key: str, run_name: str = "",
+                       tags: Mapping[str, str] | None = None, parent: str | None = None,
+                       experiment: str | None = None) -> "Run":
+        """The live run tagged ``raydgm.key=key`` (under ``parent``), else a new one with that tag."""
+        from mlflow.tracking import MlflowClient
+        client = MlflowClient(tracking_uri=tracking_uri(cfg))
+        exp = experiment_id(client, experiment or cfg.experiment, tracking_uri(cfg))
+        query = f"tags.`{KEY_TAG}` = '{key}'" + (f" and tags.`{PARENT_TAG}` = '{parent}'" if parent else "")
+        found = client.search_runs([exp], filter_string=query, max_results=1)
+        if found:
+            return cls(cfg, run_id=found[0].info.run_id)
+        return cls(cfg, run_name, dict(tags or {}) | {KEY_TAG: key}, parent=parent,
+                   experiment=experiment)
 
     def __enter__(self) -> "Run":
         return self
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
-        self.client.set_terminated(self.run_id, "FAILED" if exc_type else "FINISHED")
+        self.end("FAILED" if exc_type else "FINISHED")
+
+    def end(self, status: str = "FINISHED") -> None:
+        """FINISHED, FAILED or KILLED (an interrupted sweep, resumable)."""
+        self.client.set_terminated(self.run_id, status)
 
     def params(self, params: Mapping[str, Any]) -> None:
-        """Flat ``{key: value}`` params (nested dicts flattened with dots), 100 at a time."""
+        """Flat ``{key: value}`` params (nested dicts flattened with dots), 100 at a time.
+
+        Params already on the run (a resumed run) are skipped; MLflow refuses to change one.
+        """
         from mlflow.entities import Param
-        flat = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
+        have = self.client.get_run(self.run_id).data.params
+        flat = [Param(k, str(v)[:6000]) for k, v in flatten(params).items() if k not in have]
         for start in range(0, len(flat), 100):
             self.client.log_batch(self.run_id, params=flat[start:start + 100])
 
@@ -101,6 +149,14 @@ class Run:
         items = [Metric(_key(k), float(v), now, step) for k, v in metrics.items()]
         for start in range(0, len(items), 1000):
             self.client.log_batch(self.run_id, metrics=items[start:start + 1000])
+
+    def logged_steps(self, metric: str) -> set[int]:
+        """The steps at which ``metric`` is already logged (a resumed trial skips them)."""
+        return {m.step for m in self.client.get_metric_history(self.run_id, _key(metric))}
+
+    def tags(self, tags: Mapping[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, str(v))
 
     def file(self, path: str | Path, folder: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), folder)
@@ -114,6 +170,23 @@ class Run:
 
     def url(self) -> str:
         return f"experiment {self.experiment_id}, run {self.run_id} in {self.uri}"
+
+
+def experiment_id(client: Any, name: str, uri: str) -> str:
+    """The id of experiment ``name``, created if missing (artifacts beside a sqlite database)."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts" / name).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:                     # created meanwhile by a parallel trial
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

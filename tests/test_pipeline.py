@@ -121,16 +121,23 @@ def test_cli_demo_end_to_end_logs_to_mlflow(tmp_path, capsys, ray_local):
     assert all(p.stat().st_size > 5000 for p in figures)
     assert all(p.with_suffix(".json").exists() for p in figures if p.stem != "samples")
     client = MlflowClient(tracking_uri=uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("t").experiment_id])
-    assert run.info.status == "FINISHED"
+    exp_id = client.get_experiment_by_name("t").experiment_id
+    by_stage = {r.data.tags["raydgm.stage"]: r for r in client.search_runs([exp_id])}
+    assert set(by_stage) == {"train_generator", "generate", "density_ratio", "resample", "quality"}
+    run = by_stage["quality"]
+    assert all(r.info.status == "FINISHED" for r in by_stage.values())
     assert run.data.metrics["raw/fid_mean"] > 0 and "noise_baseline_auc" in run.data.metrics
-    assert run.data.params["quality.features"] == "domain"
+    assert run.data.params["config.features"] == "domain" and run.data.params["data.name"] == "digits"
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert "figures/reliability.png" in logged and "figures/reliability.json" in logged
+    dr = by_stage["density_ratio"]
+    assert {"classifier_accuracy", "roc_auc", "ece", "brier", "ess_frac", "psis_khat"} <= set(dr.data.metrics)
+    logged = {a.path for a in client.list_artifacts(dr.info.run_id)}
+    assert {"calibration_curve.png", "calibration_curve.json", "weight_histogram.png"} <= logged
     assert main(["demo", "--config", str(path), "--home", str(home)]) == 0
     out = capsys.readouterr().out
     assert ": computed" not in out and out.count(": reused") >= 10
-    assert len(client.search_runs([run.info.experiment_id])) == 1, "a reused report is not re-logged"
+    assert len(client.search_runs([exp_id])) == 5, "reused stages are not logged twice"
 
 
 def test_an_unreachable_tracking_server_fails_before_any_compute(tmp_path, capsys):

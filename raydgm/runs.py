@@ -1,0 +1,115 @@
+"""The pipeline's artifacts as MLflow runs: one run per stage, optionally under a parent run.
+
+Stage runs are logged from the cached artifacts, after the stages ran or were reused, so
+every sweep (a parent run) holds its own stage runs whether the stages were computed now or
+last week. A stage run is keyed by (parent, stage, artifact key): logging the same artifact
+again under the same parent finds the finished run and adds nothing.
+
+- ``train_generator``: the generator config; per-epoch losses (``step=epoch``).
+- ``generate``: sample counts.
+- ``density_ratio``: ``classifier_accuracy``, ``roc_auc``, ``ece``, ``brier``, ``ess_frac``,
+  ``psis_khat`` on the held-out rows; ``calibration_curve.png`` and its points as a table;
+  the weight histogram (picture and counts).
+- ``resample``: alpha, ESS fractions, distinct draws.
+- ``quality``: FID / KID / IS (and precision / recall / density / coverage) per sample set,
+  the table, every figure with the data behind it.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from raydgm import plots, quality, tables, tracking
+from raydgm.config import PipelineConfig, TrackingConfig
+from raydgm.store import Artifact
+
+DR_METRICS = {"classifier_accuracy": "accuracy", "roc_auc": "roc_auc", "ece": "ece",
+              "brier": "brier", "ess_frac": "ess_fraction", "psis_khat": "khat",
+              "mean_weight": "mean_weight"}
+
+
+def log_pipeline(cfg: PipelineConfig, arts: dict[str, Artifact], track: TrackingConfig | None = None,
+                 parent: str | None = None, experiment: str | None = None) -> dict[str, str]:
+    """Log each artifact of ``arts`` (by stage name) as a run; returns {stage: run id}."""
+    track = track or cfg.tracking
+    loggers: dict[str, Callable[[tracking.Run, Artifact], None]] = {
+        "generator": _log_generator, "samples": _log_samples, "density_ratio": _log_density_ratio,
+        "resample": _log_resample, "quality": _log_quality}
+    tags = {"raydgm.dataset": cfg.data.name, "raydgm.generator": _generator_name(cfg)}
+    out = {}
+    for name, log in loggers.items():
+        art = arts.get(name)
+        if art is None:
+            continue
+        key = f"{parent or 'none'}:{art.stage}:{art.key}"
+        run = tracking.Run.find_or_create(track, key, run_name=f"{art.stage}-{art.key[:8]}",
+                                          tags=tags | {"raydgm.stage": art.stage}, parent=parent,
+                                          experiment=experiment)
+        if run.previous_status != "FINISHED":
+            with run:
+                run.params(_stage_params(cfg, art))
+                run.tags({"raydgm.artifact": str(art.path)})
+                log(run, art)
+        out[art.stage] = run.run_id
+    return out
+
+
+def _generator_name(cfg: PipelineConfig) -> str:
+    return "imported" if cfg.import_samples is not None else cfg.generator.model.kind
+
+
+def _stage_params(cfg: PipelineConfig, art: Artifact) -> dict[str, Any]:
+    return {"stage": art.stage, "artifact_key": art.key, "config": art.manifest.get("config", {}),
+            "data": cfg.data.to_dict()}
+
+
+def _log_generator(run: tracking.Run, art: Artifact) -> None:
+    history = json.loads(art.file("history.json").read_text())
+    for row in history:
+        run.metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+    run.metrics({f"rows/{k}": v for k, v in art.rows.items()})
+
+
+def _log_samples(run: tracking.Run, art: Artifact) -> None:
+    run.metrics({f"rows/{k}": v for k, v in art.rows.items()})
+
+
+def _log_resample(run: tracking.Run, art: Artifact) -> None:
+    summary = json.loads(art.file("summary.json").read_text())
+    run.metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+    run.params({"method": summary["method"]})
+
+
+def _log_density_ratio(run: tracking.Run, art: Artifact) -> None:
+    """Held-out diagnostics, the calibration curve and the weight histogram (pictures + data)."""
+    rep = json.loads(art.file("report.json").read_text())
+    run.metrics({name: rep[key] for name, key in DR_METRICS.items() if rep.get(key) is not None})
+    run.text("\n".join(rep.get("warnings", [])) + "\n", "warnings.txt")
+    log_w = tables.read_weights(art.file("weights.parquet"))["log_weight"]
+    with tempfile.TemporaryDirectory() as tmp:
+        png, points = plots.reliability_diagram(rep["reliability_prob_pred"], rep["reliability_prob_true"],
+                                                Path(tmp) / "calibration_curve.png", ece=rep["ece"])
+        run.file(png)
+        run.table(points, "calibration_curve.json")
+        ess = rep["ess_fraction"]
+        run.file(plots.weight_histogram(log_w, Path(tmp) / "weight_histogram.png",
+                                        f"log-weights of {len(log_w)} samples: held-out ESS fraction {ess:.2g}"))
+        run.table(plots.weight_histogram_table(log_w), "weight_histogram.json")
+
+
+def _log_quality(run: tracking.Run, art: Artifact) -> None:
+    summary = json.loads(art.file("quality.json").read_text())
+    metrics = quality.headline(summary["rows"]) | {
+        k: summary[k] for k in ("alpha", "ess_fraction_pool", "ess_fraction_pool_raw", "noise_baseline_auc")
+        if k in summary}
+    run.metrics(metrics)
+    run.text(art.file("table.md").read_text(), "quality/table.md")
+    keys = list(dict.fromkeys(k for r in summary["rows"] for k in r))
+    run.table({k: [r.get(k) for r in summary["rows"]] for k in keys}, "quality/table.json")
+    for name in summary["figures"]:
+        run.file(art.file("figures") / f"{name}.png", "figures")
+        data = art.file("figures") / f"{name}.json"
+        if data.exists():
+            run.table(json.loads(data.read_text()), f"figures/{name}.json")
