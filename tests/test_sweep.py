@@ -1,0 +1,159 @@
+"""The semantic-loss sweep: grid, config checks before Ray, the smoke sweep's MLflow runs, resume."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from raydgm import sweep
+from raydgm.config import SweepConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "sweeps" / "semantic_weight.py"
+
+
+def _main(argv: list[str]) -> int:
+    return sweep.main(argv, SweepConfig, sweep.run_semantic_sweep, "semantic_weight.py", "", "",
+                      smoke="smoke", default="default")
+
+
+def _script(home: Path, *args: str) -> subprocess.Popen:
+    env = os.environ | {"RAYDGM_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.Popen([sys.executable, str(SCRIPT), "--smoke-test", *args], cwd=home.parent,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _runs(home: Path, name: str = "semantic_weight_smoke") -> tuple[object, list]:
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(name)
+    return client, ([] if exp is None else client.search_runs([exp.experiment_id], max_results=1000))
+
+
+def test_grid_runs_supervised_only_once_per_size_and_seed():
+    cfg = SweepConfig.from_dict({"labeled_sizes": [10, 20], "semantic_weights": [0.1, 1.0],
+                                 "unlabeled": ["none", "generated", "weighted"], "seeds": [0, 1, 2]})
+    grid = sweep.trial_grid(cfg)
+    assert len(grid) == 2 * (1 + 2 * 2) * 3
+    assert len({tuple(sorted(g.items())) for g in grid}) == len(grid)
+    assert all(g["semantic_weight"] == 0.0 for g in grid if g["unlabeled"] == "none")
+    assert sum(g["unlabeled"] == "none" for g in grid) == 2 * 3
+
+
+def test_presets_load_and_differ():
+    smoke, default, paper = (sweep.load_sweep(SweepConfig, p) for p in ("smoke", "default", "paper"))
+    assert smoke.pipeline.data.name == "digits" and default.pipeline.data.name == "mnist5k"
+    assert paper.pipeline.data.name == "cifar10" and 0.0005 in paper.semantic_weights
+    assert paper.ssl.epochs == 20 and paper.ssl.batch_size == 32 and paper.ssl.learning_rate == 1e-3
+    assert set(default.unlabeled) >= {"none", "generated", "resampled", "weighted"}
+    assert len(default.seeds) >= 3 and set(default.labeled_sizes) == {100, 1000}
+    with pytest.raises(ValueError, match="unknown preset 'nope'; known presets: .*default"):
+        sweep.load_sweep(SweepConfig, "nope")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("ssl.labled_size=5", "unknown key 'ssl.labled_size' (did you mean 'labeled_size'?)"),
+    ("semantic_weights=[0.5,-1]", "semantic_weights must be >= 0"),
+    ("labeled_sizes=[5000]", "labeled_sizes: 5000 cannot be drawn from the digits train split"),
+    ("labeled_sizes=[55]", "not divisible by the number of classes 10"),
+    ("pipeline.tracking.tracking_uri=http://127.0.0.1:9", "http://127.0.0.1:9 is unreachable"),
+])
+def test_bad_config_fails_before_any_compute(tmp_path, capsys, override, message):
+    home = tmp_path / "home"
+    assert _main(["--smoke-test", "--home", str(home), "--set", override]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    stages = [p.name for p in home.iterdir()] if home.exists() else []
+    assert not set(stages) & {"train_generator", "generate", "tune"}, "nothing was computed"
+
+
+def test_resume_without_an_interrupted_sweep_is_a_clear_error(tmp_path, capsys):
+    assert _main(["--smoke-test", "--home", str(tmp_path), "--resume"]) == 2
+    assert "--resume: no interrupted sweep of this config" in capsys.readouterr().err
+
+
+def test_smoke_sweep_logs_parent_trials_and_stages_to_mlflow(tmp_path):
+    home = tmp_path / "home"
+    proc = _script(home)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    assert "| labeled | unlabeled | semantic weight | test accuracy | seeds |" in out
+    assert f"mlflow ui --backend-store-uri sqlite:///{home / 'mlflow.db'}" in out
+    client, runs = _runs(home)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1
+    parent = parents[0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == len(runs) - 1
+    trials = [r for r in children if r.data.tags["raydgm.stage"] == "ssl_trial"]
+    cfg = sweep.load_sweep(SweepConfig, "smoke")
+    assert len(trials) == len(sweep.trial_grid(cfg))
+    assert {r.data.params["unlabeled"] for r in trials} == set(cfg.unlabeled)
+    for run in trials:
+        assert {"labeled_size", "semantic_weight", "unlabeled", "seed", "ssl.model.width"} <= set(run.data.params)
+        assert run.info.status == "FINISHED"
+        history = client.get_metric_history(run.info.run_id, "val_accuracy")
+        assert sorted(m.step for m in history) == list(range(1, cfg.ssl.epochs + 1))
+        assert 0.0 <= run.data.metrics["test_accuracy"] <= 1.0
+        assert "train_loss" in run.data.metrics
+    stages = {r.data.tags["raydgm.stage"]: r for r in children if r.data.tags["raydgm.stage"] != "ssl_trial"}
+    assert {"train_generator", "generate", "density_ratio", "resample", "quality"} <= set(stages)
+    dr = stages["density_ratio"]
+    assert {"classifier_accuracy", "roc_auc", "ece", "brier", "ess_frac", "psis_khat"} <= set(dr.data.metrics)
+    assert {"calibration_curve.png", "calibration_curve.json", "weight_histogram.png",
+            "weight_histogram.json"} <= {a.path for a in client.list_artifacts(dr.info.run_id)}
+    assert "raw/fid_mean" in stages["quality"].data.metrics
+    assert {"summary.csv", "summary.md", "accuracy_vs_weight.png", "accuracy_vs_weight.json"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id)}
+    accuracy = {(r.data.params["unlabeled"]): r.data.metrics["test_accuracy"] for r in trials}
+    table = next(home.glob("tune/*/*/summary/summary.csv")).read_text().splitlines()
+    for line in table[1:]:
+        size, source, weight, seeds, mean, std = line.split(",")
+        assert float(mean) == pytest.approx(accuracy[source]) and int(seeds) == 1
+
+
+def test_an_interrupted_sweep_resumes_to_the_full_grid_without_duplicate_runs(tmp_path):
+    home = tmp_path / "home"
+    args = ("--set", "seeds=[0,1]", "--set", "ssl.epochs=3")
+    cfg = sweep.load_sweep(SweepConfig, "smoke", overrides=args[1::2])
+    n_trials = len(sweep.trial_grid(cfg))
+    proc = _script(home, *args)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        _, runs = _runs(home)
+        if sum(r.data.tags.get("raydgm.stage") == "ssl_trial" and r.info.status == "FINISHED" for r in runs) >= 2:
+            break
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)          # Ctrl+C: Tune saves its state and stops
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 3, out[-3000:]
+    assert "Resume with --resume" in out
+    _, before = _runs(home)
+    done_before = {r.info.run_id: r.info.end_time for r in before
+                   if r.data.tags.get("raydgm.stage") == "ssl_trial" and r.info.status == "FINISHED"}
+    assert 2 <= len(done_before) < n_trials
+
+    proc = _script(home, *args, "--resume")
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    client, runs = _runs(home)
+    assert len([r for r in runs if "mlflow.parentRunId" not in r.data.tags]) == 1, "one parent run"
+    trials = [r for r in runs if r.data.tags.get("raydgm.stage") == "ssl_trial"]
+    keys = [tuple(r.data.params[k] for k in ("labeled_size", "unlabeled", "semantic_weight", "seed")) for r in trials]
+    assert len(keys) == len(set(keys)) == n_trials, "every grid point once, none twice"
+    assert all(r.info.status == "FINISHED" for r in trials)
+    for run in trials:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
+        assert sorted(steps) == [1, 2, 3], "no epoch logged twice, none missing"
+        if run.info.run_id in done_before:     # finished before the interrupt: not rerun
+            assert run.info.end_time == done_before[run.info.run_id]
+    stage_runs = [r for r in runs if r.data.tags.get("raydgm.stage") == "density_ratio"]
+    assert len(stage_runs) == 1, "stage runs are not logged again on resume"
+    assert np.isfinite([r.data.metrics["test_accuracy"] for r in trials]).all()
