@@ -527,8 +527,11 @@ class ClassifierSweepConfig(Config):
     @model_validator(mode="after")
     def _check(self) -> "ClassifierSweepConfig":
         for name in ("hidden_units", "learning_rates", "calibrations", "alphas", "seeds"):
-            if not getattr(self, name):
+            values = getattr(self, name)
+            if not values:
                 raise ValueError(f"{name} must list at least one value")
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name} lists a value twice: {list(values)}")
         if min(self.hidden_units) < 1 or min(self.learning_rates) <= 0:
             raise ValueError("hidden_units and learning_rates must be positive")
         if not all(0.0 <= a <= 1.0 for a in self.alphas):

@@ -195,6 +195,61 @@ def accuracy_vs_weight(rows: Sequence[Mapping[str, Any]], path: str | Path) -> t
     return _save(fig, path), {k: [r[k] for r in rows] for k in keys}
 
 
+CALIBRATION_COLOURS = {"none": "tab:gray", "temperature": "tab:blue", "isotonic": "tab:orange"}
+MARKERS = "osD^v<>ph*"
+FIT_KEYS = ("hidden_units", "learning_rate", "calibration", "seed")
+CURVE = ("reliability_prob_pred", "reliability_prob_true")
+
+
+def ece_vs_ess(rows: list[dict[str, Any]], path: str | Path) -> tuple[Path, dict[str, list]]:
+    """Held-out ECE (y) against ESS fraction (x, log scale): one line per (hidden, lr,
+    calibration) through its alphas (labelled), colour = calibration, marker = (hidden, lr)."""
+    arch = sorted({(r["hidden_units"], r["learning_rate"]) for r in rows})
+    fig, ax = plt.subplots(figsize=(8.5, 4))
+    for cal in CALIBRATION_COLOURS:
+        for i, (h, lr) in enumerate(arch):
+            sel = sorted((r for r in rows if (r["hidden_units"], r["learning_rate"], r["calibration"]) == (h, lr, cal)),
+                         key=lambda r: r["alpha"])
+            if not sel:
+                continue
+            x, y = [r["ess_frac"] for r in sel], [r["ece"] for r in sel]
+            ax.plot(x, y, "-" + MARKERS[i % len(MARKERS)], color=CALIBRATION_COLOURS[cal], ms=5, lw=0.8,
+                    label=f"{cal}, hidden {h}, lr {lr:g}")
+            for r in sel:
+                ax.annotate(f"α={r['alpha']:g}", (r["ess_frac"], r["ece"]), fontsize=6,
+                            xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("held-out ESS(w^alpha) / N (higher keeps more samples)")
+    ax.set_ylabel("held-out ECE of the classifier (lower is better)")
+    ax.set_title("Real-vs-generated classifier: calibration vs usable weights", fontsize=9)
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    keys = ("hidden_units", "learning_rate", "calibration", "alpha", "ece", "ess_frac")
+    return _save(fig, path), {k: [r[k] for r in rows] for k in keys}
+
+
+def calibration_curves(fits: list[dict[str, Any]], path: str | Path) -> tuple[Path, dict[str, list]]:
+    """Every fit's held-out reliability curve, one panel per calibration method (colour =
+    hidden, lr). ``fits``: trial params plus ``reliability_prob_pred`` / ``_true``.
+    Table: one row per curve point."""
+    cals = [c for c in CALIBRATION_COLOURS if any(f["calibration"] == c for f in fits)]
+    arch = sorted({(f["hidden_units"], f["learning_rate"]) for f in fits})
+    fig, axes = plt.subplots(1, len(cals), figsize=(3.3 * len(cals), 3.6), squeeze=False)
+    for ax, cal in zip(axes[0], cals):
+        ax.plot([0, 1], [0, 1], "--", color="gray", lw=0.8)
+        for f in (f for f in fits if f["calibration"] == cal):
+            i = arch.index((f["hidden_units"], f["learning_rate"]))
+            ax.plot(*(f[k] for k in CURVE), "-" + MARKERS[i % len(MARKERS)], color=plt.cm.tab10(i % 10), ms=3,
+                    label=f"hidden {f['hidden_units']}, lr {f['learning_rate']:g}, seed {f['seed']}")
+        ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), aspect="equal", title=f"calibration: {cal}",
+               xlabel="mean predicted P(real)")
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=5, loc="upper left")
+    axes[0, 0].set_ylabel("observed fraction real")
+    table = {k: [f[k] for f in fits for _ in f[CURVE[0]]] for k in FIT_KEYS}
+    return _save(fig, path), table | {"prob_pred": [p for f in fits for p in f[CURVE[0]]],
+                                      "prob_true": [p for f in fits for p in f[CURVE[1]]]}
+
+
 def format_quality_table(rows: Sequence[Mapping[str, Any]],
                          metrics: Sequence[str] = QUALITY_METRICS) -> str:
     """Markdown table, one line per row: set | FID | KID | ... with "mean ± std" cells

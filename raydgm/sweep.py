@@ -34,7 +34,7 @@ from ray.tune import Callback
 from tqdm.auto import tqdm
 
 from raydgm import plots, runs, ssl, tables, tracking
-from raydgm.config import (ClassifierSweepConfig, Config, ConfigError, SSLConfig, SweepConfig,
+from raydgm.config import (Config, ConfigError, SSLConfig, SweepConfig,
                            TrackingConfig, TrialResources)
 from raydgm.data import Dataset, labeled_subset
 
@@ -131,7 +131,8 @@ def tune_grid(trainable: Callable, grid: list[dict[str, Any]], folder: Path, res
     else:
         tuner = tune.Tuner(
             fn, param_space={"trial": tune.grid_search(grid)},
-            tune_config=tune.TuneConfig(max_concurrent_trials=res.max_concurrent_trials),
+            tune_config=tune.TuneConfig(max_concurrent_trials=res.max_concurrent_trials,
+                                        reuse_actors=True),   # saves ~7 s of imports per trial
             run_config=tune.RunConfig(
                 name=folder.name, storage_path=str(folder.parent), verbose=0, callbacks=list(callbacks),
                 failure_config=tune.FailureConfig(max_failures=res.max_failures),
@@ -150,7 +151,8 @@ class Progress(Callback):
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_bar": None}
 
-    def _started(self, trials: list[Any]) -> Any:
+    def bar(self, trials: list[Any]) -> Any:
+        """The progress bar, started at the first event (counting epochs already done)."""
         if self._bar is None:
             done = sum(int((t.last_result or {}).get("epoch", 0)) for t in trials)
             self._bar = tqdm(total=self.trials * self.epochs, initial=done, unit="epoch",
@@ -158,16 +160,17 @@ class Progress(Callback):
         return self._bar
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        self._started(trials).update(1)
+        self.bar(trials).update(1)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         r, done = trial.last_result or {}, sum(t.status == "TERMINATED" for t in trials) + 1
-        self._started(trials).write(
+        self.bar(trials).write(
             f"trial {self.name(trial.config['trial'])}: test_accuracy {r.get('test_accuracy', float('nan')):.4f} "
-            f"(best val {r.get('val_accuracy', float('nan')):.4f}) [{done}/{self.trials} trials]")
+            f"(val {r.get('best_val_accuracy', float('nan')):.4f} at epoch {r.get('best_epoch', 0):.0f}) "
+            f"[{done}/{self.trials} trials]")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._started(trials).write(f"trial {self.name(trial.config['trial'])} failed: {trial.error_file}")
+        self.bar(trials).write(f"trial {self.name(trial.config['trial'])} failed: {trial.error_file}")
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         if self._bar is not None:
@@ -213,19 +216,19 @@ class Parent:
 
     def __init__(self, track: TrackingConfig, cfg: Config, folder: Path, restored: bool, name: str):
         self.run: tracking.Run | None = None
-        if not track.enabled:
+        if restored:
+            run_id = json.loads((folder / STATE).read_text())["parent_run_id"]
+            if run_id is not None and track.enabled:
+                self.run = tracking.Run(track, run_id=run_id)
             return
-        state = json.loads((folder / STATE).read_text()) if restored else None
-        if state is not None:
-            self.run = tracking.Run(track, run_id=state["parent_run_id"])
-            return
-        self.run = tracking.Run(track, f"{name}-{folder.name}", experiment=name,
-                                tags={"raydgm.sweep": name, "raydgm.config_hash": cfg.content_hash()})
-        self.run.params(cfg.to_dict())
-        self.run.text(json.dumps(cfg.to_dict(), indent=2), "config.json")
+        if track.enabled:
+            self.run = tracking.Run(track, f"{name}-{folder.name}", experiment=name,
+                                    tags={"raydgm.sweep": name, "raydgm.config_hash": cfg.content_hash()})
+            self.run.params(cfg.to_dict())
+            self.run.text(json.dumps(cfg.to_dict(), indent=2), "config.json")
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / STATE).write_text(json.dumps({"parent_run_id": self.run.run_id,
-                                                "config": cfg.to_dict()}, indent=2))
+        (folder / STATE).write_text(json.dumps({"parent_run_id": self.run_id, "config": cfg.to_dict()},
+                                               indent=2))
 
     @property
     def run_id(self) -> str | None:
@@ -276,7 +279,7 @@ def ssl_trial(config: dict[str, Any], *, data: ssl.SSLData, base: dict[str, Any]
         metrics = {"train_loss": row["train_loss"], "supervised_loss": row["supervised_loss"],
                    "semantic_loss": row["semantic_loss"], "val_accuracy": row["val_accuracy"],
                    "test_accuracy_epoch": row["test_accuracy"], "best_epoch": row["best_epoch"],
-                   "test_accuracy": row["test_accuracy_at_best"]}
+                   "best_val_accuracy": row["best_val_accuracy"], "test_accuracy": row["test_accuracy_at_best"]}
         if run is not None:
             if epoch not in logged:
                 run.metrics(metrics, step=epoch)
@@ -395,13 +398,14 @@ def _write_summary(folder: Path, run: tracking.Run | None, rows: list[dict], tri
 
 # --------------------------------------------------------------------------- command line
 
-def parse_args(argv: list[str] | None, prog: str, description: str, epilog: str) -> Any:
+def parse_args(argv: list[str] | None, prog: str, description: str, epilog: str,
+               presets: tuple[str, ...]) -> Any:
     """The arguments every sweep script takes."""
     import argparse
-    presets = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml")))
     parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default=None, help=f"a named config in raydgm/presets/ ({presets})")
+    parser.add_argument("--preset", default=None, choices=presets,
+                        help=f"a named config in raydgm/presets/ (default: {presets[0]})")
     parser.add_argument("--smoke-test", action="store_true",
                         help="the sweep in miniature (tiny data, models and grid; minutes on a laptop)")
     parser.add_argument("--config", default=None, help="a YAML/JSON file whose keys override the preset's")
@@ -418,12 +422,13 @@ def parse_args(argv: list[str] | None, prog: str, description: str, epilog: str)
 
 
 def main(argv: list[str] | None, cls: type[Config], run: Callable[..., Any], prog: str,
-         description: str, epilog: str, smoke: str, default: str) -> int:
-    """Parse, load and check the config, run the sweep, print what it made; an exit code."""
+         description: str, epilog: str, smoke: str, default: str, presets: tuple[str, ...] = ()) -> int:
+    """Parse, load and check the config, run the sweep, print what it made; an exit code.
+    ``presets``: the preset names this sweep accepts (``default`` first, ``smoke`` among them)."""
     import sys
 
     import yaml
-    args = parse_args(argv, prog, description, epilog)
+    args = parse_args(argv, prog, description, epilog, tuple(dict.fromkeys((default, smoke, *presets))))
     if args.home:
         os.environ["RAYDGM_HOME"] = str(Path(args.home).resolve())
     try:

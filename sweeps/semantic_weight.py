@@ -30,4 +30,4 @@ exit codes: 0 done, 2 bad config or input, 3 some trials unfinished (use --resum
 
 if __name__ == "__main__":
     sys.exit(main(None, SweepConfig, run_semantic_sweep, "semantic_weight.py", DESCRIPTION, EPILOG,
-                  smoke="smoke", default="default"))
+                  smoke="smoke", default="default", presets=("paper",)))

@@ -20,7 +20,7 @@ SCRIPT = ROOT / "sweeps" / "semantic_weight.py"
 
 def _main(argv: list[str]) -> int:
     return sweep.main(argv, SweepConfig, sweep.run_semantic_sweep, "semantic_weight.py", "", "",
-                      smoke="smoke", default="default")
+                      smoke="smoke", default="default", presets=("paper",))
 
 
 def _script(home: Path, *args: str) -> subprocess.Popen:
