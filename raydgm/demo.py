@@ -29,7 +29,7 @@ def run_demo(cfg: PipelineConfig, home: Path | None = None) -> dict:
                "quality": quality, "table": arts["quality"].file("table.md").read_text()}
     print_summary(summary, dr_report.get("warnings", []), arts["quality"].path, uri,
                   run_ids.get("quality"))
-    print(f"done in {time.perf_counter() - start:.1f} s. Rerun `make demo` to see every stage reused.")
+    print(f"done in {time.perf_counter() - start:.1f} s. Run it again to see every stage reused.")
     return summary
 
 

@@ -182,11 +182,17 @@ def accuracy_vs_weight(rows: Sequence[Mapping[str, Any]], path: str | Path) -> t
                 if weights:
                     ax.axhspan(mean[0] - std[0], mean[0] + std[0], color=colours[n], alpha=0.08)
                 continue
-            x = [float(r["semantic_weight"]) for r in sel]
+            dodge = 10 ** (0.01 * (list(styles).index(source) - 1.5))   # keep overlapping bars apart
+            x = [float(r["semantic_weight"]) * dodge for r in sel]
             ax.errorbar(x, mean, yerr=std, fmt=styles[source], color=colours[n], capsize=3, ms=5,
                         label=f"{n} labels, + {source}")
     if weights and min(weights) > 0 and max(weights) / min(weights) > 10:
         ax.set_xscale("log")
+    if weights:
+        ax.set_xticks(weights, [f"{w:g}" for w in weights])   # the weights swept, nothing between
+        ax.minorticks_off()
+        if len(weights) == 1:
+            ax.set_xlim(weights[0] * 0.9, weights[0] * 1.1)
     ax.set_xlabel("semantic-loss weight")
     ax.set_ylabel("test accuracy (mean \u00b1 std over seeds)")
     ax.set_title("Semi-supervised classifier: test accuracy vs semantic-loss weight", fontsize=9)
