@@ -101,7 +101,8 @@ class Run:
             self.client.update_run(run_id, status="RUNNING")
             return
         self.experiment_id = experiment_id(self.client, experiment or cfg.experiment, self.uri)
-        tags = dict(tags or {}) | ({PARENT_TAG: parent} if parent else {})
+        from raydgm.store import code_version
+        tags = {"raydgm.code_version": code_version()} | dict(tags or {}) | ({PARENT_TAG: parent} if parent else {})
         self.run_id = self.client.create_run(self.experiment_id, run_name=run_name or None,
                                              tags=tags).info.run_id
 

@@ -10,7 +10,7 @@ import sys
 
 from raydgm.classifier_sweep import run_classifier_sweep
 from raydgm.config import ClassifierSweepConfig
-from raydgm.sweep import main
+from raydgm.sweep_cli import main
 
 DESCRIPTION = """\
 Run (or reuse) the pipeline - train the generator, generate, extract features, fit the

@@ -9,7 +9,8 @@
 import sys
 
 from raydgm.config import SweepConfig
-from raydgm.sweep import main, run_semantic_sweep
+from raydgm.sweep import run_semantic_sweep
+from raydgm.sweep_cli import main
 
 DESCRIPTION = """\
 Run (or reuse) the pipeline - train the generator, generate, extract features, fit the

@@ -16,7 +16,8 @@ import pytest
 from raydgm import classifier_sweep as cs
 from raydgm import density_ratio
 from raydgm.config import ClassifierSweepConfig, DensityRatioConfig, TrackingConfig
-from raydgm.sweep import load_sweep, main
+from raydgm.sweep import load_sweep
+from raydgm.sweep_cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "sweeps" / "classifier.py"

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from raydgm import sweep
+from raydgm import sweep, sweep_cli
 from raydgm.config import SweepConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,7 +19,7 @@ SCRIPT = ROOT / "sweeps" / "semantic_weight.py"
 
 
 def _main(argv: list[str]) -> int:
-    return sweep.main(argv, SweepConfig, sweep.run_semantic_sweep, "semantic_weight.py", "", "",
+    return sweep_cli.main(argv, SweepConfig, sweep.run_semantic_sweep, "semantic_weight.py", "", "",
                       smoke="smoke", default="default", presets=("paper",))
 
 

@@ -1,0 +1,65 @@
+"""The command line every sweep script shares: ``--preset``, ``--smoke-test``, ``--config``,
+``--set``, ``--resume``, ``--home``, ``--show-config``; exit codes 0 (done), 2 (a bad config or
+input, found before any compute) and 3 (some trials unfinished: rerun with ``--resume``)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from raydgm import tracking
+from raydgm.config import Config, ConfigError
+from raydgm.sweep import SweepIncomplete, load_sweep
+
+
+def parse_args(argv: list[str] | None, prog: str, description: str, epilog: str,
+               presets: tuple[str, ...]) -> Any:
+    """The arguments every sweep script takes."""
+    import argparse
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default=None, choices=presets,
+                        help=f"a named config in raydgm/presets/ (default: {presets[0]})")
+    parser.add_argument("--smoke-test", action="store_true",
+                        help="the sweep in miniature (tiny data, models and grid; minutes on a laptop)")
+    parser.add_argument("--config", default=None, help="a YAML/JSON file whose keys override the preset's")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one key (dotted for nested: --set ssl.epochs=20, "
+                             "--set seeds=[0,1,2]); unknown keys are errors")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the newest interrupted sweep of the same config: finished "
+                             "trials are kept, no MLflow run is duplicated")
+    parser.add_argument("--home", default=None,
+                        help="artifact cache and default MLflow store (default: $RAYDGM_HOME or ./artifacts)")
+    parser.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None, cls: type[Config], run: Callable[..., Any], prog: str,
+         description: str, epilog: str, smoke: str, default: str, presets: tuple[str, ...] = ()) -> int:
+    """Parse, load and check the config, run the sweep, print what it made; an exit code.
+    ``presets``: the preset names this sweep accepts (``default`` first, ``smoke`` among them)."""
+    import sys
+
+    import yaml
+    args = parse_args(argv, prog, description, epilog, tuple(dict.fromkeys((default, smoke, *presets))))
+    if args.home:
+        os.environ["RAYDGM_HOME"] = str(Path(args.home).resolve())
+    try:
+        cfg = load_sweep(cls, args.preset or (smoke if args.smoke_test else default), args.config,
+                         tuple(args.overrides))
+        if args.show_config:
+            print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            return 0
+        result = run(cfg, resume=args.resume)
+    except (ConfigError, FileNotFoundError, ValueError, tracking.TrackingError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    except SweepIncomplete as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return 3
+    print(f"\n{result.table}\n\nsummary, plot and per-trial results: {result.folder / 'summary'}")
+    if result.tracking_uri is not None:
+        print(f"MLflow: parent run {result.parent_run_id} (experiment {cfg.name!r}) in {result.tracking_uri}")
+        print(f"  open the UI: {tracking.ui_command(result.tracking_uri)}")
+    return 0
