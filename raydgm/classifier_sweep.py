@@ -45,11 +45,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from raydgm import density_ratio, plots, runs, tracking
+from raydgm import density_ratio, plots, tracking
 from raydgm.config import (ClassifierSweepConfig, ConfigError, DensityRatioConfig, PipelineConfig,
                            TrackingConfig)
 from raydgm.data import Dataset
-from raydgm.sweep import (Log, Parent, Progress, SweepIncomplete, SweepResult, experiment_dir,
+from raydgm.sweep import (Log, Parent, Progress, SweepResult, experiment_dir,
                           finished, report, trial_resources, tune_grid)
 
 FIT_KEYS = ("hidden_units", "learning_rate", "calibration", "seed")
@@ -355,8 +355,7 @@ def run_classifier_sweep(cfg: ClassifierSweepConfig, resume: bool = False, log: 
         arts = run_pipeline(cfg.pipeline, store, log, dataset, quality=False)
         data = classifier_data(cfg.pipeline, dataset, arts["samples"], store)
         parent = Parent(track, cfg, folder, restored, cfg.name)
-        if parent.run is not None:
-            runs.log_pipeline(cfg.pipeline, arts, track, parent=parent.run_id, experiment=cfg.name)
+        parent.log_stages(cfg.pipeline, arts, track, cfg.name)
         log(f"sweep: {len(grid)} classifier fits ({len(cfg.hidden_units)} hidden sizes x "
             f"{len(cfg.learning_rates)} learning rates x {len(cfg.calibrations)} calibrations x "
             f"{len(cfg.seeds)} seeds), each scored at {len(cfg.alphas)} alphas "
@@ -368,13 +367,7 @@ def run_classifier_sweep(cfg: ClassifierSweepConfig, resume: bool = False, log: 
                                 parent=parent.run_id, experiment=cfg.name, device=device,
                                 threads=max(1, int(resources["cpu"])),
                                 callbacks=[FitProgress(len(grid), cfg.pipeline.density_ratio.max_epochs, fit_name)])
-    ok, errors = finished(result_grid, lambda m: m.get("scored") == 1)
-    if len(ok) < len(grid):
-        if parent.run is not None:
-            parent.run.end("KILLED")
-        detail = "; ".join(errors[:5])
-        raise SweepIncomplete(f"{len(ok)} of {len(grid)} trials finished ({len(errors)} failed"
-                              f"{': ' + detail if detail else ''}). Resume with --resume (same config).")
+    ok = finished(result_grid, len(grid), lambda m: m.get("scored") == 1, parent)
     results = [r.config["trial"] | r.metrics for r in ok]
     points = grid_points(results, cfg.alphas)
     rows = summarize(points)

@@ -200,15 +200,22 @@ def last_state() -> dict[str, Any] | None:
         return torch.load(Path(folder) / CHECKPOINT, weights_only=True)
 
 
-def finished(result_grid: Any, done: Callable[[dict], bool]) -> tuple[list[Any], list[str]]:
-    """(results whose last report satisfies ``done``, error lines of failed trials)."""
+def finished(result_grid: Any, n_trials: int, done: Callable[[dict], bool], parent: "Parent") -> list[Any]:
+    """The results whose last report satisfies ``done``; if fewer than ``n_trials``, the parent
+    run is marked KILLED and SweepIncomplete names the failures (resumable with ``--resume``)."""
     ok, errors = [], []
     for result in result_grid:
         if result.error is not None:
             errors.append(f"{result.config.get('trial')}: {str(result.error).splitlines()[0][:300]}")
         elif result.metrics and done(result.metrics):
             ok.append(result)
-    return ok, errors
+    if len(ok) < n_trials:
+        if parent.run is not None:
+            parent.run.end("KILLED")
+        detail = "; ".join(errors[:5])
+        raise SweepIncomplete(f"{len(ok)} of {n_trials} trials finished ({len(errors)} failed"
+                              f"{': ' + detail if detail else ''}). Resume with --resume (same config).")
+    return ok
 
 
 class Parent:
@@ -233,6 +240,11 @@ class Parent:
     @property
     def run_id(self) -> str | None:
         return None if self.run is None else self.run.run_id
+
+    def log_stages(self, cfg: Any, arts: dict[str, Any], track: TrackingConfig, experiment: str) -> None:
+        """The pipeline's stages as child runs (``raydgm.runs``); found, not repeated, on resume."""
+        if self.run is not None:
+            runs.log_pipeline(cfg, arts, track, parent=self.run_id, experiment=experiment)
 
 
 # --------------------------------------------------------------------------- the semantic sweep
@@ -350,8 +362,7 @@ def run_semantic_sweep(cfg: SweepConfig, resume: bool = False, log: Log = print)
         for params in grid:                                     # every trial's config, before Tune
             ssl.validate(SSLConfig.from_dict(cfg.ssl.to_dict() | params), data)
         parent = Parent(track, cfg, folder, restored, cfg.name)
-        if parent.run is not None:
-            runs.log_pipeline(cfg.pipeline, arts, track, parent=parent.run_id, experiment=cfg.name)
+        parent.log_stages(cfg.pipeline, arts, track, cfg.name)
         log(f"sweep: {len(grid)} trials ({len(cfg.labeled_sizes)} labeled sizes x "
             f"{len(grid) // len(cfg.labeled_sizes) // len(cfg.seeds)} unlabeled/weight arms x "
             f"{len(cfg.seeds)} seeds), {resources} each; Tune state in {folder}")
@@ -361,13 +372,7 @@ def run_semantic_sweep(cfg: SweepConfig, resume: bool = False, log: Log = print)
                                 parent=parent.run_id, experiment=cfg.name, device=device,
                                 threads=max(1, int(resources["cpu"])),
                                 callbacks=[Progress(len(grid), cfg.ssl.epochs, trial_name)])
-    ok, errors = finished(result_grid, lambda m: m.get("epoch") == cfg.ssl.epochs)
-    if len(ok) < len(grid):
-        if parent.run is not None:
-            parent.run.end("KILLED")
-        detail = "; ".join(errors[:5])
-        raise SweepIncomplete(f"{len(ok)} of {len(grid)} trials finished ({len(errors)} failed"
-                              f"{': ' + detail if detail else ''}). Resume with --resume (same config).")
+    ok = finished(result_grid, len(grid), lambda m: m.get("epoch") == cfg.ssl.epochs, parent)
     trials = [r.config["trial"] | {"test_accuracy": r.metrics["test_accuracy"],
                                    "val_accuracy": r.metrics["val_accuracy"]} for r in ok]
     rows = summarize(trials)
