@@ -293,13 +293,14 @@ def ssl_trial(config: dict[str, Any], *, data: ssl.SSLData, base: dict[str, Any]
                    "semantic_loss": row["semantic_loss"], "val_accuracy": row["val_accuracy"],
                    "test_accuracy_epoch": row["test_accuracy"], "best_epoch": row["best_epoch"],
                    "best_val_accuracy": row["best_val_accuracy"], "test_accuracy": row["test_accuracy_at_best"]}
+        state = checkpoint()
         if run is not None:
             if epoch not in logged:
                 run.metrics(metrics, step=epoch)
-            run.text(json.dumps(checkpoint()["history"], indent=1), "history.json")
+            run.text(json.dumps(state["history"], indent=1), "history.json")
             if epoch == cfg.epochs:           # before the last report: code after it may not run
                 run.end("FINISHED")
-        report(metrics | {"epoch": epoch}, checkpoint())
+        report(metrics | {"epoch": epoch}, state)
 
     ssl.train(cfg, data, on_epoch=on_epoch, state=last_state())
 

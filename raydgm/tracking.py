@@ -96,9 +96,10 @@ class Run:
         self.previous_status: str | None = None    # set when attached to an existing run
         if run_id is not None:
             self.run_id = run_id
-            self.previous_status = self.client.get_run(run_id).info.status
-            self.experiment_id = self.client.get_run(run_id).info.experiment_id
-            self.client.update_run(run_id, status="RUNNING")
+            info = self.client.get_run(run_id).info
+            self.previous_status, self.experiment_id = info.status, info.experiment_id
+            if info.status != "FINISHED":    # a finished run stays as it is (see ``end``)
+                self.client.update_run(run_id, status="RUNNING")
             return
         self.experiment_id = experiment_id(self.client, experiment or cfg.experiment, self.uri)
         from raydgm.store import code_version
@@ -128,8 +129,11 @@ class Run:
         self.end("FAILED" if exc_type else "FINISHED")
 
     def end(self, status: str = "FINISHED") -> None:
-        """FINISHED, FAILED or KILLED (an interrupted sweep, resumable)."""
-        self.client.set_terminated(self.run_id, status)
+        """FINISHED, FAILED or KILLED (an interrupted sweep, resumable). A run that was already
+        FINISHED when attached keeps its status and end time: a trial that Tune restarts from
+        its last checkpoint after MLflow saw it finish recomputes the same last epoch."""
+        if self.previous_status != "FINISHED":
+            self.client.set_terminated(self.run_id, status)
 
     def params(self, params: Mapping[str, Any]) -> None:
         """Flat ``{key: value}`` params (nested dicts flattened with dots), 100 at a time.

@@ -138,7 +138,7 @@ def test_an_interrupted_sweep_resumes_to_the_full_grid_without_duplicate_runs(tm
     _, before = _runs(home)
     done_before = {r.info.run_id: r.info.end_time for r in before
                    if r.data.tags.get("raydgm.stage") == "ssl_trial" and r.info.status == "FINISHED"}
-    assert 2 <= len(done_before) < n_trials
+    assert 2 <= len(done_before) < n_trials, (len(done_before), out[-3000:])
 
     proc = _script(home, *args, "--resume")
     out, _ = proc.communicate(timeout=600)
