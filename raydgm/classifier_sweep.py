@@ -33,8 +33,6 @@ and the calibration curves, in ``<tune folder>/summary`` and the parent run.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import tempfile
@@ -49,7 +47,7 @@ from raydgm import density_ratio, plots, tracking
 from raydgm.config import (ClassifierSweepConfig, ConfigError, DensityRatioConfig, PipelineConfig,
                            TrackingConfig)
 from raydgm.data import Dataset
-from raydgm.sweep import (Log, Parent, Progress, SweepResult, experiment_dir,
+from raydgm.sweep import (Log, Parent, Progress, SweepResult, experiment_dir, write_tables,
                           finished, report, trial_resources, tune_grid)
 
 FIT_KEYS = ("hidden_units", "learning_rate", "calibration", "seed")
@@ -306,15 +304,7 @@ def write_summary(folder: Path, run: tracking.Run | None, rows: list[dict], poin
                   fits: list[dict], table: str) -> Path:
     """summary.md, summary.csv, trials.json and both figures (+ their data) in
     ``folder/summary``; logged to the parent ``run`` (then ended FINISHED) when given."""
-    out = folder / "summary"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.md").write_text(table + "\n")
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    (out / "summary.csv").write_text(buf.getvalue())
-    (out / "trials.json").write_text(json.dumps(points, indent=1))
+    out = write_tables(folder, rows, points, table)
     figures = {"ece_vs_ess": plots.ece_vs_ess(rows, out / "ece_vs_ess.png"),
                "calibration_curves": plots.calibration_curves(fits, out / "calibration_curves.png")}
     for name, (_, data) in figures.items():

@@ -39,6 +39,7 @@ from raydgm.config import SSLConfig
 from raydgm.data import check_images, labeled_subset
 from raydgm.models.resnet import ResNet
 from raydgm.semantic_loss import exactly_one
+from raydgm.train import derived_seed
 
 CHECKPOINT_FORMAT = "raydgm.ssl/1"
 OnEpoch = Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None]
@@ -173,7 +174,7 @@ def _check_device(name: str) -> None:
 def build_model(cfg: SSLConfig, image_shape: tuple[int, int, int], num_classes: int) -> ResNet:
     """A fresh ``cfg.model`` ResNet on the CPU, initialized from (cfg.seed, 0); global RNG untouched."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_derived_seed(cfg.seed, 0))
+        torch.manual_seed(derived_seed(cfg.seed, 0))
         return ResNet(tuple(image_shape), num_classes, depth=cfg.model.depth, width=cfg.model.width)
 
 
@@ -415,8 +416,3 @@ def _restore(state: dict[str, Any], cfg: SSLConfig, model: ResNet, opt: torch.op
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     return epoch, history
-
-
-def _derived_seed(*words: int) -> int:
-    """A 63-bit torch seed from (seed, purpose): purpose 0 = initial weights."""
-    return int(np.random.SeedSequence(list(words)).generate_state(1, np.uint64)[0] >> 1)

@@ -382,15 +382,26 @@ def run_semantic_sweep(cfg: SweepConfig, resume: bool = False, log: Log = print)
     return SweepResult(rows, trials, table, folder, parent.run_id, uri)
 
 
-def _write_summary(folder: Path, run: tracking.Run | None, rows: list[dict], trials: list[dict],
-                   table: str) -> None:
-    """summary.md / summary.csv / trials.json and the accuracy plot, in ``folder`` and the parent run."""
+def write_tables(folder: Path, rows: list[dict], trials: list[dict], table: str) -> Path:
+    """``folder/summary/``: summary.md (``table``), summary.csv (``rows``) and trials.json."""
+    import csv
+    import io
     out = folder / "summary"
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.md").write_text(table + "\n")
-    keys = list(rows[0])
-    (out / "summary.csv").write_text("\n".join([",".join(keys)] + [",".join(str(r[k]) for k in keys) for r in rows]) + "\n")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    (out / "summary.csv").write_text(buf.getvalue())
     (out / "trials.json").write_text(json.dumps(trials, indent=1))
+    return out
+
+
+def _write_summary(folder: Path, run: tracking.Run | None, rows: list[dict], trials: list[dict],
+                   table: str) -> None:
+    """summary.md / summary.csv / trials.json and the accuracy plot, in ``folder`` and the parent run."""
+    out = write_tables(folder, rows, trials, table)
     png, data = plots.accuracy_vs_weight(rows, out / "accuracy_vs_weight.png")
     (out / "accuracy_vs_weight.json").write_text(json.dumps(data))
     if run is None:

@@ -59,7 +59,7 @@ def fit_generator(images: np.ndarray, config: TrainGeneratorConfig, work_dir: st
     work_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(config.device)
     with torch.random.fork_rng(devices=[]):   # seeded init, global state left as it was
-        torch.manual_seed(_derived_seed(config.seed, 0))
+        torch.manual_seed(derived_seed(config.seed, 0))
         model = build(config.model.kind, shape, **model_kwargs(config)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=config.lr_decay)
@@ -81,7 +81,7 @@ def _train_epoch(model: GenerativeModel, opt: torch.optim.Optimizer, images: np.
                  config: TrainGeneratorConfig, epoch: int, device: torch.device,
                  progress: bool) -> dict[str, float]:
     model.train()
-    torch.manual_seed(_derived_seed(config.seed, 1, epoch))
+    torch.manual_seed(derived_seed(config.seed, 1, epoch))
     perm = np.random.default_rng([config.seed, epoch]).permutation(len(images))
     total, count = 0.0, 0
     steps = range(0, len(images), config.batch_size)
@@ -111,7 +111,7 @@ def _evaluate(model: GenerativeModel, images: np.ndarray, config: TrainGenerator
               epoch: int, device: torch.device) -> dict[str, float]:
     model.eval()
     state = torch.get_rng_state()
-    torch.manual_seed(_derived_seed(config.seed, 2, epoch))   # the VAE's ELBO draws z
+    torch.manual_seed(derived_seed(config.seed, 2, epoch))   # the VAE's ELBO draws z
     total = sum(model.loss(torch.from_numpy(images[i:i + config.batch_size]).to(device)).sum().item()
                 for i in range(0, len(images), config.batch_size))
     torch.set_rng_state(state)
@@ -122,8 +122,9 @@ def _bpd(nats_per_image: float, model: GenerativeModel) -> float:
     return nats_per_image / (math.prod(model.image_shape) * math.log(2.0))
 
 
-def _derived_seed(*words: int) -> int:
-    """A 63-bit torch seed from (seed, purpose[, epoch]): init 0, training 1, validation 2."""
+def derived_seed(*words: int) -> int:
+    """A 63-bit torch seed from (seed, purpose[, epoch]); fit loops here use init 0, training 1,
+    validation 2 (``raydgm.ssl`` uses init 0 too)."""
     return int(np.random.SeedSequence(list(words)).generate_state(1, np.uint64)[0] >> 1)
 
 
@@ -222,7 +223,7 @@ def fit_domain_classifier(images: np.ndarray, labels: np.ndarray, val_images: np
         val_images, val_labels, "validation", num_classes=k)
     device = torch.device(cfg.device)
     with torch.random.fork_rng(devices=[]):   # seeded init, global state left as it was
-        torch.manual_seed(_derived_seed(cfg.seed, 0))
+        torch.manual_seed(derived_seed(cfg.seed, 0))
         model = DomainCNN(tuple(x.shape[1:]), k, tuple(cfg.channels), cfg.feature_dim).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
