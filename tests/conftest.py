@@ -19,3 +19,11 @@ def ray_local():
              object_store_memory=1024**3)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def smoke_sweep(tmp_path_factory):
+    """``sweeps/semantic_weight.py --smoke-test`` run once per session in its own RAYDGM_HOME
+    (MLflow in ``home/mlflow.db``): the sweep test, the notebook and the multi-node run read it."""
+    from smoke import run_smoke
+    return run_smoke(tmp_path_factory.mktemp("smoke") / "home")

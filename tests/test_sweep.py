@@ -1,21 +1,17 @@
 """The semantic-loss sweep: grid, config checks before Ray, the smoke sweep's MLflow runs, resume."""
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import smoke
 from raydgm import sweep, sweep_cli
 from raydgm.config import SweepConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "sweeps" / "semantic_weight.py"
 
 
 def _main(argv: list[str]) -> int:
@@ -23,18 +19,12 @@ def _main(argv: list[str]) -> int:
                       smoke="smoke", default="default", presets=("paper",))
 
 
-def _script(home: Path, *args: str) -> subprocess.Popen:
-    env = os.environ | {"RAYDGM_HOME": str(home), "PYTHONUNBUFFERED": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.Popen([sys.executable, str(SCRIPT), "--smoke-test", *args], cwd=home.parent,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def _script(home: Path, *args: str):
+    return smoke.script(home, *args)
 
 
 def _runs(home: Path, name: str = "semantic_weight_smoke") -> tuple[object, list]:
-    from mlflow.tracking import MlflowClient
-    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
-    exp = client.get_experiment_by_name(name)
-    return client, ([] if exp is None else client.search_runs([exp.experiment_id], max_results=1000))
+    return smoke.runs(f"sqlite:///{home / 'mlflow.db'}", name)
 
 
 def test_grid_runs_supervised_only_once_per_size_and_seed():
@@ -79,11 +69,9 @@ def test_resume_without_an_interrupted_sweep_is_a_clear_error(tmp_path, capsys):
     assert "--resume: no interrupted sweep of this config" in capsys.readouterr().err
 
 
-def test_smoke_sweep_logs_parent_trials_and_stages_to_mlflow(tmp_path):
-    home = tmp_path / "home"
-    proc = _script(home)
-    out, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, out[-3000:]
+def test_smoke_sweep_logs_parent_trials_and_stages_to_mlflow(smoke_sweep):
+    home, out = smoke_sweep.home, smoke_sweep.output
+    assert smoke_sweep.returncode == 0, out[-3000:]
     assert "| labeled | unlabeled | semantic weight | test accuracy | seeds |" in out
     assert f"mlflow ui --backend-store-uri sqlite:///{home / 'mlflow.db'}" in out
     client, runs = _runs(home)

@@ -1,0 +1,49 @@
+"""Running the sweep scripts as a user does (a subprocess) and reading back their MLflow runs."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SEMANTIC = ROOT / "sweeps" / "semantic_weight.py"
+
+
+def script(home: Path, *args: str, path: Path = SEMANTIC, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``python <path> --smoke-test <args>`` with RAYDGM_HOME=home; MLFLOW_TRACKING_URI and
+    RAY_ADDRESS only when ``env`` sets them (the default store is ``home/mlflow.db``)."""
+    base = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    full = base | {"RAYDGM_HOME": str(home), "PYTHONUNBUFFERED": "1"} | (env or {})
+    return subprocess.Popen([sys.executable, str(path), "--smoke-test", *args], cwd=home.parent,
+                            env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def runs(uri: str, experiment: str = "semantic_weight_smoke") -> tuple[object, list]:
+    """(MlflowClient, every run of ``experiment``) in the store at ``uri``."""
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client, ([] if exp is None else client.search_runs([exp.experiment_id], max_results=1000))
+
+
+@dataclass
+class Sweep:
+    home: Path
+    output: str
+    returncode: int
+
+    @property
+    def uri(self) -> str:
+        return f"sqlite:///{self.home / 'mlflow.db'}"
+
+    def summary(self, name: str) -> Path:
+        """The summary folder's file ``name`` (summary.csv, trials.json, ...)."""
+        return next(self.home.glob(f"tune/*/*/summary/{name}"))
+
+
+def run_smoke(home: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 900) -> Sweep:
+    proc = script(home, *args, env=env)
+    out, _ = proc.communicate(timeout=timeout)
+    return Sweep(home, out, proc.returncode)
