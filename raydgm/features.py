@@ -82,13 +82,6 @@ class DomainExtractor:
         return np.concatenate(feats), np.concatenate(logits)
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def build_extractor(name: str, *, domain_checkpoint: str | Path | None = None,
                     inception_weights: str | None = None, device: str = "cpu",
                     batch_size: int = 200) -> Callable[[np.ndarray], Features]:
@@ -99,10 +92,10 @@ def build_extractor(name: str, *, domain_checkpoint: str | Path | None = None,
         if domain_checkpoint is None:
             raise ValueError("the domain extractor needs a trained domain classifier checkpoint "
                              "(raydgm.stages.domain_classifier makes one)")
-        return DomainExtractor(domain_checkpoint, resolve_device(device), batch_size)
+        return DomainExtractor(domain_checkpoint, raydata.resolve_device(device), batch_size)
     if name == "inception":
         from raydgm.inception import InceptionExtractor
-        return InceptionExtractor(inception_weights, device=resolve_device(device), batch_size=batch_size)
+        return InceptionExtractor(inception_weights, device=raydata.resolve_device(device), batch_size=batch_size)
     raise ValueError(f"unknown feature extractor {name!r}; known: pixels, domain, inception")
 
 
@@ -187,14 +180,14 @@ def _extract_with_ray(samples_dir: Path, out: Path, name: str, kwargs: dict[str,
     with raydata.session() as ray:
         from ray.data import ActorPoolStrategy, SaveMode
         gpus, cpus = raydata.actor_resources(cfg, ray.cluster_resources(), "features")
-        kwargs = kwargs | {"device": "cuda" if gpus else "cpu"}
+        kwargs = kwargs | {"device": raydata.pool_device(gpus)}
         with raydata.data_context():
             ds = ray.data.read_parquet(str(samples_dir), num_cpus=raydata.READ_WRITE_CPUS)
             ds = ds.map_batches(
                 ExtractBatch, batch_size=cfg.batch_size, batch_format="pyarrow",
                 compute=ActorPoolStrategy(size=cfg.num_actors), num_cpus=cpus, num_gpus=gpus,
                 fn_constructor_kwargs=dict(name=name, kwargs=kwargs,
-                                           torch_threads=None if gpus else max(1, int(round(cpus)))))
+                                           torch_threads=max(1, int(round(cpus)))))
             ds.write_parquet(str(out), filename_provider=raydata.part_names(),
                              mode=SaveMode.OVERWRITE,
                              ray_remote_args={"num_cpus": raydata.READ_WRITE_CPUS})

@@ -13,6 +13,8 @@ Each actor loads the checkpoint once in ``__init__``. An image with NaN or Inf i
 written: the batch fails (``on_nonfinite="fail"``) or the row is dropped and the stage
 counts it (``"drop"``). The written ids are checked afterwards: every requested id exactly
 once, except the dropped ones. A killed run resumes: only the missing ids are generated.
+``generation.json`` records the rows each Ray node generated (``nodes``), so a cluster run
+shows how the actors spread.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ from raydgm.models import GenerativeModel, finite_rows, to_uint8
 IDS_DIR = "ids"
 ATTEMPTS_DIR = "attempts"
 SAMPLES_DIR = "samples"
+PLACEMENT_DIR = "placement"
 
 
 class NonFiniteSamples(ValueError):
@@ -70,26 +73,34 @@ class GenerateBatch:
     hook for tests: the actor process exits on its second batch if that file does not exist
     yet (and creates it first), as a preempted or OOM-killed worker would. ``timing_log``
     (a file path) appends one JSON line per batch: pid, start and end wall time, rows.
+    ``placement_dir``: the actor keeps ``<pid>-<node>.json`` there, its node and row count.
+    ``device``: ``auto`` uses CUDA when this process sees it (``raydata.resolve_device``).
     """
 
     def __init__(self, checkpoint: str, seed: int, device: str = "cpu", autocast: str = "none",
                  on_nonfinite: str = "fail", torch_threads: int | None = None,
-                 crash_once_marker: str | None = None, timing_log: str | None = None):
+                 crash_once_marker: str | None = None, timing_log: str | None = None,
+                 placement_dir: str | None = None):
         from raydgm.train import load_generator
         if torch_threads is not None:
             torch.set_num_threads(torch_threads)
-        self.model = load_generator(checkpoint, device)
+        self.model = load_generator(checkpoint, raydata.resolve_device(device))
         self.seed, self.autocast, self.on_nonfinite = seed, autocast, on_nonfinite
-        self.crash_once_marker, self.calls = crash_once_marker, 0
-        self.timing_log = timing_log
+        self.crash_once_marker, self.calls, self.rows = crash_once_marker, 0, 0
+        self.timing_log, self.placement_dir, self.node = timing_log, placement_dir, raydata.node_id()
 
     def __call__(self, batch: pa.Table | dict[str, np.ndarray]) -> pa.Table:
         start = time.time()
         table = self._generate(batch)
+        self.rows += table.num_rows
         if self.timing_log:
             with open(self.timing_log, "a") as log:
                 log.write(json.dumps({"pid": os.getpid(), "start": start, "end": time.time(),
                                       "rows": len(batch["sample_id"])}) + "\n")
+        if self.placement_dir:
+            record = Path(self.placement_dir) / f"{os.getpid()}-{self.node}.json"
+            record.with_suffix(".tmp").write_text(json.dumps({"node": self.node, "rows": self.rows}))
+            os.replace(record.with_suffix(".tmp"), record)
         return table
 
     def _generate(self, batch: pa.Table | dict[str, np.ndarray]) -> pa.Table:
@@ -162,7 +173,18 @@ def publish(work: Path, samples_dir: Path, num_samples: int) -> dict[str, Any]:
     shutil.rmtree(work / ATTEMPTS_DIR, ignore_errors=True)
     for ids_dir in work.glob(f"{IDS_DIR}-*"):
         shutil.rmtree(ids_dir, ignore_errors=True)
-    return check_written(samples_dir, num_samples)
+    return check_written(samples_dir, num_samples) | {"nodes": placement(work / PLACEMENT_DIR)}
+
+
+def placement(folder: Path) -> dict[str, int]:
+    """{Ray node id: rows generated there} from the actors' records (retried batches count
+    again); the records are removed."""
+    nodes: dict[str, int] = {}
+    for record in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        entry = json.loads(record.read_text())
+        nodes[str(entry["node"])] = nodes.get(str(entry["node"]), 0) + int(entry["rows"])
+    shutil.rmtree(folder, ignore_errors=True)
+    return nodes
 
 
 def _run_pipeline(ray: Any, checkpoint: str | Path, config: GenerateConfig, todo: np.ndarray,
@@ -173,6 +195,7 @@ def _run_pipeline(ray: Any, checkpoint: str | Path, config: GenerateConfig, todo
     shards = max(4 * config.num_actors, math.ceil(len(todo) / config.rows_per_file))
     ids_dir, parts_dir = work / f"{IDS_DIR}-{attempt:03d}", work / ATTEMPTS_DIR / f"{attempt:03d}"
     write_ids(ids_dir, todo, shards)
+    (work / PLACEMENT_DIR).mkdir(parents=True, exist_ok=True)
     try:
         with raydata.data_context():   # one block per id file, in file order
             ds = ray.data.read_parquet(str(ids_dir), num_cpus=raydata.READ_WRITE_CPUS)
@@ -180,9 +203,10 @@ def _run_pipeline(ray: Any, checkpoint: str | Path, config: GenerateConfig, todo
                 GenerateBatch, batch_size=config.batch_size, batch_format="pyarrow",
                 compute=ActorPoolStrategy(size=config.num_actors), num_cpus=cpus, num_gpus=gpus,
                 fn_constructor_kwargs=dict(
-                    checkpoint=str(checkpoint), seed=config.seed, device="cuda" if gpus else "cpu",
+                    checkpoint=str(checkpoint), seed=config.seed, device=raydata.pool_device(gpus),
                     autocast=config.autocast, on_nonfinite=config.on_nonfinite,
-                    torch_threads=None if gpus else max(1, int(round(cpus))), **hooks))
+                    torch_threads=max(1, int(round(cpus))),
+                    placement_dir=str(work / PLACEMENT_DIR), **hooks))
             ds.write_parquet(str(parts_dir), filename_provider=raydata.part_names(),
                              mode=SaveMode.OVERWRITE, min_rows_per_file=config.rows_per_file,
                              ray_remote_args={"num_cpus": raydata.READ_WRITE_CPUS})

@@ -5,6 +5,9 @@
   task takes a whole CPU and 5-10 s on a small machine, and can hang a small pool).
 - ``actor_resources()``: CPUs/GPUs per map actor; refuses a pool that starves read/write tasks.
 - ``PartNames``: deterministic ``part-<task index>`` output file names.
+- ``resolve_device()`` / ``node_id()``: decided inside an actor or trial, where it runs: a
+  GPU granted by Ray is used when CUDA is visible there; a logical GPU (a test cluster, a
+  node without drivers) runs on the CPU, slower but with the same results.
 """
 from __future__ import annotations
 
@@ -69,3 +72,25 @@ def actor_resources(config: Any, cluster: dict[str, float], section: str) -> tup
             f"{config.num_cpus_per_actor} reserves {pool_cpus:g} of the cluster's {total_cpus:g} "
             "CPUs; leave at least 0.5 CPU for Ray Data's read and write tasks, or the pipeline hangs")
     return float(gpus), config.num_cpus_per_actor
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible in this process, else ``cpu``; others as given.
+
+    Call it in the actor or trial, not on the driver: a cluster's head often has no GPU.
+    """
+    if device == "auto":
+        import torch
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def pool_device(gpus: float) -> str:
+    """The device argument for actors granted ``gpus`` each (resolved by ``resolve_device``)."""
+    return "auto" if gpus > 0 else "cpu"
+
+
+def node_id() -> str | None:
+    """This process's Ray node id (hex), or None outside Ray."""
+    import ray
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None

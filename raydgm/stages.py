@@ -80,7 +80,8 @@ def generate_samples(cfg: GenerateConfig, generator: Artifact, store: ArtifactSt
         stats = generate_with_ray(generator.file("model.pt"), cfg, out, work_dir=work,
                                   crash_once_marker=crash_once_marker)
         (out / "generation.json").write_text(json.dumps(stats, indent=2))
-        return {"samples": stats["samples"], "dropped_nonfinite": stats["dropped_nonfinite"]}
+        return {"samples": stats["samples"], "dropped_nonfinite": stats["dropped_nonfinite"],
+                "ray_nodes": len(stats["nodes"])}
     artifact = store.run(cfg.STAGE, cfg, write, inputs=inputs)
     shutil.rmtree(work, ignore_errors=True)
     return artifact

@@ -96,6 +96,10 @@ def test_an_actor_that_dies_once_is_replaced_and_every_id_appears_once(tmp_path,
     ids = pq.read_table(out / "samples", columns=["sample_id"]).column("sample_id").to_numpy()
     np.testing.assert_array_equal(np.sort(ids), np.arange(120))
     assert stats["samples"] == 120 and stats["dropped_nonfinite"] == 0
+    node = ray_local.get_runtime_context().get_node_id()
+    assert list(stats["nodes"]) == [node], "one node: every row generated there"
+    assert stats["nodes"][node] >= 120, "rows per node count every generated batch, retried ones again"
+    assert not (out / "placement").exists()
 
 
 def test_a_killed_run_resumes_with_only_the_missing_ids(tmp_path, ckpt, ray_local):
@@ -145,6 +149,7 @@ def test_generation_json_is_what_the_stage_publishes(tmp_path, ckpt, ray_local):
     store = ArtifactStore(tmp_path / "home")
     gen_art = Artifact("train_generator", "k" * 16, ckpt.parent, {})
     art = generate_samples(GenerateConfig(num_samples=30, batch_size=16), gen_art, store)
-    assert art.rows == {"samples": 30, "dropped_nonfinite": 0}
-    assert json.loads(art.file("generation.json").read_text())["samples"] == 30
+    assert art.rows == {"samples": 30, "dropped_nonfinite": 0, "ray_nodes": 1}
+    published = json.loads(art.file("generation.json").read_text())
+    assert published["samples"] == 30 and sum(published["nodes"].values()) == 30
     assert generate_samples(GenerateConfig(num_samples=30, batch_size=16), gen_art, store).reused
