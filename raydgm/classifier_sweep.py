@@ -24,8 +24,9 @@ side (filter on ``params.alpha``); train / val BCE per epoch (``step=epoch``); t
 classifier's calibration curve (``calibration_curve.png`` + ``.json``) and the histogram of
 the flattened log-weights (``weight_histogram.json``). Runs of one fit share the tag
 ``raydgm.fit``; runs are keyed by (parent, grid point), so a retried or resumed trial (it
-refits from scratch: fits are short, so no checkpoint) writes into the runs it has. Tune gets the losses after every epoch and a final report sent after
-the trial's MLflow runs are written (code after a trial's last report may never run).
+refits from scratch: fits are short) writes into the runs it has. Tune gets the losses after
+every epoch and a final report with a checkpoint of the fit's history and scores; the driver
+writes the MLflow runs from it (``FitRuns``), so trials never talk to MLflow.
 
 The summary: one row per (hidden_units, learning_rate, calibration, alpha), mean over seeds,
 sorted by ECE, then ESS fraction (descending); markdown, CSV, the ECE vs ESS-fraction scatter
@@ -33,6 +34,7 @@ and the calibration curves, in ``<tune folder>/summary`` and the parent run.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import tempfile
@@ -42,13 +44,15 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from ray.tune import Callback
 
 from raydgm import density_ratio, plots, tracking
 from raydgm.config import (ClassifierSweepConfig, ConfigError, DensityRatioConfig, PipelineConfig,
                            TrackingConfig)
 from raydgm.data import Dataset
-from raydgm.sweep import (Log, Parent, Progress, SweepResult, experiment_dir, write_tables,
-                          finished, report, trial_resources, tune_grid)
+from raydgm._diagnostics import DensityRatioReport
+from raydgm.sweep import (Log, Parent, Progress, SweepResult, checkpoint_state, experiment_dir,
+                          finished, report, trial_resources, tune_grid, write_tables)
 
 FIT_KEYS = ("hidden_units", "learning_rate", "calibration", "seed")
 CLASSIFIER_METRICS = {"ece": "ece", "brier": "brier", "classifier_accuracy": "accuracy",
@@ -157,15 +161,17 @@ def score(model: density_ratio.DensityRatioModel, data: ClassifierData, alphas: 
 
 
 def classifier_trial(config: dict[str, Any], *, data: ClassifierData, base: dict[str, Any],
-                     alphas: tuple[float, ...], track: dict[str, Any] | None, parent: str | None,
-                     experiment: str, device: str | None, threads: int) -> None:
+                     alphas: tuple[float, ...], device: str | None, threads: int) -> None:
     """One Tune trial: fit ``base`` with ``config["trial"]``'s values, reporting the losses to
-    Tune after every epoch; score every alpha; write one MLflow run per alpha; then the final
-    report: every score (weight metrics as ``<metric>@<alpha>``, None when not finite: Tune's
-    TensorBoard logger rejects inf), the calibration curve and ``scored`` = 1."""
+    Tune after every epoch; score every alpha; then the final report: every score (weight
+    metrics as ``<metric>@<alpha>``, None when not finite: Tune's TensorBoard logger rejects
+    inf), the calibration curve, ``scored`` = 1 and a checkpoint holding the history and
+    scores, from which the driver writes the MLflow runs (``FitRuns``)."""
     import torch
+    from raydgm import raydata
     torch.set_num_threads(threads)
     params = config["trial"]
+    device = raydata.resolve_device(device) if device else None
     cfg = fit_config(base, params, device)
 
     def on_epoch(row: dict[str, Any]) -> None:
@@ -173,11 +179,31 @@ def classifier_trial(config: dict[str, Any], *, data: ClassifierData, base: dict
 
     model = density_ratio.fit(data.real_train, data.generated, cfg, on_epoch=on_epoch)
     scores = score(model, data, alphas)
-    if track is not None:
-        log_trial(TrackingConfig(**track), parent, experiment, params, cfg, model.history, scores)
     flat = {f"{k}@{w['alpha']!r}": w[k] if math.isfinite(w[k]) else None
             for w in scores.weights for k in WEIGHT_METRICS}
-    report(scores.fit | flat | {k: getattr(scores.report, k) for k in CURVE} | {"scored": 1})
+    state = {"history": model.history, "fit": scores.fit, "weights": scores.weights,
+             "report": dataclasses.asdict(scores.report), "log_w": torch.from_numpy(scores.log_w)}
+    report(scores.fit | flat | {k: getattr(scores.report, k) for k in CURVE}
+           | {"scored": 1, "device": device or "cpu"}, state)
+
+
+class FitRuns(Callback):
+    """The driver writes a finished fit's MLflow runs (``log_trial``) from its last checkpoint,
+    so trials never talk to MLflow (see ``sweep.TrialRuns``)."""
+
+    def __init__(self, track: dict[str, Any], parent: str | None, experiment: str, base: dict[str, Any]):
+        self.track, self.parent, self.experiment, self.base = track, parent, experiment, base
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        state = checkpoint_state(trial.checkpoint)
+        if state is None or (trial.last_result or {}).get("scored") != 1:
+            return
+        params = trial.config["trial"]
+        scores = Scores(state["fit"], state["weights"], DensityRatioReport(**state["report"]),
+                        state["log_w"].numpy())
+        cfg = fit_config(self.base, params, trial.last_result.get("device"))
+        log_trial(TrackingConfig(**self.track), self.parent, self.experiment, params, cfg,
+                  state["history"], scores)
 
 
 def fit_name(params: dict[str, Any]) -> str:
@@ -350,13 +376,13 @@ def run_classifier_sweep(cfg: ClassifierSweepConfig, resume: bool = False, log: 
             f"{len(cfg.learning_rates)} learning rates x {len(cfg.calibrations)} calibrations x "
             f"{len(cfg.seeds)} seeds), each scored at {len(cfg.alphas)} alphas "
             f"({len(grid) * len(cfg.alphas)} grid points); {resources} each; Tune state in {folder}")
+        base = cfg.pipeline.density_ratio.to_dict()
+        callbacks: list[Any] = [FitProgress(len(grid), cfg.pipeline.density_ratio.max_epochs, fit_name)]
+        if parent.run is not None:
+            callbacks.append(FitRuns(track.to_dict() | {"tracking_uri": uri}, parent.run_id, cfg.name, base))
         result_grid = tune_grid(classifier_trial, grid, folder, restored, cfg.resources, resources, log,
-                                data=data, base=cfg.pipeline.density_ratio.to_dict(),
-                                alphas=tuple(float(a) for a in cfg.alphas),
-                                track=track.to_dict() | {"tracking_uri": uri} if uri else None,
-                                parent=parent.run_id, experiment=cfg.name, device=device,
-                                threads=max(1, int(resources["cpu"])),
-                                callbacks=[FitProgress(len(grid), cfg.pipeline.density_ratio.max_epochs, fit_name)])
+                                data=data, base=base, alphas=tuple(float(a) for a in cfg.alphas),
+                                device=device, threads=max(1, int(resources["cpu"])), callbacks=callbacks)
     ok = finished(result_grid, len(grid), lambda m: m.get("scored") == 1, parent)
     results = [r.config["trial"] | r.metrics for r in ok]
     points = grid_points(results, cfg.alphas)

@@ -9,7 +9,7 @@
 3. put the arrays a trial needs (``ssl.SSLData``) into Ray's object store once
    (``tune.with_parameters``) and run a Tune grid over ``labeled_size`` x (``unlabeled``,
    ``semantic_weight``) x ``seed``; each trial is ``raydgm.ssl.train`` with a checkpoint and
-   an MLflow child run per epoch;
+   a report per epoch, which the driver logs to the trial's MLflow child run (``TrialRuns``);
 4. print and log the summary table (test accuracy, mean ± std over seeds) and the plot of
    test accuracy vs semantic weight.
 
@@ -107,14 +107,15 @@ def _home() -> Path:
 
 
 def trial_resources(res: TrialResources, cluster: Mapping[str, float]) -> tuple[dict[str, float], str | None]:
-    """({"cpu": .., "gpu": ..} per trial, "cuda" when trials get a GPU else None)."""
+    """({"cpu": .., "gpu": ..} per trial, the trials' device: "auto" (CUDA where the trial runs,
+    see ``raydata.resolve_device``) when trials get a GPU, else None)."""
     gpus = res.gpus_per_trial
     if gpus is None:
         gpus = 0.5 if cluster.get("GPU", 0.0) > 0 else 0.0
     if res.cpus_per_trial > cluster.get("CPU", 0.0):
         raise ConfigError(f"resources.cpus_per_trial={res.cpus_per_trial:g} exceeds the cluster's "
                           f"{cluster.get('CPU', 0.0):g} CPUs")
-    return {"cpu": res.cpus_per_trial, "gpu": float(gpus)}, ("cuda" if gpus > 0 else None)
+    return {"cpu": res.cpus_per_trial, "gpu": float(gpus)}, ("auto" if gpus > 0 else None)
 
 
 def tune_grid(trainable: Callable, grid: list[dict[str, Any]], folder: Path, restored: bool,
@@ -191,9 +192,14 @@ def report(metrics: Mapping[str, float], state: dict[str, Any] | None = None) ->
 
 def last_state() -> dict[str, Any] | None:
     """The trial's latest checkpoint state (after a retry or a resume), else None."""
-    import torch
     from ray import tune
-    checkpoint = tune.get_checkpoint()
+    return checkpoint_state(tune.get_checkpoint())
+
+
+def checkpoint_state(checkpoint: Any) -> dict[str, Any] | None:
+    """The state ``report`` saved in ``checkpoint`` (a ``tune.Checkpoint``; None -> None).
+    The driver reads a finished trial's last one as ``trial.checkpoint`` in a callback."""
+    import torch
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as folder:
@@ -270,39 +276,80 @@ def ssl_data(dataset: Dataset, arts: dict[str, Any], cfg: SweepConfig) -> ssl.SS
                        resampled=np.repeat(np.arange(len(ids), dtype=np.int64), counts))
 
 
-def ssl_trial(config: dict[str, Any], *, data: ssl.SSLData, base: dict[str, Any], track: dict[str, Any] | None,
-              parent: str | None, experiment: str, device: str | None, threads: int) -> None:
+TRIAL_METRICS = ("train_loss", "supervised_loss", "semantic_loss", "val_accuracy", "test_accuracy_epoch",
+                 "best_epoch", "best_val_accuracy", "test_accuracy")
+
+
+def ssl_trial(config: dict[str, Any], *, data: ssl.SSLData, base: dict[str, Any], device: str | None,
+              threads: int) -> None:
     """One Tune trial: ``base`` (an SSLConfig dict) with the trial's grid values, trained with a
-    checkpoint, a Tune report and MLflow metrics (``step=epoch``) after every epoch."""
+    checkpoint and a Tune report after every epoch. It does not talk to MLflow: the driver
+    logs its reports (``TrialRuns``). ``device`` "auto": CUDA if this process sees a GPU."""
     import torch
     torch.set_num_threads(threads)
+    from raydgm import raydata
     params = config["trial"]
-    cfg = SSLConfig.from_dict(base | params | ({"device": device} if device else {}))
-    run = None
-    if track is not None:
-        key = f"{parent}:" + ":".join(f"{k}={params[k]}" for k in sorted(params))
-        run = tracking.Run.find_or_create(TrackingConfig(**track), key, trial_name(params), parent=parent,
-                                          experiment=experiment, tags={"raydgm.stage": "ssl_trial"})
-        run.params(dict(params) | {"ssl": cfg.to_dict()})
-        run.text(json.dumps(cfg.to_dict(), indent=2), "config.json")
-    logged = run.logged_steps("val_accuracy") if run is not None else set()
+    device = raydata.resolve_device(device or "cpu")
+    cfg = SSLConfig.from_dict(base | params | {"device": device})
+    where = {"node_id": raydata.node_id() or "", "device": device}
 
     def on_epoch(row: dict[str, Any], checkpoint: Callable[[], dict]) -> None:
-        epoch = int(row["epoch"])
         metrics = {"train_loss": row["train_loss"], "supervised_loss": row["supervised_loss"],
                    "semantic_loss": row["semantic_loss"], "val_accuracy": row["val_accuracy"],
                    "test_accuracy_epoch": row["test_accuracy"], "best_epoch": row["best_epoch"],
                    "best_val_accuracy": row["best_val_accuracy"], "test_accuracy": row["test_accuracy_at_best"]}
-        state = checkpoint()
-        if run is not None:
-            if epoch not in logged:
-                run.metrics(metrics, step=epoch)
-            run.text(json.dumps(state["history"], indent=1), "history.json")
-            if epoch == cfg.epochs:           # before the last report: code after it may not run
-                run.end("FINISHED")
-        report(metrics | {"epoch": epoch}, state)
+        report(metrics | {"epoch": int(row["epoch"])} | where, checkpoint())
 
     ssl.train(cfg, data, on_epoch=on_epoch, state=last_state())
+
+
+class TrialRuns(Callback):
+    """The trials' MLflow child runs, written by the driver from their Tune reports.
+
+    Trials never talk to MLflow: on a cluster only the driver (on the head) needs the
+    tracking server, which can then listen on the head's 127.0.0.1 (cluster.yaml), and MLflow
+    never records an epoch that Tune did not. A run is found by its key tag
+    (``tracking.Run.find_or_create``), so a resumed or retried trial writes into the run it
+    already has and epochs already logged are skipped. Tune pickles callbacks with the
+    experiment; the MLflow clients are rebuilt after a resume.
+    """
+
+    def __init__(self, track: dict[str, Any], parent: str | None, experiment: str, base: dict[str, Any]):
+        self.track, self.parent, self.experiment, self.base = track, parent, experiment, base
+        self._runs: dict[str, tuple[tracking.Run, set[int]]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_runs": {}}
+
+    def run(self, trial: Any, result: Mapping[str, Any]) -> tuple[tracking.Run, set[int]]:
+        """(the trial's run, epochs already logged), created with params at its first report."""
+        if trial.trial_id not in self._runs:
+            params = trial.config["trial"]
+            key = f"{self.parent}:" + ":".join(f"{k}={params[k]}" for k in sorted(params))
+            cfg = SSLConfig.from_dict(self.base | params | {"device": result.get("device", "cpu")})
+            run = tracking.Run.find_or_create(TrackingConfig(**self.track), key, trial_name(params),
+                                              parent=self.parent, experiment=self.experiment,
+                                              tags={"raydgm.stage": "ssl_trial"})
+            run.params(dict(params) | {"ssl": cfg.to_dict()})
+            run.text(json.dumps(cfg.to_dict(), indent=2), "config.json")
+            run.tags({"raydgm.node_id": result.get("node_id", ""), "raydgm.device": cfg.device})
+            self._runs[trial.trial_id] = run, run.logged_steps("val_accuracy")
+        return self._runs[trial.trial_id]
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        run, logged = self.run(trial, result)
+        epoch = int(result["epoch"])
+        if epoch not in logged:
+            run.metrics({k: result[k] for k in TRIAL_METRICS}, step=epoch)
+            logged.add(epoch)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if trial.trial_id in self._runs:
+            self._runs.pop(trial.trial_id)[0].end("FINISHED")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if trial.trial_id in self._runs:     # retried or resumed: found again by its key
+            self._runs.pop(trial.trial_id)[0].end("FAILED")
 
 
 def trial_name(params: Mapping[str, Any]) -> str:
@@ -367,12 +414,13 @@ def run_semantic_sweep(cfg: SweepConfig, resume: bool = False, log: Log = print)
         log(f"sweep: {len(grid)} trials ({len(cfg.labeled_sizes)} labeled sizes x "
             f"{len(grid) // len(cfg.labeled_sizes) // len(cfg.seeds)} unlabeled/weight arms x "
             f"{len(cfg.seeds)} seeds), {resources} each; Tune state in {folder}")
+        callbacks: list[Any] = [Progress(len(grid), cfg.ssl.epochs, trial_name)]
+        if parent.run is not None:
+            callbacks.append(TrialRuns(track.to_dict() | {"tracking_uri": uri}, parent.run_id, cfg.name,
+                                       cfg.ssl.to_dict()))
         result_grid = tune_grid(ssl_trial, grid, folder, restored, cfg.resources, resources, log,
-                                data=data, base=cfg.ssl.to_dict(),
-                                track=track.to_dict() | {"tracking_uri": uri} if uri else None,
-                                parent=parent.run_id, experiment=cfg.name, device=device,
-                                threads=max(1, int(resources["cpu"])),
-                                callbacks=[Progress(len(grid), cfg.ssl.epochs, trial_name)])
+                                data=data, base=cfg.ssl.to_dict(), device=device,
+                                threads=max(1, int(resources["cpu"])), callbacks=callbacks)
     ok = finished(result_grid, len(grid), lambda m: m.get("epoch") == cfg.ssl.epochs, parent)
     trials = [r.config["trial"] | {"test_accuracy": r.metrics["test_accuracy"],
                                    "val_accuracy": r.metrics["val_accuracy"]} for r in ok]

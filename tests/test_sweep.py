@@ -87,6 +87,7 @@ def test_smoke_sweep_logs_parent_trials_and_stages_to_mlflow(smoke_sweep):
     for run in trials:
         assert {"labeled_size", "semantic_weight", "unlabeled", "seed", "ssl.model.width"} <= set(run.data.params)
         assert run.info.status == "FINISHED"
+        assert run.data.tags["raydgm.device"] == "cpu" and len(run.data.tags["raydgm.node_id"]) == 56
         history = client.get_metric_history(run.info.run_id, "val_accuracy")
         assert sorted(m.step for m in history) == list(range(1, cfg.ssl.epochs + 1))
         assert 0.0 <= run.data.metrics["test_accuracy"] <= 1.0
