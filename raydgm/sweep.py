@@ -291,7 +291,9 @@ def ssl_trial(config: dict[str, Any], *, data: ssl.SSLData, base: dict[str, Any]
     params = config["trial"]
     device = raydata.resolve_device(device or "cpu")
     cfg = SSLConfig.from_dict(base | params | {"device": device})
-    where = {"node_id": raydata.node_id() or "", "device": device}
+    import ray
+    gpus = ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0) if ray.is_initialized() else 0.0
+    where = {"node_id": raydata.node_id() or "", "device": device, "gpus": gpus}
 
     def on_epoch(row: dict[str, Any], checkpoint: Callable[[], dict]) -> None:
         metrics = {"train_loss": row["train_loss"], "supervised_loss": row["supervised_loss"],
@@ -332,7 +334,8 @@ class TrialRuns(Callback):
                                               tags={"raydgm.stage": "ssl_trial"})
             run.params(dict(params) | {"ssl": cfg.to_dict()})
             run.text(json.dumps(cfg.to_dict(), indent=2), "config.json")
-            run.tags({"raydgm.node_id": result.get("node_id", ""), "raydgm.device": cfg.device})
+            run.tags({"raydgm.node_id": result.get("node_id", ""), "raydgm.device": cfg.device,
+                      "raydgm.gpus": f"{result.get('gpus', 0.0):g}"})
             self._runs[trial.trial_id] = run, run.logged_steps("val_accuracy")
         return self._runs[trial.trial_id]
 
