@@ -1,0 +1,225 @@
+"""Tables that compare a sweep's MLflow runs: pure pandas over ``mlflow.search_runs`` frames.
+
+``notebooks/compare_runs.ipynb`` fetches one sweep's runs (the parent run and its children) and
+turns them into tables with these functions; the MLflow calls stay in the notebook. Frames are
+``mlflow.search_runs`` output: one row per run, columns ``run_id``, ``status``,
+``params.<key>`` (strings), ``metrics.<key>`` (floats) and ``tags.<key>``.
+
+- ``ssl_trial`` runs: params ``labeled_size``, ``unlabeled``, ``semantic_weight``, ``seed``;
+  metric ``test_accuracy`` (at the epoch with the best validation accuracy).
+- ``quality`` runs: metrics ``<set>/<metric>_mean`` and ``_std``, one set per sample set
+  (``real_test``, ``raw``, ``resampled_<method>``, ``importance_weighted``).
+- the parent run: metrics ``test_accuracy/n<size>_<source>_w<weight>`` (means over seeds).
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+SOURCE_ORDER = ("none", "generated", "resampled", "weighted", "real")   # as the sweep's summary
+SET_ORDER = ("real_test", "raw", "resampled", "importance_weighted")    # prefixes of quality sets
+QUALITY_METRICS = ("fid", "kid", "is")
+TRIAL_KEYS = ("labeled_size", "unlabeled", "semantic_weight", "seed")
+GROUP_KEYS = ("labeled_size", "unlabeled", "semantic_weight")
+STAGE_TAG = "tags.raydgm.stage"
+_PARENT_METRIC = re.compile(r"^metrics\.test_accuracy/n(\d+)_([A-Za-z]+)_w(.+)$")
+
+
+class RunsNotFound(LookupError):
+    """The store, experiment, parent run or child runs the notebook needs are not there."""
+
+
+def resolve_uri(tracking_uri: str | None = None) -> str:
+    """``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else raydgm's default store
+    (``sqlite:///$RAYDGM_HOME/mlflow.db``); a relative sqlite path is made absolute."""
+    from raydgm import tracking
+    from raydgm.config import TrackingConfig
+    return tracking.tracking_uri(TrackingConfig(tracking_uri=tracking_uri))
+
+
+def check_store(uri: str) -> None:
+    """RunsNotFound if ``uri`` is a sqlite database that does not exist (opening it with
+    MLflow would create an empty one). Servers and other schemes are left to MLflow."""
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri[len("sqlite:///"):])
+    if not path.is_file():
+        raise RunsNotFound(
+            f"no MLflow database at {path} (tracking URI {uri}). raydgm's default store is "
+            "$RAYDGM_HOME/mlflow.db, else ./artifacts/mlflow.db relative to the kernel's working "
+            f"directory ({Path.cwd()}); set the notebook's tracking_uri, $MLFLOW_TRACKING_URI or "
+            "$RAYDGM_HOME.")
+
+
+def missing_experiment(experiment: str, uri: str, names: Iterable[str]) -> RunsNotFound:
+    """The error for an experiment that ``uri`` does not hold; ``names``: those it holds."""
+    have = sorted(names)
+    listed = ", ".join(repr(n) for n in have) if have else "none"
+    return RunsNotFound(f"no MLflow experiment {experiment!r} in {uri}; experiments there: {listed}. "
+                        "Set the notebook's experiment (a sweep's experiment is its name, e.g. "
+                        "'semantic_weight' or 'semantic_weight_smoke') or tracking_uri.")
+
+
+def missing_parent(parent_run_id: str | None, experiment: str, uri: str,
+                   parents: pd.DataFrame) -> RunsNotFound:
+    """The error for a parent run that is not there; ``parents``: the experiment's parent runs
+    (``mlflow.search_runs`` rows without an ``mlflow.parentRunId`` tag), newest first."""
+    what = "no parent run" if parent_run_id is None else f"no parent run {parent_run_id!r}"
+    if parents.empty:
+        listed = "none (run a sweep first)"
+    else:
+        name = parents.get("tags.mlflow.runName", pd.Series("", index=parents.index)).fillna("")
+        start = parents.get("start_time", pd.Series("", index=parents.index))
+        lines = [f"  {r} {n} (started {s}, {st})" for r, n, s, st in
+                 zip(parents["run_id"], name, start, parents.get("status", [""] * len(parents)))]
+        listed = f"{len(parents)}, newest first:\n" + "\n".join(lines[:20])
+    return RunsNotFound(f"{what} (a run without an mlflow.parentRunId tag) in experiment "
+                        f"{experiment!r} of {uri}; parent runs there: {listed}")
+
+
+def stage_runs(runs: pd.DataFrame, stage: str) -> pd.DataFrame:
+    """The rows of ``runs`` tagged ``raydgm.stage = stage``, oldest first."""
+    if STAGE_TAG not in runs:
+        return runs.iloc[:0]
+    sel = runs[runs[STAGE_TAG] == stage]
+    return sel.sort_values("start_time") if "start_time" in sel else sel
+
+
+def trials(runs: pd.DataFrame) -> pd.DataFrame:
+    """The finished ``ssl_trial`` runs as ``run_id, labeled_size (int), unlabeled (str),
+    semantic_weight (float), seed (int), test_accuracy (float)``.
+
+    Unfinished runs (a sweep in progress or interrupted) are left out: their ``test_accuracy``
+    is the best so far. Two finished runs of one (size, source, weight, seed) would be counted
+    twice in a mean: the newest is kept, with a warning. RunsNotFound if none is finished.
+    """
+    sel = stage_runs(runs, "ssl_trial")
+    done = sel[sel["status"] == "FINISHED"] if "status" in sel else sel
+    done = done.iloc[::-1]                                   # newest first
+    if done.empty:
+        raise RunsNotFound(f"no finished ssl_trial runs among {len(runs)} runs "
+                           f"({len(sel)} ssl_trial runs, none FINISHED)")
+    need = [f"params.{k}" for k in TRIAL_KEYS] + ["metrics.test_accuracy"]
+    missing = [c for c in need if c not in done]
+    if missing:
+        raise RunsNotFound(f"the ssl_trial runs lack {missing}")
+    out = pd.DataFrame({
+        "run_id": done["run_id"].to_numpy(),
+        "labeled_size": done["params.labeled_size"].astype(int).to_numpy(),
+        "unlabeled": done["params.unlabeled"].astype(str).to_numpy(),
+        "semantic_weight": done["params.semantic_weight"].astype(float).to_numpy(),
+        "seed": done["params.seed"].astype(int).to_numpy(),
+        "test_accuracy": done["metrics.test_accuracy"].astype(float).to_numpy(),
+    })
+    dup = out.duplicated(list(TRIAL_KEYS), keep="first")
+    if dup.any():
+        warnings.warn(f"{int(dup.sum())} finished ssl_trial runs repeat a (labeled_size, unlabeled, "
+                      f"semantic_weight, seed) of a newer run and are left out: "
+                      f"{out.loc[dup, 'run_id'].tolist()}", stacklevel=2)
+        out = out[~dup]
+    return out.reset_index(drop=True)
+
+
+def accuracy_summary(trial_rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (labeled_size, unlabeled, semantic_weight): ``seeds``, ``test_accuracy_mean`` and
+    ``test_accuracy_std`` (sample std, ddof=1; NaN for a single seed), ordered as the sweep's
+    summary: size, then none / generated / resampled / weighted / real, then weight."""
+    grouped = trial_rows.groupby(list(GROUP_KEYS), sort=False)["test_accuracy"]
+    out = grouped.agg(seeds="count", test_accuracy_mean="mean",
+                      test_accuracy_std=lambda a: a.std(ddof=1)).reset_index()
+    rank = {s: i for i, s in enumerate(SOURCE_ORDER)}
+    out["_rank"] = out["unlabeled"].map(lambda s: rank.get(s, len(rank)))
+    out = out.sort_values(["labeled_size", "_rank", "unlabeled", "semantic_weight"])
+    return out.drop(columns="_rank").reset_index(drop=True)
+
+
+def parent_accuracy(parent: Mapping[str, Any]) -> pd.DataFrame:
+    """The parent run's ``test_accuracy/n<size>_<source>_w<weight>`` metrics (seed means) as
+    ``labeled_size, unlabeled, semantic_weight, parent_mean``; ``parent``: its search_runs row.
+    The sweep writes the weight with ``:g`` (6 significant digits)."""
+    rows = []
+    for key, value in parent.items():
+        m = _PARENT_METRIC.match(str(key))
+        if m and value is not None and np.isfinite(value):
+            rows.append({"labeled_size": int(m[1]), "unlabeled": m[2],
+                         "semantic_weight": float(m[3]), "parent_mean": float(value)})
+    return pd.DataFrame(rows, columns=[*GROUP_KEYS, "parent_mean"])
+
+
+def parent_disagreements(summary: pd.DataFrame, parent: Mapping[str, Any],
+                         atol: float = 1e-9) -> pd.DataFrame:
+    """The rows of ``accuracy_summary`` whose mean differs from the parent run's logged seed mean
+    by more than ``atol``, or that only one side has: ``labeled_size, unlabeled,
+    semantic_weight, test_accuracy_mean, parent_mean``. Empty when they agree."""
+    logged = parent_accuracy(parent)
+    key = ["labeled_size", "unlabeled", "_w"]
+    left = summary.assign(_w=summary["semantic_weight"].map(_as_logged))
+    right = logged.assign(_w=logged["semantic_weight"].map(_as_logged)).drop(columns="semantic_weight")
+    both = left.merge(right, on=key, how="outer")
+    both["semantic_weight"] = both["semantic_weight"].fillna(both["_w"])
+    off = ~np.isclose(both["test_accuracy_mean"], both["parent_mean"], rtol=0, atol=atol)
+    return both.loc[off, [*GROUP_KEYS, "test_accuracy_mean", "parent_mean"]].reset_index(drop=True)
+
+
+def quality_table(quality_runs: pd.DataFrame, metrics: Iterable[str] = QUALITY_METRICS) -> pd.DataFrame:
+    """One row per sample set of each ``quality`` run: ``<metric>_mean`` and ``<metric>_std``
+    for each of ``metrics`` (NaN where a set has no value, e.g. KID of importance-weighted).
+
+    Index: ``set`` (the metric prefix: real_test, raw, resampled_<method>, importance_weighted),
+    or (``run``, ``set``) when there are several quality runs. RunsNotFound if there is none.
+    """
+    metrics = tuple(metrics)
+    if quality_runs.empty:
+        raise RunsNotFound("no quality run among the parent's children")
+    columns = [f"{m}_{s}" for m in metrics for s in ("mean", "std")]
+    frames = []
+    for _, run in quality_runs.iterrows():
+        values: dict[str, dict[str, float]] = {}
+        for key, value in run.items():
+            parts = str(key).split("/")
+            if len(parts) == 2 and parts[0].startswith("metrics.") and parts[1] in columns:
+                if value is not None and not pd.isna(value):
+                    values.setdefault(parts[0][len("metrics."):], {})[parts[1]] = float(value)
+        sets = sorted(values, key=_set_rank)
+        frame = pd.DataFrame([values[s] for s in sets], index=pd.Index(sets, name="set"),
+                             columns=columns, dtype=float)
+        frames.append((run.get("tags.mlflow.runName") or run["run_id"], frame))
+    if len(frames) == 1:
+        return frames[0][1]
+    return pd.concat({name: f for name, f in frames}, names=["run", "set"])
+
+
+def mean_pm(table: pd.DataFrame, names: Iterable[str], digits: int = 4) -> pd.DataFrame:
+    """``<name>_mean`` and ``<name>_std`` columns as one "mean ± std" string column per name
+    ("–" where the mean is NaN, no ± part where the std is)."""
+    out = pd.DataFrame(index=table.index)
+    for name in names:
+        out[name] = [_pm(m, s, digits) for m, s in zip(table[f"{name}_mean"], table[f"{name}_std"])]
+    return out
+
+
+def mlflow_table(data: Mapping[str, Any]) -> pd.DataFrame:
+    """A table logged with ``MlflowClient.log_table`` (JSON ``{"columns": [...], "data": [[...]]}``)."""
+    return pd.DataFrame(data["data"], columns=data["columns"])
+
+
+def _as_logged(weight: float) -> float:
+    return float(f"{weight:g}")
+
+
+def _set_rank(name: str) -> tuple[int, str]:
+    for i, prefix in enumerate(SET_ORDER):
+        if name == prefix or name.startswith(prefix + "_"):
+            return i, name
+    return len(SET_ORDER), name
+
+
+def _pm(mean: float, std: float, digits: int) -> str:
+    if pd.isna(mean):
+        return "\u2013"
+    return f"{mean:.{digits}g}" if pd.isna(std) else f"{mean:.{digits}g} \u00b1 {std:.{digits}g}"

@@ -1,0 +1,244 @@
+"""notebooks/compare_runs.ipynb executed on the smoke sweep's MLflow store (nbclient, papermill-style
+parameters), and raydgm.compare (the notebook's tables) on hand-made ``mlflow.search_runs`` frames."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+from nbformat.v4 import new_code_cell
+
+from raydgm import compare
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "compare_runs.ipynb"
+EXPERIMENT = "semantic_weight_smoke"
+PROBE = ("import json\n"
+         "print('PROBE' + json.dumps({'summary': summary.to_dict('records'), "
+         "'quality': quality.reset_index().to_dict('records')}))")
+
+
+def execute(cwd: Path, uri: str, experiment: str, probe: bool = False):
+    """The notebook with parameters injected after its ``parameters`` cell (and the probe cell
+    last), executed in ``cwd``; returns (notebook, CellExecutionError or None)."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    nb.cells.insert(at + 1, new_code_cell(f"tracking_uri = {uri!r}\nexperiment = {experiment!r}",
+                                          metadata={"tags": ["injected-parameters"]}))
+    if probe:
+        nb.cells.append(new_code_cell(PROBE))
+    client = NotebookClient(nb, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(cwd)}})
+    try:
+        client.execute()
+    except CellExecutionError as err:
+        return nb, err
+    return nb, None
+
+
+def outputs(nb, kind: str | None = None) -> list:
+    found = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    return [o for o in found if kind is None or o.output_type == kind]
+
+
+def text_of(cell) -> str:
+    parts = []
+    for o in cell.get("outputs", []):
+        parts.append(o.get("text", "") if o.output_type == "stream" else o.get("data", {}).get("text/plain", ""))
+    return "\n".join(parts)
+
+
+@pytest.fixture(scope="module")
+def executed(smoke_sweep, tmp_path_factory):
+    assert smoke_sweep.returncode == 0, smoke_sweep.output[-3000:]
+    nb, err = execute(tmp_path_factory.mktemp("notebook"), smoke_sweep.uri, EXPERIMENT, probe=True)
+    assert err is None, str(err)[-3000:]
+    probe = next(o.text for o in outputs(nb, "stream") if o.text.startswith("PROBE"))
+    return nb, json.loads(probe[len("PROBE"):])
+
+
+# -- the committed notebook ---------------------------------------------------------------------
+
+def test_committed_notebook_is_stripped_and_parameterized():
+    raw = json.loads(NOTEBOOK.read_text())
+    nb = nbformat.reads(NOTEBOOK.read_text(), as_version=4)
+    nbformat.validate(nb)
+    assert set(raw["metadata"]) <= {"kernelspec", "language_info"}
+    for cell in raw["cells"]:
+        assert set(cell["metadata"]) <= {"tags"}, cell["metadata"]
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None, cell["source"]
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", [])
+    defaults: dict = {}
+    exec(code[0].source, defaults)
+    assert (defaults["tracking_uri"], defaults["experiment"], defaults["parent_run_id"]) == (
+        None, "semantic_weight", None)
+    assert nb.cells[0].cell_type == "markdown" and "http://127.0.0.1:5000" in nb.cells[0].source
+
+
+# -- executed on the smoke sweep's store ------------------------------------------------------
+
+def test_notebook_runs_without_errors_and_draws_its_figures(executed):
+    nb, _ = executed
+    assert outputs(nb, "error") == []
+    assert not [o for o in outputs(nb, "stream") if "Traceback" in o.text]
+    pngs = [o for o in outputs(nb) if "image/png" in o.get("data", {})]
+    assert len(pngs) >= 3      # accuracy vs weight, calibration curve, weight histogram
+    assert any("the means agree with the parent run's metrics" in o.text for o in outputs(nb, "stream"))
+
+
+def test_notebook_accuracy_means_equal_the_sweeps_summary(executed, smoke_sweep):
+    _, probe = executed
+    expected = pd.read_csv(smoke_sweep.summary("summary.csv"))
+    got = {(r["labeled_size"], r["unlabeled"], r["semantic_weight"]): r for r in probe["summary"]}
+    assert len(got) == len(expected) == 4      # 50 labels x none / generated / resampled / weighted
+    for row in expected.itertuples():
+        mine = got[(row.labeled_size, row.unlabeled, row.semantic_weight)]
+        assert mine["seeds"] == row.seeds
+        assert mine["test_accuracy_mean"] == pytest.approx(row.test_accuracy_mean, rel=0, abs=1e-12)
+        if row.seeds > 1:
+            assert mine["test_accuracy_std"] == pytest.approx(row.test_accuracy_std, rel=0, abs=1e-12)
+        else:     # the sweep writes 0.0 for one seed; the notebook leaves it undefined
+            assert math.isnan(mine["test_accuracy_std"])
+
+
+def test_notebook_quality_table_lists_every_sample_set(executed, smoke_sweep):
+    from smoke import runs
+    nb, probe = executed
+    _, found = runs(smoke_sweep.uri)
+    quality_run = next(r for r in found if r.data.tags.get("raydgm.stage") == "quality")
+    fid = {k.split("/")[0]: v for k, v in quality_run.data.metrics.items() if k.endswith("/fid_mean")}
+    assert {"real_test", "raw", "importance_weighted"} <= set(fid)
+    assert any(s.startswith("resampled_") for s in fid)
+    rows = {r["set"]: r for r in probe["quality"]}
+    assert set(rows) == set(fid)
+    for name, value in fid.items():
+        assert rows[name]["fid_mean"] == pytest.approx(value, rel=1e-12)
+    assert math.isnan(rows["importance_weighted"]["kid_mean"])     # no KID for weighted sets
+    shown = text_of(next(c for c in nb.cells if c.get("id") == "quality"))
+    assert all(word in shown for word in ("FID", "KID", "IS", *fid))
+
+
+def test_notebook_names_a_missing_experiment(smoke_sweep, tmp_path):
+    assert smoke_sweep.returncode == 0
+    nb, err = execute(tmp_path, smoke_sweep.uri, "no_such_sweep")
+    assert err is not None
+    (error,) = outputs(nb, "error")
+    assert error.ename == "RunsNotFound"
+    assert "no MLflow experiment 'no_such_sweep'" in error.evalue
+    assert smoke_sweep.uri in error.evalue and f"'{EXPERIMENT}'" in error.evalue
+    assert not list(tmp_path.iterdir())      # nothing written in the working directory
+
+
+# -- raydgm.compare on hand-made frames ----------------------------------------------------------
+
+def trial(size, source, weight, seed, acc, status="FINISHED", start=0):
+    return {"run_id": f"{size}-{source}-{weight}-{seed}-{start}", "status": status, "start_time": start,
+            "tags.raydgm.stage": "ssl_trial", "params.labeled_size": str(size), "params.unlabeled": source,
+            "params.semantic_weight": str(float(weight)), "params.seed": str(seed),
+            "metrics.test_accuracy": acc}
+
+
+def test_accuracy_summary_means_stds_and_order():
+    frame = pd.DataFrame([
+        trial(100, "weighted", 0.5, 0, 0.70), trial(100, "generated", 0.5, 0, 0.80),
+        trial(100, "generated", 0.5, 1, 0.90), trial(100, "none", 0, 0, 0.85),
+        trial(50, "generated", 0.1, 0, 0.60), trial(100, "generated", 0.1, 0, 0.75),
+        trial(100, "resampled", 0.5, 0, 0.10, status="RUNNING"),
+        {"run_id": "q", "status": "FINISHED", "start_time": 0, "tags.raydgm.stage": "quality"},
+    ])
+    summary = compare.accuracy_summary(compare.trials(frame))
+    keys = list(zip(summary.labeled_size, summary.unlabeled, summary.semantic_weight))
+    assert keys == [(50, "generated", 0.1), (100, "none", 0.0), (100, "generated", 0.1),
+                    (100, "generated", 0.5), (100, "weighted", 0.5)]     # RUNNING trial left out
+    row = summary.iloc[3]
+    assert row.seeds == 2 and row.test_accuracy_mean == pytest.approx((0.8 + 0.9) / 2)
+    assert row.test_accuracy_std == pytest.approx(math.sqrt(2 * 0.05**2 / (2 - 1)))   # ddof=1
+    assert math.isnan(summary.iloc[1].test_accuracy_std)                                # one seed
+
+
+def test_trials_keep_the_newest_duplicate_and_refuse_none_finished():
+    frame = pd.DataFrame([trial(50, "none", 0, 0, 0.3, start=1), trial(50, "none", 0, 0, 0.4, start=2)])
+    with pytest.warns(UserWarning, match="repeat"):
+        rows = compare.trials(frame)
+    assert rows.test_accuracy.tolist() == [0.4]
+    with pytest.raises(compare.RunsNotFound, match="no finished ssl_trial"):
+        compare.trials(pd.DataFrame([trial(50, "none", 0, 0, 0.3, status="KILLED")]))
+
+
+def test_parent_accuracy_parses_the_parent_metrics():
+    parent = pd.Series({"run_id": "p", "metrics.test_accuracy/n100_none_w0": 0.88,
+                        "metrics.test_accuracy/n1000_resampled_w0.0005": 0.95,
+                        "metrics.test_accuracy/n50_generated_w0.5": np.nan, "metrics.other": 1.0})
+    got = compare.parent_accuracy(parent)
+    assert got.to_dict("records") == [
+        {"labeled_size": 100, "unlabeled": "none", "semantic_weight": 0.0, "parent_mean": 0.88},
+        {"labeled_size": 1000, "unlabeled": "resampled", "semantic_weight": 0.0005, "parent_mean": 0.95}]
+
+
+def test_parent_disagreements_match_keys_as_the_sweep_writes_them():
+    summary = pd.DataFrame({"labeled_size": [50, 50, 50], "unlabeled": ["none", "generated", "weighted"],
+                            "semantic_weight": [0.0, 0.1234567, 0.5], "seeds": [1, 1, 1],
+                            "test_accuracy_mean": [0.3, 0.2, 0.1], "test_accuracy_std": [np.nan] * 3})
+    parent = pd.Series({"metrics.test_accuracy/n50_none_w0": 0.3,
+                        "metrics.test_accuracy/n50_generated_w0.123457": 0.2 + 1e-12})   # :g keeps 6 digits
+    off = compare.parent_disagreements(summary, parent)
+    assert off[["unlabeled", "semantic_weight"]].values.tolist() == [["weighted", 0.5]]  # absent on the parent
+    assert math.isnan(off.parent_mean[0])
+    parent["metrics.test_accuracy/n50_weighted_w0.5"] = 0.1
+    assert compare.parent_disagreements(summary, parent).empty
+    parent["metrics.test_accuracy/n50_none_w0"] = 0.31
+    assert compare.parent_disagreements(summary, parent).test_accuracy_mean.tolist() == [0.3]
+
+
+def test_quality_table_rows_columns_and_missing_values():
+    run = {"run_id": "q1", "tags.mlflow.runName": "quality-1", "metrics.alpha": 0.5,
+           "metrics.importance_weighted/fid_mean": 4.0, "metrics.importance_weighted/kid_mean": np.nan,
+           "metrics.raw/fid_mean": 3.0, "metrics.raw/fid_std": 0.3, "metrics.raw/kid_mean": 0.2,
+           "metrics.raw/precision_mean": 0.9, "metrics.resampled_systematic/fid_mean": 2.0,
+           "metrics.resampled_residual/fid_mean": 2.5, "metrics.real_test/fid_mean": 1.0}
+    table = compare.quality_table(pd.DataFrame([run]))
+    assert table.index.tolist() == ["real_test", "raw", "resampled_residual", "resampled_systematic",
+                                    "importance_weighted"]
+    assert table.columns.tolist() == ["fid_mean", "fid_std", "kid_mean", "kid_std", "is_mean", "is_std"]
+    assert table.loc["raw", "fid_std"] == 0.3 and math.isnan(table.loc["importance_weighted", "kid_mean"])
+    shown = compare.mean_pm(table, ["fid", "kid"])
+    assert shown.loc["raw"].tolist() == ["3 \u00b1 0.3", "0.2"]
+    assert shown.loc["importance_weighted", "kid"] == "\u2013"
+    two = compare.quality_table(pd.DataFrame([run, run | {"run_id": "q2", "tags.mlflow.runName": "quality-2"}]))
+    assert two.index.names == ["run", "set"] and len(two) == 10
+    with pytest.raises(compare.RunsNotFound, match="no quality run"):
+        compare.quality_table(pd.DataFrame(columns=["run_id"]))
+
+
+def test_errors_name_what_exists(tmp_path):
+    err = compare.missing_experiment("sw", "sqlite:////x/mlflow.db", ["b", "a"])
+    assert "'sw'" in str(err) and "sqlite:////x/mlflow.db" in str(err) and "'a', 'b'" in str(err)
+    parents = pd.DataFrame({"run_id": ["r2", "r1"], "tags.mlflow.runName": ["new", "old"],
+                            "start_time": ["t2", "t1"], "status": ["RUNNING", "FINISHED"]})
+    err = compare.missing_parent("abc", "sw", "http://127.0.0.1:5000", parents)
+    assert "'abc'" in str(err) and "r2 new" in str(err) and "r1 old" in str(err)
+    assert "run a sweep first" in str(compare.missing_parent(None, "sw", "u", parents.iloc[:0]))
+    db = tmp_path / "mlflow.db"
+    with pytest.raises(compare.RunsNotFound, match="no MLflow database"):
+        compare.check_store(f"sqlite:///{db}")
+    assert not db.exists()                        # not created empty
+    db.touch()
+    compare.check_store(f"sqlite:///{db}")
+    compare.check_store("http://127.0.0.1:5000")   # servers are left to MLflow
+
+
+def test_resolve_uri_order(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAYDGM_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert compare.resolve_uri(None) == f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert compare.resolve_uri(None) == "http://127.0.0.1:5000"
+    assert compare.resolve_uri("sqlite:///rel.db") == f"sqlite:///{tmp_path / 'rel.db'}"
