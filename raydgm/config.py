@@ -222,22 +222,26 @@ class TrainGeneratorConfig(Config):
     seed: int = Field(0, ge=0)
 
 
-class GenerateConfig(Config):
-    """Draw samples from a trained generator through Ray Data (``raydgm.generate``).
+class ActorPool(Config):
+    """A Ray Data actor pool (``raydata.actor_resources``): ``num_actors`` actors, each
+    reserving ``num_cpus_per_actor`` CPUs (keep the pool below the cluster's CPUs, or Ray
+    Data's read/write tasks starve) and ``num_gpus_per_actor`` GPUs (None: 1 on a cluster
+    with GPUs, else 0). An actor granted a GPU uses CUDA where it runs, if it sees one."""
 
-    Sample i is drawn from its own seed derived from (seed, i). ``num_actors`` generator
-    actors each reserve ``num_cpus_per_actor`` CPUs (keep the pool below the cluster's
-    CPUs, or Ray Data's read/write tasks starve) and, when the cluster has GPUs,
-    ``num_gpus_per_actor`` GPUs (None: 1 on a GPU cluster, else 0).
+    num_actors: int = Field(1, ge=1)
+    num_cpus_per_actor: float = Field(0.5, gt=0.0)
+    num_gpus_per_actor: float | None = Field(None, ge=0.0)
+
+
+class GenerateConfig(ActorPool):
+    """Draw samples from a trained generator through Ray Data (``raydgm.generate``), on an
+    actor pool (``ActorPool``). Sample i is drawn from its own seed derived from (seed, i).
     """
 
     STAGE: ClassVar[str] = "generate"
     num_samples: int = Field(5000, ge=1)
     seed: int = Field(0, ge=0)
     batch_size: int = Field(64, ge=1)
-    num_actors: int = Field(1, ge=1)
-    num_cpus_per_actor: float = Field(0.5, gt=0.0)
-    num_gpus_per_actor: float | None = Field(None, ge=0.0)
     autocast: Literal["none", "bf16"] = "none"   # bf16 autocast on CUDA actors
     on_nonfinite: Literal["fail", "drop"] = "fail"  # NaN/Inf image: fail with a count, or drop and count
     rows_per_file: int = Field(10_000, ge=1)
@@ -278,14 +282,13 @@ class DomainClassifierConfig(Config):
         return self
 
 
-class FeaturesConfig(Config):
+class FeaturesConfig(ActorPool):
     """How features are extracted and cached (``raydgm.features``), shared by every extractor.
 
     Features are cached per (image set, extractor): execution settings here (batch size,
     actors) do not change the cache key. Sets of at least ``ray_min_rows`` images go through
-    Ray Data (``num_actors`` actors of ``num_cpus_per_actor`` CPUs and, on a GPU cluster,
-    ``num_gpus_per_actor`` GPUs; None: 1 on a GPU cluster, else 0); smaller ones are
-    extracted in this process, which skips the actors' start-up.
+    Ray Data on an actor pool (``ActorPool``); smaller ones are extracted in this process,
+    which skips the actors' start-up.
     """
 
     STAGE: ClassVar[str] = "features"
@@ -294,9 +297,6 @@ class FeaturesConfig(Config):
     batch_size: int = Field(200, ge=1)
     device: str = "auto"                    # auto: cuda when available
     ray_min_rows: int = Field(20_000, ge=0)
-    num_actors: int = Field(1, ge=1)
-    num_cpus_per_actor: float = Field(0.5, gt=0.0)
-    num_gpus_per_actor: float | None = Field(None, ge=0.0)
 
 
 class ExtractConfig(Config):

@@ -57,9 +57,8 @@ def part_names() -> Any:
 def actor_resources(config: Any, cluster: dict[str, float], section: str) -> tuple[float, float]:
     """(num_gpus, num_cpus) per actor; refuses a pool that would starve read/write tasks.
 
-    ``config``: any config with ``num_actors``, ``num_cpus_per_actor`` and
-    ``num_gpus_per_actor`` (None: 1 GPU on a GPU cluster, else 0); ``section`` names it in
-    the error.
+    ``config``: a ``config.ActorPool`` (``num_gpus_per_actor`` None: 1 GPU on a GPU cluster,
+    else 0); ``section`` names it in the error.
     """
     total_cpus = float(cluster.get("CPU", 0.0))
     gpus = config.num_gpus_per_actor
