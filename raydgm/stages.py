@@ -308,11 +308,9 @@ def run_pipeline(cfg: PipelineConfig, store: ArtifactStore | None = None, log: L
     """Run (or reuse) every stage, in order; returns the artifacts by stage.
 
     ``dataset``: ``load_data(cfg.data)`` already loaded by the caller, to avoid a reload.
-    ``quality``: also run the quality report (it logs to MLflow, which is checked first).
+    ``quality``: also run the quality report. Nothing here talks to MLflow: callers log the
+    stage runs afterwards (``runs.log_pipeline``), having checked the store first.
     """
-    from raydgm import tracking
-    if quality:
-        tracking.check_reachable(cfg.tracking)   # fail before spending compute
     store = store or ArtifactStore()
     dataset = dataset or load_data(cfg.data)
     log(f"data: {cfg.data.name}, {len(dataset)} images {dataset.images.shape[1:]}, "

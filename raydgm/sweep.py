@@ -433,6 +433,18 @@ def run_semantic_sweep(cfg: SweepConfig, resume: bool = False, log: Log = print)
     return SweepResult(rows, trials, table, folder, parent.run_id, uri)
 
 
+def run_pipeline_only(cfg: Any, quality: bool = True, log: Log = print) -> dict[str, Any]:
+    """Only the sweep's pipeline (``cfg.pipeline``), cached in ``$RAYDGM_HOME``; no MLflow, no
+    Tune. On a cluster whose head has no GPU, run this where one is (``ray job submit
+    --entrypoint-num-gpus 1``), then the sweep on the head reuses every stage."""
+    from raydgm import raydata
+    from raydgm.stages import load_data, run_pipeline
+    from raydgm.store import ArtifactStore
+    dataset = load_data(cfg.pipeline.data)
+    with raydata.session():
+        return run_pipeline(cfg.pipeline, ArtifactStore(), log, dataset, quality=quality)
+
+
 def write_tables(folder: Path, rows: list[dict], trials: list[dict], table: str) -> Path:
     """``folder/summary/``: summary.md (``table``), summary.csv (``rows``) and trials.json."""
     import csv

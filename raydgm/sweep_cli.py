@@ -1,5 +1,5 @@
 """The command line every sweep script shares: ``--preset``, ``--smoke-test``, ``--config``,
-``--set``, ``--resume``, ``--home``, ``--show-config``; exit codes 0 (done), 2 (a bad config or
+``--set``, ``--resume``, ``--home``, ``--show-config``, ``--pipeline-only``; exit codes 0 (done), 2 (a bad config or
 input, found before any compute) and 3 (some trials unfinished: rerun with ``--resume``)."""
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any, Callable
 
 from raydgm import tracking
 from raydgm.config import Config, ConfigError
-from raydgm.sweep import SweepIncomplete, load_sweep
+from raydgm.store import default_root
+from raydgm.sweep import SweepIncomplete, load_sweep, run_pipeline_only
 
 
 def parse_args(argv: list[str] | None, prog: str, description: str, epilog: str,
@@ -32,13 +33,19 @@ def parse_args(argv: list[str] | None, prog: str, description: str, epilog: str,
     parser.add_argument("--home", default=None,
                         help="artifact cache and default MLflow store (default: $RAYDGM_HOME or ./artifacts)")
     parser.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--pipeline-only", action="store_true",
+                        help="run (or reuse) only the pipeline's stages, cached in the home; no "
+                             "MLflow, no trials. On a cluster whose head has no GPU: submit this "
+                             "with --entrypoint-num-gpus 1, then the sweep itself on the head")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None, cls: type[Config], run: Callable[..., Any], prog: str,
-         description: str, epilog: str, smoke: str, default: str, presets: tuple[str, ...] = ()) -> int:
+         description: str, epilog: str, smoke: str, default: str, presets: tuple[str, ...] = (),
+         quality: bool = True) -> int:
     """Parse, load and check the config, run the sweep, print what it made; an exit code.
-    ``presets``: the preset names this sweep accepts (``default`` first, ``smoke`` among them)."""
+    ``presets``: the preset names this sweep accepts (``default`` first, ``smoke`` among them);
+    ``quality``: whether the sweep's pipeline includes the quality report."""
     import sys
 
     import yaml
@@ -50,6 +57,11 @@ def main(argv: list[str] | None, cls: type[Config], run: Callable[..., Any], pro
                          tuple(args.overrides))
         if args.show_config:
             print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            return 0
+        if args.pipeline_only:
+            run_pipeline_only(cfg, quality)
+            print(f"pipeline ready in {default_root().resolve()}; the sweep with the same config "
+                  "reuses every stage")
             return 0
         result = run(cfg, resume=args.resume)
     except (ConfigError, FileNotFoundError, ValueError, tracking.TrackingError) as err:

@@ -32,4 +32,4 @@ exit codes: 0 done, 2 bad config or input, 3 some trials unfinished (use --resum
 
 if __name__ == "__main__":
     sys.exit(main(None, ClassifierSweepConfig, run_classifier_sweep, "classifier.py", DESCRIPTION,
-                  EPILOG, smoke="classifier_smoke", default="classifier"))
+                  EPILOG, smoke="classifier_smoke", default="classifier", quality=False))

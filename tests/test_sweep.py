@@ -146,3 +146,12 @@ def test_an_interrupted_sweep_resumes_to_the_full_grid_without_duplicate_runs(tm
     stage_runs = [r for r in runs if r.data.tags.get("raydgm.stage") == "density_ratio"]
     assert len(stage_runs) == 1, "stage runs are not logged again on resume"
     assert np.isfinite([r.data.metrics["test_accuracy"] for r in trials]).all()
+
+
+def test_pipeline_only_caches_the_stages_and_logs_nothing(tmp_path, capsys):
+    home = tmp_path / "home"
+    assert _main(["--smoke-test", "--home", str(home), "--pipeline-only"]) == 0
+    assert f"pipeline ready in {home}" in capsys.readouterr().out
+    stages = {p.name for p in home.iterdir()}
+    assert {"train_generator", "generate", "density_ratio", "resample", "quality"} <= stages
+    assert not {"mlflow.db", "tune"} & stages, "no MLflow store, no Tune state"
