@@ -97,6 +97,29 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Load a dataset as the pipeline would and print a summary.")
     _config_args(data)
     data.set_defaults(func=_data)
+
+    mls = sub.add_parser(
+        "mlflow-server", help="run one MLflow tracking server for a team or a cluster",
+        description="Check the options (database driver, writable directories, free port), print "
+        "how clients reach the server, then run `mlflow server --serve-artifacts` in the "
+        "foreground until Ctrl+C / SIGTERM: clients upload artifacts through the server, so "
+        "trials and drivers need no access to the artifact storage. The server has no "
+        "authentication: keep it on 127.0.0.1 and reach it through an SSH tunnel.",
+        epilog="example (cluster.yaml): raydgm mlflow-server --backend-store-uri "
+        "sqlite:///$HOME/mlflow/mlflow.db --artifacts-destination $RAYDGM_SHARED/mlartifacts "
+        "--host 127.0.0.1 --port 5000")
+    mls.add_argument("--backend-store-uri", metavar="URI",
+                     help="runs database: sqlite:///PATH, postgresql+psycopg://USER@HOST/DB or "
+                     "mysql+pymysql://USER@HOST/DB (default: sqlite:///$RAYDGM_HOME/mlflow-server/mlflow.db)")
+    mls.add_argument("--artifacts-destination", metavar="DIR_OR_URI",
+                     help="where artifacts go: a directory, or s3://, gs://, ... (needs boto3, ...) "
+                     "(default: $RAYDGM_SHARED/mlartifacts, else $RAYDGM_HOME/mlflow-server/mlartifacts)")
+    mls.add_argument("--host", default="127.0.0.1",
+                     help="interface to listen on (default: 127.0.0.1; any other is warned about)")
+    mls.add_argument("--port", type=int, default=5000, help="port to listen on (default: 5000)")
+    mls.add_argument("--dry-run", action="store_true",
+                     help="check the options, print the mlflow command line and exit")
+    mls.set_defaults(func=_mlflow_server)
     return parser
 
 
@@ -197,6 +220,12 @@ def _quality(args: argparse.Namespace) -> int:
     if uri is not None:
         print(f"MLflow run {run_ids['quality']} in {uri}; open: {tracking.ui_command(uri)}")
     return 0
+
+
+def _mlflow_server(args: argparse.Namespace) -> int:
+    from raydgm.server import run_server
+    return run_server(args.backend_store_uri, args.artifacts_destination, args.host, args.port,
+                      args.dry_run)
 
 
 if __name__ == "__main__":
