@@ -386,6 +386,22 @@ def test_the_on_premise_variant_needs_its_deletions():
 def test_the_readme_shows_the_tested_on_premise_variant():
     blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
     local = [b for b in blocks if "type: local" in b]
-    if not local:
-        pytest.skip("README has no on-premise block yet")
     assert LOCAL_PROVIDER_YAML in local, "README's on-premise block differs from LOCAL_PROVIDER_YAML"
+
+
+def test_the_readme_kuberay_job_uses_the_pinned_ray_version():
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    jobs = [yaml.safe_load(b) for b in blocks if "kind: RayJob" in b]
+    assert len(jobs) == 1, "README shows one KubeRay RayJob"
+    job = jobs[0]
+    assert job["apiVersion"] == "ray.io/v1"
+    spec = job["spec"]["rayClusterSpec"]
+    assert spec["rayVersion"] == ray_pin((ROOT / "pyproject.toml").read_text())
+    head = spec["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert "nvidia.com/gpu" not in head["resources"]["limits"], "a CPU head, as in cluster.yaml"
+    for group in spec["workerGroupSpecs"]:
+        worker = group["template"]["spec"]["containers"][0]
+        assert worker["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        env = {e["name"]: e["value"] for e in worker["env"]}
+        assert env["RAYDGM_HOME"].startswith(env["RAYDGM_SHARED"])
+        assert env["RAYDGM_TUNE_STORAGE"].startswith(env["RAYDGM_SHARED"])
