@@ -90,7 +90,12 @@ def experiment_dir(storage: str | None, name: str, cfg: Config, resume: bool) ->
     """(Tune experiment folder, whether it is restored). A new folder is ``<hash>-<time>``;
     ``resume`` picks the newest restorable folder of the same config hash, else raises."""
     from ray import tune
-    root = Path(storage or os.environ.get("RAYDGM_TUNE_STORAGE") or _home() / "tune").resolve() / name
+    where = str(storage or os.environ.get("RAYDGM_TUNE_STORAGE") or _home() / "tune")
+    if "://" in where:
+        raise ConfigError(f"Tune storage {where!r} (resources.storage_path or $RAYDGM_TUNE_STORAGE) "
+                          "must be a directory; on a cluster, one on storage every node mounts "
+                          "(NFS, EFS), not a bucket URI")
+    root = Path(where).resolve() / name
     prefix = cfg.content_hash()[:12]
     if resume:
         found = sorted(p for p in root.glob(f"{prefix}-*") if (p / STATE).exists() and tune.Tuner.can_restore(str(p)))
