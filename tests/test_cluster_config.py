@@ -405,3 +405,17 @@ def test_the_readme_kuberay_job_uses_the_pinned_ray_version():
         env = {e["name"]: e["value"] for e in worker["env"]}
         assert env["RAYDGM_HOME"].startswith(env["RAYDGM_SHARED"])
         assert env["RAYDGM_TUNE_STORAGE"].startswith(env["RAYDGM_SHARED"])
+
+
+def test_the_gpu_workers_fit_the_paper_pipeline_run_on_a_gpu_node():
+    """README: ``--pipeline-only`` holds one GPU for its driver while the generation (then the
+    feature) actors ask for theirs; the autoscaler must be allowed that many GPUs at once."""
+    from raydgm.config import SweepConfig
+    from raydgm.sweep import load_sweep
+    paper = load_sweep(SweepConfig, "paper").pipeline
+    cfg = load()
+    gpu_types = [t for t in cfg["available_node_types"].values() if t["resources"].get("GPU")]
+    gpus = sum(t["max_workers"] * t["resources"]["GPU"] for t in gpu_types)
+    for pool in (paper.generate, paper.features):
+        assert pool.num_gpus_per_actor is not None, "explicit: the cluster may start without GPU nodes"
+        assert 1 + pool.num_actors * pool.num_gpus_per_actor <= gpus
