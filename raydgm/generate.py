@@ -13,8 +13,8 @@ Each actor loads the checkpoint once in ``__init__``. An image with NaN or Inf i
 written: the batch fails (``on_nonfinite="fail"``) or the row is dropped and the stage
 counts it (``"drop"``). The written ids are checked afterwards: every requested id exactly
 once, except the dropped ones. A killed run resumes: only the missing ids are generated.
-``generation.json`` records the rows each Ray node generated (``nodes``), so a cluster run
-shows how the actors spread.
+``generation.json`` records the nodes the actors started on and the rows each generated
+(``nodes``), so a cluster run shows how the actors spread.
 """
 from __future__ import annotations
 
@@ -88,6 +88,7 @@ class GenerateBatch:
         self.seed, self.autocast, self.on_nonfinite = seed, autocast, on_nonfinite
         self.crash_once_marker, self.calls, self.rows = crash_once_marker, 0, 0
         self.timing_log, self.placement_dir, self.node = timing_log, placement_dir, raydata.node_id()
+        self._record_placement()
 
     def __call__(self, batch: pa.Table | dict[str, np.ndarray]) -> pa.Table:
         start = time.time()
@@ -97,11 +98,15 @@ class GenerateBatch:
             with open(self.timing_log, "a") as log:
                 log.write(json.dumps({"pid": os.getpid(), "start": start, "end": time.time(),
                                       "rows": len(batch["sample_id"])}) + "\n")
+        self._record_placement()
+        return table
+
+    def _record_placement(self) -> None:
+        """``<pid>-<node>.json``: this actor's node and rows so far (0 once it has started)."""
         if self.placement_dir:
             record = Path(self.placement_dir) / f"{os.getpid()}-{self.node}.json"
             record.with_suffix(".tmp").write_text(json.dumps({"node": self.node, "rows": self.rows}))
             os.replace(record.with_suffix(".tmp"), record)
-        return table
 
     def _generate(self, batch: pa.Table | dict[str, np.ndarray]) -> pa.Table:
         self.calls += 1
@@ -177,8 +182,9 @@ def publish(work: Path, samples_dir: Path, num_samples: int) -> dict[str, Any]:
 
 
 def placement(folder: Path) -> dict[str, int]:
-    """{Ray node id: rows generated there} from the actors' records (retried batches count
-    again); the records are removed."""
+    """{Ray node id: rows generated there} from the actors' records: every node an actor
+    started on, 0 rows if the others took all the work; retried batches count again. The
+    records are removed."""
     nodes: dict[str, int] = {}
     for record in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         entry = json.loads(record.read_text())
