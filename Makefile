@@ -31,7 +31,8 @@ pipeline-demo: $(STAMP)  ## every pipeline stage alone (no sweep), with the qual
 test: $(STAMP)  ## fast CPU tests (slow and gpu tests are excluded)
 	$(BIN)/python -m pytest -q
 
-test-slow: $(STAMP) install-inception  ## only the tests marked slow (real Inception weights included)
+test-slow: $(STAMP) install-inception  ## only the tests marked slow (real Inception weights; MLflow on PostgreSQL when initdb is installed)
+	$(BIN)/python -m pip install --quiet -e '.[postgres]'
 	$(BIN)/python -m pytest -q -m slow
 
 test-gpu: $(STAMP)  ## only the tests marked gpu (need a CUDA device; skipped without one)
