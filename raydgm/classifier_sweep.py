@@ -184,7 +184,7 @@ def classifier_trial(config: dict[str, Any], *, data: ClassifierData, base: dict
     state = {"history": model.history, "fit": scores.fit, "weights": scores.weights,
              "report": dataclasses.asdict(scores.report), "log_w": torch.from_numpy(scores.log_w)}
     report(scores.fit | flat | {k: getattr(scores.report, k) for k in CURVE}
-           | {"scored": 1, "device": device or "cpu"}, state)
+           | {"scored": 1, "device": cfg.device}, state)
 
 
 class FitRuns(Callback):
@@ -201,7 +201,7 @@ class FitRuns(Callback):
         params = trial.config["trial"]
         scores = Scores(state["fit"], state["weights"], DensityRatioReport(**state["report"]),
                         state["log_w"].numpy())
-        cfg = fit_config(self.base, params, trial.last_result.get("device"))
+        cfg = fit_config(self.base, params, trial.last_result["device"])   # the device it ran on
         log_trial(TrackingConfig(**self.track), self.parent, self.experiment, params, cfg,
                   state["history"], scores)
 

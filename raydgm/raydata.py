@@ -93,3 +93,9 @@ def node_id() -> str | None:
     """This process's Ray node id (hex), or None outside Ray."""
     import ray
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
+def assigned_gpus() -> float:
+    """The GPUs Ray granted this task, actor or trial (fractional ones too); 0 outside Ray."""
+    import ray
+    return ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0) if ray.is_initialized() else 0.0

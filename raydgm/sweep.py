@@ -289,16 +289,14 @@ def ssl_trial(config: dict[str, Any], *, data: ssl.SSLData, base: dict[str, Any]
               threads: int) -> None:
     """One Tune trial: ``base`` (an SSLConfig dict) with the trial's grid values, trained with a
     checkpoint and a Tune report after every epoch. It does not talk to MLflow: the driver
-    logs its reports (``TrialRuns``). ``device`` "auto": CUDA if this process sees a GPU."""
+    logs its reports (``TrialRuns``). ``device`` "auto": CUDA if this process sees a GPU;
+    None: ``base``'s device."""
     import torch
     torch.set_num_threads(threads)
     from raydgm import raydata
     params = config["trial"]
-    device = raydata.resolve_device(device or "cpu")
-    cfg = SSLConfig.from_dict(base | params | {"device": device})
-    import ray
-    gpus = ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0) if ray.is_initialized() else 0.0
-    where = {"node_id": raydata.node_id() or "", "device": device, "gpus": gpus}
+    cfg = SSLConfig.from_dict(base | params | ({"device": raydata.resolve_device(device)} if device else {}))
+    where = {"node_id": raydata.node_id() or "", "device": cfg.device, "gpus": raydata.assigned_gpus()}
 
     def on_epoch(row: dict[str, Any], checkpoint: Callable[[], dict]) -> None:
         metrics = {"train_loss": row["train_loss"], "supervised_loss": row["supervised_loss"],
@@ -333,7 +331,7 @@ class TrialRuns(Callback):
         if trial.trial_id not in self._runs:
             params = trial.config["trial"]
             key = f"{self.parent}:" + ":".join(f"{k}={params[k]}" for k in sorted(params))
-            cfg = SSLConfig.from_dict(self.base | params | {"device": result.get("device", "cpu")})
+            cfg = SSLConfig.from_dict(self.base | params | {"device": result["device"]})
             run = tracking.Run.find_or_create(TrackingConfig(**self.track), key, trial_name(params),
                                               parent=self.parent, experiment=self.experiment,
                                               tags={"raydgm.stage": "ssl_trial"})
