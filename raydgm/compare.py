@@ -45,10 +45,9 @@ def resolve_uri(tracking_uri: str | None = None) -> str:
 def check_store(uri: str) -> None:
     """RunsNotFound if ``uri`` is a sqlite database that does not exist (opening it with
     MLflow would create an empty one). Servers and other schemes are left to MLflow."""
-    if not uri.startswith("sqlite:///"):
-        return
-    path = Path(uri[len("sqlite:///"):])
-    if not path.is_file():
+    from raydgm.tracking import sqlite_path
+    path = sqlite_path(uri)
+    if path is not None and not path.is_file():
         raise RunsNotFound(
             f"no MLflow database at {path} (tracking URI {uri}). raydgm's default store is "
             "$RAYDGM_HOME/mlflow.db, else ./artifacts/mlflow.db relative to the kernel's working "

@@ -36,11 +36,17 @@ def default_uri() -> str:
     return f"sqlite:///{default_root().resolve() / 'mlflow.db'}"
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` URI, else None."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
 def tracking_uri(cfg: TrackingConfig) -> str:
     """The store's URI; sqlite paths absolute (``sqlite:///rel.db`` -> ``sqlite:////cwd/rel.db``)."""
     uri = cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
-    if uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
-        uri = f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
+    db = sqlite_path(uri)
+    if db is not None and uri != "sqlite:///:memory:":
+        uri = f"sqlite:///{db.resolve()}"
     return uri
 
 
@@ -70,8 +76,8 @@ def check_reachable(cfg: TrackingConfig, timeout: float = 5.0) -> str | None:
                 f"MLflow tracking server {uri} is unreachable ({err}); start it, point "
                 "tracking.tracking_uri (or MLFLOW_TRACKING_URI) at a running server, or set "
                 "tracking.enabled=false. Nothing was computed.") from None
-    elif uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///"):]).parent
+    elif (db := sqlite_path(uri)) is not None:
+        folder = db.parent
         if uri == default_uri():
             folder.mkdir(parents=True, exist_ok=True)     # $RAYDGM_HOME on a fresh clone
         if not folder.is_dir() or not os.access(folder, os.W_OK):
@@ -182,9 +188,9 @@ def experiment_id(client: Any, name: str, uri: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    location = None
-    if uri.startswith("sqlite:///"):
-        location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts" / name).as_uri()
+    db, location = sqlite_path(uri), None
+    if db is not None:
+        location = (db.parent / "mlartifacts" / name).as_uri()
     try:
         return client.create_experiment(name, artifact_location=location)
     except Exception:                     # created meanwhile by a parallel trial

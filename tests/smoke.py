@@ -11,12 +11,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SEMANTIC = ROOT / "sweeps" / "semantic_weight.py"
 
 
-def script(home: Path, *args: str, path: Path = SEMANTIC, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """``python <path> --smoke-test <args>`` with RAYDGM_HOME=home; MLFLOW_TRACKING_URI and
-    RAY_ADDRESS only when ``env`` sets them (the default store is ``home/mlflow.db``)."""
+def script(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``python sweeps/semantic_weight.py --smoke-test <args>`` with RAYDGM_HOME=home;
+    MLFLOW_TRACKING_URI and RAY_ADDRESS only when ``env`` sets them (the default store is
+    ``home/mlflow.db``)."""
     base = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
     full = base | {"RAYDGM_HOME": str(home), "PYTHONUNBUFFERED": "1"} | (env or {})
-    return subprocess.Popen([sys.executable, str(path), "--smoke-test", *args], cwd=home.parent,
+    return subprocess.Popen([sys.executable, str(SEMANTIC), "--smoke-test", *args], cwd=home.parent,
                             env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
