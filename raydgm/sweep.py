@@ -365,7 +365,8 @@ def trial_name(params: Mapping[str, Any]) -> str:
 
 
 def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows per (labeled_size, unlabeled, semantic_weight): test accuracy mean, std over seeds."""
+    """Rows per (labeled_size, unlabeled, semantic_weight): test accuracy mean and sample std
+    (ddof=1) over seeds, 0 for a single seed (the table then shows no ± for it)."""
     groups: dict[tuple, list[float]] = {}
     for r in results:
         groups.setdefault((r["labeled_size"], r["unlabeled"], r["semantic_weight"]), []).append(r["test_accuracy"])
@@ -380,11 +381,13 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def format_summary(rows: list[dict[str, Any]]) -> str:
-    """Markdown: labeled | unlabeled | weight | test accuracy (mean ± std) | seeds."""
+    """Markdown: labeled | unlabeled | weight | test accuracy (mean ± std, the std only over
+    more than one seed) | seeds."""
     lines = ["| labeled | unlabeled | semantic weight | test accuracy | seeds |", "|---:|---|---:|---|---:|"]
     for r in rows:
+        spread = f" ± {r['test_accuracy_std']:.4f}" if r["seeds"] > 1 else ""
         lines.append(f"| {r['labeled_size']} | {r['unlabeled']} | {r['semantic_weight']:g} | "
-                     f"{r['test_accuracy_mean']:.4f} ± {r['test_accuracy_std']:.4f} | {r['seeds']} |")
+                     f"{r['test_accuracy_mean']:.4f}{spread} | {r['seeds']} |")
     return "\n".join(lines)
 
 

@@ -37,6 +37,19 @@ def test_grid_runs_supervised_only_once_per_size_and_seed():
     assert sum(g["unlabeled"] == "none" for g in grid) == 2 * 3
 
 
+def test_summary_is_mean_and_sample_std_over_seeds_and_one_seed_shows_no_spread():
+    trials = [{"labeled_size": 100, "unlabeled": "resampled", "semantic_weight": 0.5, "seed": s, "test_accuracy": a}
+              for s, a in enumerate([0.80, 0.84, 0.88])]
+    trials += [{"labeled_size": 100, "unlabeled": "none", "semantic_weight": 0.0, "seed": 0, "test_accuracy": 0.7}]
+    rows = sweep.summarize(trials)
+    assert [r["unlabeled"] for r in rows] == ["none", "resampled"]               # the sweep's order
+    assert rows[1]["test_accuracy_mean"] == pytest.approx(0.84)
+    assert rows[1]["test_accuracy_std"] == pytest.approx(0.04)                  # ddof=1: sqrt(0.0032/2)
+    table = sweep.format_summary(rows).splitlines()
+    assert table[2] == "| 100 | none | 0 | 0.7000 | 1 |"
+    assert table[3] == "| 100 | resampled | 0.5 | 0.8400 ± 0.0400 | 3 |"
+
+
 def test_presets_load_and_differ():
     smoke, default, paper = (sweep.load_sweep(SweepConfig, p) for p in ("smoke", "default", "paper"))
     assert smoke.pipeline.data.name == "digits" and default.pipeline.data.name == "mnist5k"
