@@ -51,8 +51,8 @@ from raydgm.config import (ClassifierSweepConfig, ConfigError, DensityRatioConfi
                            TrackingConfig)
 from raydgm.data import Dataset
 from raydgm._diagnostics import DensityRatioReport
-from raydgm.sweep import (Log, Parent, Progress, SweepResult, checkpoint_state, experiment_dir,
-                          finished, report, trial_resources, tune_grid, write_tables)
+from raydgm.sweep import (Log, Parent, Progress, SweepResult, checkpoint_state, finished,
+                          prologue, report, trial_resources, tune_grid, write_tables)
 
 FIT_KEYS = ("hidden_units", "learning_rate", "calibration", "seed")
 CLASSIFIER_METRICS = {"ece": "ece", "brier": "brier", "classifier_accuracy": "accuracy",
@@ -357,14 +357,9 @@ def run_classifier_sweep(cfg: ClassifierSweepConfig, resume: bool = False, log: 
     docstring. Raises ConfigError / TrackingError before Ray starts, SweepIncomplete when some
     trials did not finish (rerun with ``resume=True``)."""
     from raydgm import raydata
-    from raydgm.stages import load_data, run_pipeline
+    from raydgm.stages import run_pipeline
     from raydgm.store import ArtifactStore
-    track = cfg.pipeline.tracking.replace(experiment=cfg.name)
-    uri = tracking.check_reachable(track)                       # before any compute
-    dataset = load_data(cfg.pipeline.data)
-    check_grid(cfg, dataset)
-    folder, restored = experiment_dir(cfg.resources.storage_path, cfg.name, cfg, resume)
-    grid = trial_grid(cfg)
+    track, uri, dataset, folder, restored, grid = prologue(cfg, resume, check_grid, trial_grid)
     with raydata.session() as ray:
         resources, device = trial_resources(cfg.resources, ray.cluster_resources())
         store = ArtifactStore()

@@ -27,7 +27,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 from ray.tune import Callback
@@ -85,6 +85,30 @@ def check_labeled_sizes(cfg: SweepConfig, dataset: Dataset) -> None:
 
 
 # --------------------------------------------------------------------------- Tune plumbing
+
+class Prologue(NamedTuple):
+    """What a sweep knows before Ray starts."""
+    track: Any                    # TrackingConfig, its experiment the sweep's name
+    uri: str | None               # the tracking URI, checked reachable; None with tracking off
+    dataset: Dataset
+    folder: Path                  # the Tune experiment folder
+    restored: bool                # whether ``folder`` is an interrupted sweep being resumed
+    grid: list[dict[str, Any]]    # one dict per trial
+
+
+def prologue(cfg: Any, resume: bool, check: Callable[[Any, Dataset], None],
+             grid: Callable[[Any], list[dict[str, Any]]]) -> Prologue:
+    """Both sweeps' first steps, cheapest first so bad input fails before any compute: the
+    tracking server, the data, ``check(cfg, dataset)`` (the grid against the data), the Tune
+    folder (``resume``: the interrupted one), then ``grid(cfg)``."""
+    from raydgm.stages import load_data
+    track = cfg.pipeline.tracking.replace(experiment=cfg.name)
+    uri = tracking.check_reachable(track)
+    dataset = load_data(cfg.pipeline.data)
+    check(cfg, dataset)
+    folder, restored = experiment_dir(cfg.resources.storage_path, cfg.name, cfg, resume)
+    return Prologue(track, uri, dataset, folder, restored, grid(cfg))
+
 
 def experiment_dir(storage: str | None, name: str, cfg: Config, resume: bool) -> tuple[Path, bool]:
     """(Tune experiment folder, whether it is restored). A new folder is ``<hash>-<time>``;
@@ -404,14 +428,9 @@ class SweepResult:
 def run_semantic_sweep(cfg: SweepConfig, resume: bool = False, log: Log = print) -> SweepResult:
     """Pipeline, then the Tune grid of semi-supervised trials; see the module docstring."""
     from raydgm import raydata
-    from raydgm.stages import load_data, run_pipeline
+    from raydgm.stages import run_pipeline
     from raydgm.store import ArtifactStore
-    track = cfg.pipeline.tracking.replace(experiment=cfg.name)
-    uri = tracking.check_reachable(track)                       # before any compute
-    dataset = load_data(cfg.pipeline.data)
-    check_labeled_sizes(cfg, dataset)
-    folder, restored = experiment_dir(cfg.resources.storage_path, cfg.name, cfg, resume)
-    grid = trial_grid(cfg)
+    track, uri, dataset, folder, restored, grid = prologue(cfg, resume, check_labeled_sizes, trial_grid)
     with raydata.session() as ray:
         resources, device = trial_resources(cfg.resources, ray.cluster_resources())
         arts = run_pipeline(cfg.pipeline, ArtifactStore(), log, dataset)

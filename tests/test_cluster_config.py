@@ -77,6 +77,14 @@ def load(text: str | None = None) -> dict[str, Any]:
     return yaml.safe_load(CLUSTER.read_text() if text is None else text)
 
 
+def changed_copy(old: str, new: str) -> tuple[dict[str, Any], str]:
+    """cluster.yaml's text with ``old`` (which must be there) replaced by ``new``, parsed and raw."""
+    text = CLUSTER.read_text()
+    assert old in text
+    bad = text.replace(old, new)
+    return load(bad), bad
+
+
 def ray_validate(cfg: dict[str, Any]) -> dict[str, Any]:
     """What `ray up` checks before contacting the cloud: Ray's JSON schema on the file as
     written, then prepare_config (provider defaults, docker, per-type min/max workers) and
@@ -274,10 +282,7 @@ def test_dashboard_and_mlflow_listen_on_loopback_only():
     ("MLFLOW_TRACKING_URI=http://127.0.0.1:5000", "MLFLOW_TRACKING_URI=http://mlflow.example:5000"),
 ])
 def test_the_loopback_check_fails_on_a_changed_copy(old, new):
-    text = CLUSTER.read_text()
-    assert old in text
-    bad = text.replace(old, new)
-    assert loopback_problems(load(bad), bad)
+    assert loopback_problems(*changed_copy(old, new))
 
 
 def storage_problems(cfg: dict[str, Any], text: str) -> list[str]:
@@ -315,10 +320,7 @@ def test_raydgm_storage_lives_under_the_shared_directory():
     ("--artifacts-destination $RAYDGM_SHARED/mlartifacts", "--artifacts-destination /data/mlartifacts"),
 ])
 def test_the_storage_check_fails_on_a_changed_copy(old, new):
-    text = CLUSTER.read_text()
-    assert old in text
-    bad = text.replace(old, new)
-    assert storage_problems(load(bad), bad)
+    assert storage_problems(*changed_copy(old, new))
 
 
 def test_cpu_head_autoscaling_gpu_workers_and_the_repository_copy():
