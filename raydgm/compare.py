@@ -21,7 +21,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-SOURCE_ORDER = ("none", "generated", "resampled", "weighted", "real")   # as the sweep's summary
+from raydgm.config import UNLABELED_SOURCES
+
 SET_ORDER = ("real_test", "raw", "resampled", "importance_weighted")    # prefixes of quality sets
 QUALITY_METRICS = ("fid", "kid", "is")
 TRIAL_KEYS = ("labeled_size", "unlabeled", "semantic_weight", "seed")
@@ -131,7 +132,7 @@ def accuracy_summary(trial_rows: pd.DataFrame) -> pd.DataFrame:
     grouped = trial_rows.groupby(list(GROUP_KEYS), sort=False)["test_accuracy"]
     out = grouped.agg(seeds="count", test_accuracy_mean="mean",
                       test_accuracy_std=lambda a: a.std(ddof=1)).reset_index()
-    rank = {s: i for i, s in enumerate(SOURCE_ORDER)}
+    rank = {s: i for i, s in enumerate(UNLABELED_SOURCES)}   # as the sweep's summary
     out["_rank"] = out["unlabeled"].map(lambda s: rank.get(s, len(rank)))
     out = out.sort_values(["labeled_size", "_rank", "unlabeled", "semantic_weight"])
     return out.drop(columns="_rank").reset_index(drop=True)

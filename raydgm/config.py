@@ -12,7 +12,7 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Iterable, Literal, Mapping, TypeVar, Union
+from typing import Annotated, Any, ClassVar, Iterable, Literal, Mapping, TypeVar, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -416,6 +416,7 @@ class ResNetConfig(Config):
 
 
 Unlabeled = Literal["none", "generated", "resampled", "weighted", "real"]
+UNLABELED_SOURCES: tuple[str, ...] = get_args(Unlabeled)   # in this order in every summary table
 
 
 class SSLConfig(Config):

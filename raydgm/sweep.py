@@ -34,7 +34,7 @@ from ray.tune import Callback
 from tqdm.auto import tqdm
 
 from raydgm import plots, runs, ssl, tables, tracking
-from raydgm.config import (Config, ConfigError, SSLConfig, SweepConfig,
+from raydgm.config import (UNLABELED_SOURCES, Config, ConfigError, SSLConfig, SweepConfig,
                            TrackingConfig, TrialResources)
 from raydgm.data import Dataset, labeled_subset
 
@@ -88,7 +88,7 @@ def check_labeled_sizes(cfg: SweepConfig, dataset: Dataset) -> None:
 
 class Prologue(NamedTuple):
     """What a sweep knows before Ray starts."""
-    track: Any                    # TrackingConfig, its experiment the sweep's name
+    track: TrackingConfig         # its experiment is the sweep's name
     uri: str | None               # the tracking URI, checked reachable; None with tracking off
     dataset: Dataset
     folder: Path                  # the Tune experiment folder
@@ -394,7 +394,7 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[tuple, list[float]] = {}
     for r in results:
         groups.setdefault((r["labeled_size"], r["unlabeled"], r["semantic_weight"]), []).append(r["test_accuracy"])
-    order = {"none": 0, "generated": 1, "resampled": 2, "weighted": 3, "real": 4}
+    order = {source: i for i, source in enumerate(UNLABELED_SOURCES)}
     rows = []
     for (n, u, w), acc in sorted(groups.items(), key=lambda kv: (kv[0][0], order[kv[0][1]], kv[0][2])):
         a = np.asarray(acc)
