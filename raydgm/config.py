@@ -475,6 +475,16 @@ class TrialResources(Config):
     storage_path: str | None = None                # Tune results; None: $RAYDGM_TUNE_STORAGE, else <RAYDGM_HOME>/tune
 
 
+def _check_grid_axes(cfg: Config, names: Iterable[str]) -> None:
+    """ValueError unless each of the sweep's grid axes ``names`` lists at least one value, none twice."""
+    for name in names:
+        values = getattr(cfg, name)
+        if not values:
+            raise ValueError(f"{name} must list at least one value")
+        if len(set(values)) != len(values):
+            raise ValueError(f"{name} lists a value twice: {list(values)}")
+
+
 class SweepConfig(Config):
     """The semantic-loss sweep (``raydgm.sweep``): the pipeline, then a Ray Tune grid of
     ``labeled_sizes`` x (``unlabeled`` x ``semantic_weights``) x ``seeds`` semi-supervised runs.
@@ -495,12 +505,7 @@ class SweepConfig(Config):
 
     @model_validator(mode="after")
     def _check(self) -> "SweepConfig":
-        for name in ("labeled_sizes", "semantic_weights", "unlabeled", "seeds"):
-            values = getattr(self, name)
-            if not values:
-                raise ValueError(f"{name} must list at least one value")
-            if len(set(values)) != len(values):
-                raise ValueError(f"{name} lists a value twice: {list(values)}")
+        _check_grid_axes(self, ("labeled_sizes", "semantic_weights", "unlabeled", "seeds"))
         if min(self.labeled_sizes) < 1:
             raise ValueError(f"labeled_sizes must be positive, got {list(self.labeled_sizes)}")
         if min(self.semantic_weights) < 0:
@@ -527,12 +532,7 @@ class ClassifierSweepConfig(Config):
 
     @model_validator(mode="after")
     def _check(self) -> "ClassifierSweepConfig":
-        for name in ("hidden_units", "learning_rates", "calibrations", "alphas", "seeds"):
-            values = getattr(self, name)
-            if not values:
-                raise ValueError(f"{name} must list at least one value")
-            if len(set(values)) != len(values):
-                raise ValueError(f"{name} lists a value twice: {list(values)}")
+        _check_grid_axes(self, ("hidden_units", "learning_rates", "calibrations", "alphas", "seeds"))
         if min(self.hidden_units) < 1 or min(self.learning_rates) <= 0:
             raise ValueError("hidden_units and learning_rates must be positive")
         if not all(0.0 <= a <= 1.0 for a in self.alphas):
