@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from raydgm.models import check_images
+
 
 class DomainCNN(nn.Module):
     """Conv blocks -> features (N, feature_dim), nonnegative -> logits (N, num_classes)."""
@@ -55,9 +57,7 @@ class DomainCNN(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 or float (N, C, H, W) levels in [0, 255] -> float (N, feature_dim), >= 0."""
-        if x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape:
-            raise ValueError(f"expected images of shape (N, {', '.join(map(str, self.image_shape))}), "
-                             f"got {tuple(x.shape)}")
+        check_images(x, self.image_shape)
         x = (x.to(self.head.weight.dtype) / 255.0 - 0.5) / 0.5   # levels -> [-1, 1]
         return self.to_features(self.conv(x))
 

@@ -26,6 +26,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from raydgm.models import check_images
+
 
 class BasicBlock(nn.Module):
     """Two 3x3 convs with BN; (N, c_in, H, W) -> (N, c_out, ceil(H/stride), ceil(W/stride))."""
@@ -94,9 +96,7 @@ class ResNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 or float (N, C, H, W) levels in [0, 255] -> pooled float (N, 4 * width)."""
-        if x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape:
-            raise ValueError(f"expected images of shape (N, {', '.join(map(str, self.image_shape))}), "
-                             f"got {tuple(x.shape)}")
+        check_images(x, self.image_shape)
         x = x.to(self.head.weight.dtype) / 127.5 - 1.0   # levels -> [-1, 1]
         return self.blocks(self.stem(x)).mean(dim=(2, 3))   # global average pool
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from raydgm.models import (GenerativeModel, discretized_logistic_logpmf, nan_where_invalid,
+from raydgm.models import (GenerativeModel, check_images, discretized_logistic_logpmf, nan_where_invalid,
                            to_unit)
 
 LIKELIHOODS = ("bernoulli", "logistic")
@@ -95,9 +95,7 @@ class VAE(GenerativeModel):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 (B, C, H, W) -> (mu, logvar), float (B, latent_dim) each."""
-        if tuple(x.shape[1:]) != self.image_shape:
-            raise ValueError(f"expected images of shape (B, {', '.join(map(str, self.image_shape))}), "
-                             f"got {tuple(x.shape)}")
+        check_images(x, self.image_shape)
         hidden = self.encoder(to_unit(x))
         return self.to_mu(hidden), self.to_logvar(hidden)
 
