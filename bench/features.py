@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from raydgm import features, tables
+from raydgm.pipeline import features, tables
 from raydgm.config import DomainClassifierConfig, FeaturesConfig
 from raydgm.data import load_dataset
 
@@ -80,7 +80,7 @@ def timed(fn, *args, **kwargs):
 
 def train_domain(images: np.ndarray, labels: np.ndarray, path: Path) -> None:
     """Fit the tiny DomainCNN of ``TINY_CNN`` (no validation split) and save it to ``path``."""
-    from raydgm.train import fit_domain_classifier, save_domain_classifier
+    from raydgm.training.extractors import fit_domain_classifier, save_domain_classifier
     save_domain_classifier(fit_domain_classifier(images, labels, None, None, TINY_CNN,
                                                  progress=False)[0], path)
 
@@ -124,7 +124,7 @@ def inception_rows(images: np.ndarray, batch_size: int) -> tuple[list[tuple], fl
     goes first) so both see the same machine load. Both modules get the same history first:
     ``InceptionExtractor``'s one-image probe, then two warm-up calls (TorchScript's profiling
     executor optimizes a graph on its second call)."""
-    from raydgm.inception import InceptionExtractor, load_weights, resolve_weights
+    from raydgm.pipeline.inception import InceptionExtractor, load_weights, resolve_weights
     try:
         file, kind = resolve_weights(download=False)
     except FileNotFoundError as err:

@@ -3,7 +3,7 @@
     python bench/generate.py                      # 20,000 samples, mnist5k-sized VAE (1x32x32)
     python bench/generate.py --n 5000 --actors 1 --cpus-per-actor 1.5
 
-Both sides run the same per-sample-seeded code (``raydgm.generate.draw_levels``) on the same
+Both sides run the same per-sample-seeded code (``raydgm.pipeline.generate.draw_levels``) on the same
 untrained VAE (generation cost does not depend on the weights) and end with the samples in
 Parquet. The plain loop runs in this process with ``--threads`` torch threads; the Ray Data
 pipeline (read ids -> actor pool -> write_parquet) runs on a local Ray cluster limited to
@@ -30,10 +30,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from raydgm import train
+from raydgm.training import generators
 from raydgm.config import GenerateConfig
-from raydgm.generate import draw_levels, generate_with_ray
-from raydgm.tables import samples_table
+from raydgm.pipeline.generate import draw_levels, generate_with_ray
+from raydgm.pipeline.tables import samples_table
 from raydgm.models import build, to_uint8
 
 VAE_KWARGS = {"latent_dim": 32, "hidden_channels": [32, 64, 128], "likelihood": "logistic"}
@@ -60,7 +60,7 @@ def plain_loop(ckpt: Path, n: int, batch_size: int, threads: int, out: Path) -> 
     """Seconds to draw n samples in-process and write them to one Parquet file."""
     torch.set_num_threads(threads)
     start = time.perf_counter()
-    model = train.load_generator(ckpt)
+    model = generators.load_generator(ckpt)
     tables = []
     for lo in range(0, n, batch_size):
         ids = np.arange(lo, min(n, lo + batch_size))
@@ -102,7 +102,7 @@ def main(argv=None) -> None:
         tmp = Path(tmp)
         torch.manual_seed(0)
         ckpt = tmp / "model.pt"
-        train.save_generator(build("vae", (1, 32, 32), **VAE_KWARGS), "vae", VAE_KWARGS, ckpt)
+        generators.save_generator(build("vae", (1, 32, 32), **VAE_KWARGS), "vae", VAE_KWARGS, ckpt)
         plain = plain_loop(ckpt, args.n, args.batch_size, threads, tmp / "plain.parquet")
         import ray
         ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,

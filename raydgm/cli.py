@@ -143,8 +143,8 @@ def _home_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_generator(args: argparse.Namespace) -> int:
-    from raydgm.stages import load_data, log_artifact, train_generator
-    from raydgm.store import ArtifactStore
+    from raydgm.pipeline.stages import load_data, log_artifact, train_generator
+    from raydgm.pipeline.store import ArtifactStore
     cfg = PipelineConfig.load(args.config, args.overrides)
     art = log_artifact(print, train_generator(cfg.data, cfg.generator, ArtifactStore(args.home),
                                               load_data(cfg.data), log=print))
@@ -153,8 +153,8 @@ def _train_generator(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from raydgm.stages import generate_samples, load_data, log_artifact, train_generator
-    from raydgm.store import ArtifactStore
+    from raydgm.pipeline.stages import generate_samples, load_data, log_artifact, train_generator
+    from raydgm.pipeline.store import ArtifactStore
     cfg = PipelineConfig.load(args.config, args.overrides)
     store = ArtifactStore(args.home)
     trained = log_artifact(print, train_generator(cfg.data, cfg.generator, store,
@@ -168,8 +168,8 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _import_samples(args: argparse.Namespace) -> int:
-    from raydgm.stages import import_samples
-    from raydgm.store import ArtifactStore
+    from raydgm.pipeline.stages import import_samples
+    from raydgm.pipeline.store import ArtifactStore
     art = import_samples(args.file, ArtifactStore(args.home))
     print(f"import-samples: {'reused' if art.reused else 'imported'} {art.rows['samples']} samples "
           f"from {args.file}")
@@ -186,7 +186,7 @@ def _show_config(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from raydgm.stages import load_data
+    from raydgm.pipeline.stages import load_data
     cfg = load_config("data", args.config, args.overrides)
     ds = load_data(cfg)
     print(f"{ds.name}: {len(ds)} images, shape {tuple(ds.images.shape[1:])}, "
@@ -205,9 +205,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _quality(args: argparse.Namespace) -> int:
-    from raydgm import report, runs, tracking
-    from raydgm.stages import run_pipeline
-    from raydgm.store import ArtifactStore
+    from raydgm import tracking
+    from raydgm.pipeline import report
+    from raydgm.tracking import runs
+    from raydgm.pipeline.stages import run_pipeline
+    from raydgm.pipeline.store import ArtifactStore
     cfg = PipelineConfig.load(args.config, args.overrides)
     uri = tracking.check_reachable(cfg.tracking)
     arts = run_pipeline(cfg, ArtifactStore(args.home))
@@ -223,7 +225,7 @@ def _quality(args: argparse.Namespace) -> int:
 
 
 def _mlflow_server(args: argparse.Namespace) -> int:
-    from raydgm.server import run_server
+    from raydgm.tracking.server import run_server
     return run_server(args.backend_store_uri, args.artifacts_destination, args.host, args.port,
                       args.dry_run)
 

@@ -222,21 +222,23 @@ def check_images(images: Any, where: str) -> None:
         )
 
 
-def _check_labels(labels: Any, n: int, where: str) -> np.ndarray:
-    """Return ``labels`` as int64 (n,) after checking dtype, length and values >= 0."""
+def check_labels(labels: Any, n: int, where: str, num_classes: int | None = None) -> np.ndarray:
+    """``labels`` as int64 (n,) after checking dtype, length and values: >= 0, and below
+    ``num_classes`` when given. ``where`` names the labels in the error (``"npz file x: labels"``)."""
     labels = np.asarray(labels)
+    expected = f"{where} must be an integer array of shape ({n},) matching the images"
     if not _is_int_dtype(labels.dtype):
-        raise ValueError(f"{where}: labels must have an integer dtype, found {labels.dtype}")
+        raise ValueError(f"{expected} (they must have an integer dtype, found {labels.dtype})")
     if labels.shape != (n,):
-        raise ValueError(
-            f"{where}: labels length mismatch: expected shape ({n},) to match the images, "
-            f"found {labels.shape}"
-        )
-    if n and labels.min() < 0:
-        raise ValueError(
-            f"{where}: label values must be >= 0, found {int(labels.min())}; "
-            "omit labels for unlabeled data"
-        )
+        raise ValueError(f"{expected} (labels length mismatch: expected shape ({n},), found {labels.shape})")
+    if not labels.size:
+        return labels.astype(np.int64)
+    if num_classes is not None and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"{where} must be in 0..{num_classes - 1}, found "
+                         f"{int(labels.min())}..{int(labels.max())}")
+    if labels.min() < 0:
+        raise ValueError(f"{where}: label values must be >= 0, found {int(labels.min())}; "
+                         "omit labels for unlabeled data")
     return labels.astype(np.int64)
 
 
@@ -262,7 +264,7 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
             f"range {x.min()}..{x.max()}; expected integral (5000, 784) in 0..255"
         )
     images = np.pad(x.astype(np.uint8).reshape(-1, 1, 28, 28), ((0, 0), (0, 0), (2, 2), (2, 2)))
-    return images, _check_labels(y, 5000, "mnist5k")
+    return images, check_labels(y, 5000, "mnist5k: labels")
 
 
 def _load_digits() -> tuple[np.ndarray, np.ndarray, int]:
@@ -271,7 +273,7 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray, int]:
 
     bunch = load_digits()
     images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
-    return images, _check_labels(bunch.target, len(images), "digits"), 10
+    return images, check_labels(bunch.target, len(images), "digits: labels"), 10
 
 
 def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
@@ -296,7 +298,7 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
     n = images.shape[0]
     if labels is None:
         return images, np.full(n, UNLABELED, dtype=np.int64), 0
-    labels = _check_labels(labels, n, where)
+    labels = check_labels(labels, n, f"{where}: labels")
     return images, labels, int(labels.max()) + 1
 
 
@@ -355,11 +357,7 @@ def _read_cifar_batch(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndar
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         desc = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise ValueError(f"CIFAR-10 batch {path}: b'data' must be uint8 (n, 3072), found {desc}")
-    labels = _check_labels(batch[b"labels"], data.shape[0], f"CIFAR-10 batch {path}")
-    if labels.size and labels.max() >= num_classes:
-        raise ValueError(
-            f"CIFAR-10 batch {path}: label values must be in 0..{num_classes - 1}, found {labels.max()}"
-        )
+    labels = check_labels(batch[b"labels"], data.shape[0], f"CIFAR-10 batch {path}: labels", num_classes)
     return data.reshape(-1, 3, 32, 32), labels
 
 

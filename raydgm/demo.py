@@ -6,10 +6,12 @@ import os
 import time
 from pathlib import Path
 
-from raydgm import report, runs, tracking
+from raydgm import tracking
+from raydgm.pipeline import report
+from raydgm.tracking import runs
 from raydgm.config import PipelineConfig
-from raydgm.stages import load_data, run_pipeline
-from raydgm.store import ArtifactStore
+from raydgm.pipeline.stages import load_data, run_pipeline
+from raydgm.pipeline.store import ArtifactStore
 
 REPORT_KEYS = ("accuracy", "roc_auc", "ece", "brier", "mean_weight", "ess", "ess_fraction", "khat")
 

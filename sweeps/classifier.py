@@ -8,9 +8,8 @@
 """
 import sys
 
-from raydgm.classifier_sweep import run_classifier_sweep
 from raydgm.config import ClassifierSweepConfig
-from raydgm.sweep_cli import main
+from raydgm.sweeps.cli import main
 
 DESCRIPTION = """\
 Run (or reuse) the pipeline - train the generator, generate, extract features, fit the
@@ -24,12 +23,19 @@ Every (fit, alpha) is an MLflow child run (with its calibration curve) of one pa
 calibration, alpha), mean over seeds, sorted by held-out ECE."""
 
 EPILOG = """\
-presets (raydgm/presets/*.yaml): classifier (mnist5k, the default), classifier_smoke
+presets (raydgm/sweeps/presets/*.yaml): classifier (mnist5k, the default), classifier_smoke
 (--smoke-test).
 MLflow: tracking URI from pipeline.tracking.tracking_uri, else $MLFLOW_TRACKING_URI, else
 sqlite:///$RAYDGM_HOME/mlflow.db; an unreachable server fails before any compute.
 exit codes: 0 done, 2 bad config or input, 3 some trials unfinished (use --resume)."""
 
+
+
+def run(cfg: ClassifierSweepConfig, resume: bool):
+    from raydgm.sweeps.classifier import run_classifier_sweep   # Ray loads here, not for --help
+    return run_classifier_sweep(cfg, resume=resume)
+
+
 if __name__ == "__main__":
-    sys.exit(main(None, ClassifierSweepConfig, run_classifier_sweep, "classifier.py", DESCRIPTION,
+    sys.exit(main(None, ClassifierSweepConfig, run, "classifier.py", DESCRIPTION,
                   EPILOG, smoke="classifier_smoke", default="classifier", quality=False))

@@ -9,8 +9,7 @@
 import sys
 
 from raydgm.config import SweepConfig
-from raydgm.sweep import run_semantic_sweep
-from raydgm.sweep_cli import main
+from raydgm.sweeps.cli import main
 
 DESCRIPTION = """\
 Run (or reuse) the pipeline - train the generator, generate, extract features, fit the
@@ -23,12 +22,19 @@ semantic_weights x seeds. Every trial and stage is an MLflow child run of one pa
 validation accuracy, per labeled size, unlabeled source and weight."""
 
 EPILOG = """\
-presets (raydgm/presets/*.yaml): default (mnist5k, 100 and 1,000 labels, 3 seeds),
+presets (raydgm/sweeps/presets/*.yaml): default (mnist5k, 100 and 1,000 labels, 3 seeds),
 smoke (--smoke-test), paper (CIFAR-10, the thesis's grid, for a GPU cluster).
 MLflow: tracking URI from pipeline.tracking.tracking_uri, else $MLFLOW_TRACKING_URI, else
 sqlite:///$RAYDGM_HOME/mlflow.db; an unreachable server fails before any compute.
 exit codes: 0 done, 2 bad config or input, 3 some trials unfinished (use --resume)."""
 
+
+
+def run(cfg: SweepConfig, resume: bool):
+    from raydgm.sweeps.semantic import run_semantic_sweep   # Ray loads here, not for --help
+    return run_semantic_sweep(cfg, resume=resume)
+
+
 if __name__ == "__main__":
-    sys.exit(main(None, SweepConfig, run_semantic_sweep, "semantic_weight.py", DESCRIPTION, EPILOG,
+    sys.exit(main(None, SweepConfig, run, "semantic_weight.py", DESCRIPTION, EPILOG,
                   smoke="smoke", default="default", presets=("paper",)))

@@ -13,11 +13,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from raydgm import classifier_sweep as cs
+from raydgm.sweeps import classifier as cs
 from raydgm import density_ratio
 from raydgm.config import ClassifierSweepConfig, DensityRatioConfig, TrackingConfig
-from raydgm.sweep import load_sweep
-from raydgm.sweep_cli import main
+from raydgm.sweeps.cli import load_sweep, main
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "sweeps" / "classifier.py"
@@ -120,7 +119,7 @@ def test_grid_points_read_the_final_report():
     ("pipeline.tracking.tracking_uri=http://127.0.0.1:9", "unreachable"),
 ])
 def test_bad_config_exits_2_before_ray_starts(override, message, tmp_path, monkeypatch, capsys):
-    from raydgm import raydata
+    from raydgm.pipeline import raydata
 
     def refuse():
         raise AssertionError("Ray must not start for a bad config")
@@ -188,6 +187,8 @@ def test_smoke_script_logs_a_parent_and_one_run_per_grid_point(smoke):
         files = {a.path: a.file_size for a in smoke.client.list_artifacts(run.info.run_id)}
         assert files["calibration_curve.png"] > 5000
         assert {"calibration_curve.json", "weight_histogram.json"} <= set(files)
+        saved = Path(smoke.client.download_artifacts(run.info.run_id, "config.json")).read_text()
+        assert DensityRatioConfig.from_dict(json.loads(saved)).calibration == cal      # every run: its config
         steps = [m.step for m in smoke.client.get_metric_history(run.info.run_id, "val_loss")]
         assert sorted(steps) == list(range(int(run.data.metrics["epochs"])))
     logged = {a.path for a in smoke.client.list_artifacts(parent.info.run_id)}
@@ -226,8 +227,8 @@ def test_smoke_known_answers(smoke):
 
 
 def test_refit_in_process_agrees_and_relogging_adds_no_runs(smoke, monkeypatch):
-    from raydgm.stages import load_data, run_pipeline
-    from raydgm.store import ArtifactStore
+    from raydgm.pipeline.stages import load_data, run_pipeline
+    from raydgm.pipeline.store import ArtifactStore
     monkeypatch.setenv("RAYDGM_HOME", str(smoke.home))
     cfg = load_sweep(ClassifierSweepConfig, "classifier_smoke")
     dataset, store = load_data(cfg.pipeline.data), ArtifactStore()

@@ -413,7 +413,7 @@ def test_the_gpu_workers_fit_the_paper_pipeline_run_on_a_gpu_node():
     """README: ``--pipeline-only`` holds one GPU for its driver while the generation (then the
     feature) actors ask for theirs; the autoscaler must be allowed that many GPUs at once."""
     from raydgm.config import SweepConfig
-    from raydgm.sweep import load_sweep
+    from raydgm.sweeps.cli import load_sweep
     paper = load_sweep(SweepConfig, "paper").pipeline
     cfg = load()
     gpu_types = [t for t in cfg["available_node_types"].values() if t["resources"].get("GPU")]

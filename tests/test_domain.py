@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from raydgm import train
+from raydgm.training import extractors
 from raydgm.config import DomainClassifierConfig
 from raydgm.data import load_dataset
 from raydgm.models.domain import DomainCNN
@@ -28,7 +28,7 @@ def digits():
 def fitted(digits):
     (x, y), (vx, vy) = digits
     seen = []
-    model, history = train.fit_domain_classifier(x, y, vx, vy, _cfg(), progress=False,
+    model, history = extractors.fit_domain_classifier(x, y, vx, vy, _cfg(), progress=False,
                                                  on_epoch=seen.append)
     return model, history, seen
 
@@ -62,7 +62,7 @@ def test_learns_digits_and_keeps_the_best_epoch(fitted, digits):
 
 def test_without_validation_every_epoch_runs(digits):
     (x, y), _ = digits
-    model, history = train.fit_domain_classifier(x[:300], y[:300], None, None,
+    model, history = extractors.fit_domain_classifier(x[:300], y[:300], None, None,
                                                  _cfg(epochs=2, patience=1), progress=False)
     assert [set(r) for r in history] == [{"epoch", "train_loss", "train_accuracy"}] * 2
     assert 0.0 <= history[1]["train_accuracy"] <= 1.0
@@ -71,7 +71,7 @@ def test_without_validation_every_epoch_runs(digits):
 def test_same_seed_same_weights_other_seed_other_weights(digits):
     (x, y), (vx, vy) = digits
     x, y = x[:256], y[:256]
-    fit = lambda seed: train.fit_domain_classifier(x, y, vx, vy, _cfg(epochs=2, seed=seed),
+    fit = lambda seed: extractors.fit_domain_classifier(x, y, vx, vy, _cfg(epochs=2, seed=seed),
                                                    progress=False)[0].state_dict()
     a, b, c = fit(0), fit(0), fit(1)
     assert a.keys() == b.keys() == c.keys()
@@ -98,10 +98,10 @@ def test_features_logits_and_batch_invariance(fitted, digits):
 def test_save_load_round_trip(fitted, digits, tmp_path):
     model, _, _ = fitted
     path = tmp_path / "domain.pt"
-    train.save_domain_classifier(model, path)
+    extractors.save_domain_classifier(model, path)
     state = torch.load(path, weights_only=True)
     assert state["kind"] == "domain_cnn" and state["image_shape"] == [1, 8, 8]
-    loaded = train.load_domain_classifier(path)
+    loaded = extractors.load_domain_classifier(path)
     x = torch.from_numpy(digits[1][0])
     with torch.no_grad():
         assert torch.equal(loaded.features(x), model.features(x))
@@ -113,13 +113,13 @@ def test_load_refuses_corrupt_missing_and_foreign_files(tmp_path):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint at all")
     with pytest.raises(ValueError, match="corrupt.pt"):
-        train.load_domain_classifier(corrupt)
+        extractors.load_domain_classifier(corrupt)
     with pytest.raises(FileNotFoundError, match="missing.pt"):
-        train.load_domain_classifier(tmp_path / "missing.pt")
+        extractors.load_domain_classifier(tmp_path / "missing.pt")
     foreign = tmp_path / "foreign.pt"
     torch.save({"kind": "vae", "image_shape": [1, 8, 8], "model_kwargs": {}, "state_dict": {}}, foreign)
     with pytest.raises(ValueError, match="foreign.pt.*domain_cnn"):
-        train.load_domain_classifier(foreign)
+        extractors.load_domain_classifier(foreign)
 
 
 @pytest.mark.parametrize("change, match", [
@@ -133,28 +133,28 @@ def test_load_refuses_corrupt_missing_and_foreign_files(tmp_path):
 def test_bad_training_input_raises(change, match):
     x, y = change(*_tiny())
     with pytest.raises(ValueError, match=match):
-        train.fit_domain_classifier(x, y, None, None, _cfg(epochs=1), progress=False)
+        extractors.fit_domain_classifier(x, y, None, None, _cfg(epochs=1), progress=False)
 
 
 def test_bad_validation_input_raises():
     x, y = _tiny()
     with pytest.raises(ValueError, match="validation labels must be in 0..2"):
-        train.fit_domain_classifier(x, y, x, y + 1, _cfg(epochs=1), progress=False)
+        extractors.fit_domain_classifier(x, y, x, y + 1, _cfg(epochs=1), progress=False)
     with pytest.raises(ValueError, match="together"):
-        train.fit_domain_classifier(x, y, x, None, _cfg(epochs=1), progress=False)
+        extractors.fit_domain_classifier(x, y, x, None, _cfg(epochs=1), progress=False)
 
 
 def test_nan_loss_names_the_learning_rate():
     x, y = _tiny()
     with pytest.raises(FloatingPointError, match="learning_rate"):
-        train.fit_domain_classifier(x, y, None, None, _cfg(epochs=3, learning_rate=1e30),
+        extractors.fit_domain_classifier(x, y, None, None, _cfg(epochs=3, learning_rate=1e30),
                                     progress=False)
 
 
 @pytest.mark.parametrize("shape", [(3, 32, 32), (1, 32, 32)])
 def test_32x32_inputs(shape):
     x, y = _tiny(n=16, shape=shape, k=2)
-    model, history = train.fit_domain_classifier(x, y, x, y, _cfg(epochs=1, channels=[4, 8],
+    model, history = extractors.fit_domain_classifier(x, y, x, y, _cfg(epochs=1, channels=[4, 8],
                                                                    feature_dim=8), progress=False)
     assert len(history) == 1 and model.image_shape == shape
     with torch.no_grad():

@@ -4,10 +4,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from raydgm import features, tables
+from raydgm.pipeline import features, tables
 from raydgm.config import DataConfig, DomainClassifierConfig, FeaturesConfig
-from raydgm.stages import Featurizer, import_samples, load_data, read_features
-from raydgm.store import ArtifactStore
+from raydgm.pipeline.stages import Featurizer, import_samples, load_data, read_features
+from raydgm.pipeline.store import ArtifactStore
 
 DIGITS = DataConfig(name="digits")
 SMALL_CNN = DomainClassifierConfig(channels=(8,), feature_dim=16, epochs=2)
@@ -93,7 +93,7 @@ def test_ray_data_extraction_equals_in_process(tmp_path, digits, samples, ray_lo
 
 def test_domain_features_come_from_the_cached_classifier(tmp_path, digits, samples):
     import torch
-    from raydgm.train import load_domain_classifier
+    from raydgm.training.extractors import load_domain_classifier
     store = ArtifactStore(tmp_path)
     feat = Featurizer(DIGITS, FeaturesConfig(domain=SMALL_CNN), store, digits, progress=False)
     _, f, logits = read_features(feat.samples("domain", samples))

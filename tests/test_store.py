@@ -6,7 +6,7 @@ import textwrap
 import pytest
 
 from raydgm.config import ResampleConfig
-from raydgm.store import ArtifactStore, stage_key
+from raydgm.pipeline.store import ArtifactStore, stage_key
 
 
 def _writer(calls, payload="hello"):
@@ -58,7 +58,7 @@ def test_a_killed_process_leaves_nothing_that_is_reused(tmp_path):
     script = textwrap.dedent(f"""
         import os
         from raydgm.config import ResampleConfig
-        from raydgm.store import ArtifactStore
+        from raydgm.pipeline.store import ArtifactStore
         def write(out):
             (out / "data.txt").write_text("half")
             os._exit(9)
@@ -107,7 +107,7 @@ def test_two_processes_compute_a_stage_once(tmp_path):
         import time
         from pathlib import Path
         from raydgm.config import ResampleConfig
-        from raydgm.store import ArtifactStore
+        from raydgm.pipeline.store import ArtifactStore
         def write(out):
             with open(Path({str(tmp_path)!r}) / "calls.log", "a") as f:
                 f.write("x")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from raydgm import tables
+from raydgm.pipeline import tables
 
 
 def test_samples_round_trip_exactly(tmp_path):

@@ -1,4 +1,4 @@
-"""PCA + Gaussian mixture as a generator module (parameters fitted by ``raydgm.baseline``).
+"""PCA + Gaussian mixture as a generator module (parameters fitted by ``raydgm.training.generators.fit_baseline``).
 
 A sample is ``x = mean + (mu_c + L_c eps) @ components`` with the component ``c`` chosen by
 Gumbel-max over the mixture's log-weights and ``eps ~ N(0, I_P)``; pixels are clipped to

@@ -16,7 +16,7 @@ normalizes them itself: x -> x / 127.5 - 1, in [-1, 1].
 Convs are initialized as in He et al. 2015 (normal, fan-out, ReLU gain), BN with weight 1
 and bias 0, the linear layer with torch's default. Initialization draws from torch's
 global generator: build under ``torch.random.fork_rng()`` + ``torch.manual_seed(seed)``
-(``raydgm.ssl.build_model`` does) to get the same weights for the same seed.
+(``raydgm.training.ssl.build_model`` does) to get the same weights for the same seed.
 
 Imports only torch.
 """

@@ -1,6 +1,7 @@
 """The semantic-loss sweep: grid, config checks before Ray, the smoke sweep's MLflow runs, resume."""
 from __future__ import annotations
 
+import json
 import signal
 import time
 from pathlib import Path
@@ -9,13 +10,13 @@ import numpy as np
 import pytest
 
 import smoke
-from raydgm import sweep, sweep_cli
-from raydgm.config import SweepConfig
+from raydgm.sweeps import cli, semantic
+from raydgm.config import ResampleConfig, SweepConfig
 
 
 
 def _main(argv: list[str]) -> int:
-    return sweep_cli.main(argv, SweepConfig, sweep.run_semantic_sweep, "semantic_weight.py", "", "",
+    return cli.main(argv, SweepConfig, semantic.run_semantic_sweep, "semantic_weight.py", "", "",
                       smoke="smoke", default="default", presets=("paper",))
 
 
@@ -30,7 +31,7 @@ def _runs(home: Path, name: str = "semantic_weight_smoke") -> tuple[object, list
 def test_grid_runs_supervised_only_once_per_size_and_seed():
     cfg = SweepConfig.from_dict({"labeled_sizes": [10, 20], "semantic_weights": [0.1, 1.0],
                                  "unlabeled": ["none", "generated", "weighted"], "seeds": [0, 1, 2]})
-    grid = sweep.trial_grid(cfg)
+    grid = semantic.trial_grid(cfg)
     assert len(grid) == 2 * (1 + 2 * 2) * 3
     assert len({tuple(sorted(g.items())) for g in grid}) == len(grid)
     assert all(g["semantic_weight"] == 0.0 for g in grid if g["unlabeled"] == "none")
@@ -41,28 +42,31 @@ def test_summary_is_mean_and_sample_std_over_seeds_and_one_seed_shows_no_spread(
     trials = [{"labeled_size": 100, "unlabeled": "resampled", "semantic_weight": 0.5, "seed": s, "test_accuracy": a}
               for s, a in enumerate([0.80, 0.84, 0.88])]
     trials += [{"labeled_size": 100, "unlabeled": "none", "semantic_weight": 0.0, "seed": 0, "test_accuracy": 0.7}]
-    rows = sweep.summarize(trials)
+    rows = semantic.summarize(trials)
     assert [r["unlabeled"] for r in rows] == ["none", "resampled"]               # the sweep's order
     assert rows[1]["test_accuracy_mean"] == pytest.approx(0.84)
     assert rows[1]["test_accuracy_std"] == pytest.approx(0.04)                  # ddof=1: sqrt(0.0032/2)
-    table = sweep.format_summary(rows).splitlines()
+    table = semantic.format_summary(rows).splitlines()
     assert table[2] == "| 100 | none | 0 | 0.7000 | 1 |"
     assert table[3] == "| 100 | resampled | 0.5 | 0.8400 ± 0.0400 | 3 |"
 
 
 def test_presets_load_and_differ():
-    smoke, default, paper = (sweep.load_sweep(SweepConfig, p) for p in ("smoke", "default", "paper"))
+    smoke, default, paper = (cli.load_sweep(SweepConfig, p) for p in ("smoke", "default", "paper"))
     assert smoke.pipeline.data.name == "digits" and default.pipeline.data.name == "mnist5k"
     assert paper.pipeline.data.name == "cifar10" and 0.0005 in paper.semantic_weights
     assert paper.ssl.epochs == 20 and paper.ssl.batch_size == 32 and paper.ssl.learning_rate == 1e-3
     assert set(default.unlabeled) >= {"none", "generated", "resampled", "weighted"}
     assert len(default.seeds) >= 3 and set(default.labeled_sizes) == {100, 1000}
     with pytest.raises(ValueError, match="unknown preset 'nope'; known presets: .*default"):
-        sweep.load_sweep(SweepConfig, "nope")
+        cli.load_sweep(SweepConfig, "nope")
 
 
 @pytest.mark.parametrize("override, message", [
     ("ssl.labled_size=5", "unknown key 'ssl.labled_size' (did you mean 'labeled_size'?)"),
+    ("ssl.semantic_weight=0.1", "key 'ssl.semantic_weight' is set per trial by the sweep's grid; "
+                                "list its values in 'semantic_weights' instead"),
+    ("ssl.seed=3", "key 'ssl.seed' is set per trial by the sweep's grid; list its values in 'seeds'"),
     ("semantic_weights=[0.5,-1]", "semantic_weights must be >= 0"),
     ("labeled_sizes=[5000]", "labeled_sizes: 5000 cannot be drawn from the digits train split"),
     ("labeled_sizes=[55]", "not divisible by the number of classes 10"),
@@ -95,8 +99,8 @@ def test_smoke_sweep_logs_parent_trials_and_stages_to_mlflow(smoke_sweep):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == len(runs) - 1
     trials = [r for r in children if r.data.tags["raydgm.stage"] == "ssl_trial"]
-    cfg = sweep.load_sweep(SweepConfig, "smoke")
-    assert len(trials) == len(sweep.trial_grid(cfg))
+    cfg = cli.load_sweep(SweepConfig, "smoke")
+    assert len(trials) == len(semantic.trial_grid(cfg))
     assert {r.data.params["unlabeled"] for r in trials} == set(cfg.unlabeled)
     for run in trials:
         assert {"labeled_size", "semantic_weight", "unlabeled", "seed", "ssl.model.width"} <= set(run.data.params)
@@ -122,11 +126,36 @@ def test_smoke_sweep_logs_parent_trials_and_stages_to_mlflow(smoke_sweep):
         assert float(mean) == pytest.approx(accuracy[source]) and int(seeds) == 1
 
 
+# The smoke preset's stage artifacts, <stage>/<cache key>, recorded at e09770c (before the layout
+# moved every module into a layer folder). A key hashes configs and input keys only: moving code
+# must not change one, or every cached artifact of every user would be recomputed.
+SMOKE_KEYS = {"density_ratio/94ed42d35d88ab99", "domain_classifier/e92c6f8625fecfc3",
+              "features/640fb1e1cd130379", "features/89e4b0524bef6dcc", "features/9413bce59fce6cbe",
+              "generate/2ff91d30ce09e59b", "quality/3acef747f15196c8", "resample/ac5d1972bb0d9c59",
+              "train_generator/1bf12fa299cab94b"}
+
+
+def test_moving_code_left_every_stage_cache_key_as_it_was(smoke_sweep):
+    keys = {f"{m.parent.parent.name}/{m.parent.name}" for m in smoke_sweep.home.glob("*/*/manifest.json")}
+    assert keys == SMOKE_KEYS
+
+
+def test_every_run_of_the_sweep_logs_its_config(smoke_sweep):
+    """Parent, stage and trial runs each hold a config.json that rebuilds their config."""
+    client, runs = _runs(smoke_sweep.home)
+    for run in runs:
+        assert "config.json" in {a.path for a in client.list_artifacts(run.info.run_id)}, run.info.run_name
+    stage = next(r for r in runs if r.data.tags.get("raydgm.stage") == "resample")
+    text = Path(client.download_artifacts(stage.info.run_id, "config.json")).read_text()
+    assert ResampleConfig.from_dict(json.loads(text)).content_hash() == \
+        cli.load_sweep(SweepConfig, "smoke").pipeline.resample.content_hash()
+
+
 def test_an_interrupted_sweep_resumes_to_the_full_grid_without_duplicate_runs(tmp_path):
     home = tmp_path / "home"
     args = ("--set", "seeds=[0,1]", "--set", "ssl.epochs=3")
-    cfg = sweep.load_sweep(SweepConfig, "smoke", overrides=args[1::2])
-    n_trials = len(sweep.trial_grid(cfg))
+    cfg = cli.load_sweep(SweepConfig, "smoke", overrides=args[1::2])
+    n_trials = len(semantic.trial_grid(cfg))
     proc = _script(home, *args)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:

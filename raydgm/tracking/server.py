@@ -58,13 +58,13 @@ class ServerOptions:
 
 
 def default_backend() -> str:
-    from raydgm.store import default_root
+    from raydgm.pipeline.store import default_root
     return f"sqlite:///{default_root().resolve() / 'mlflow-server' / 'mlflow.db'}"
 
 
 def default_artifacts() -> str:
     """``$RAYDGM_SHARED/mlartifacts`` (storage every node mounts), else beside the database."""
-    from raydgm.store import default_root
+    from raydgm.pipeline.store import default_root
     shared = os.environ.get("RAYDGM_SHARED")
     return str(Path(shared).resolve() / "mlartifacts" if shared
                else default_root().resolve() / "mlflow-server" / "mlartifacts")

@@ -5,7 +5,7 @@ Extractors (``build_extractor``):
 - ``pixels``: flattened pixels in [0, 1]; for tests and the pixel-space classifier.
 - ``domain``: a small CNN trained on the real train split (``raydgm.models.domain``); its
   penultimate layer gives features and its softmax an Inception-Score analogue.
-- ``inception``: clean-fid's protocol on the TorchScript Inception-V3 (``raydgm.inception``):
+- ``inception``: clean-fid's protocol on the TorchScript Inception-V3 (``raydgm.pipeline.inception``):
   2048-d pool features and, with the full weights file, the 1008 logits for IS.
 
 Each is a callable ``images uint8 (N, C, H, W) -> (features float32 (N, D), logits float32
@@ -14,7 +14,7 @@ Each is a callable ``images uint8 (N, C, H, W) -> (features float32 (N, D), logi
 ``extract_to`` computes one image set's features into a Parquet table keyed by sample_id.
 Large sets go through Ray Data (``ExtractBatch`` actors, on GPUs when the cluster has them);
 small ones run in this process, which skips the actors' start-up. The stage functions in
-``raydgm.stages`` cache the tables, so each sample's features are computed once and reused
+``raydgm.pipeline.stages`` cache the tables, so each sample's features are computed once and reused
 by the density-ratio classifier, FID, KID, IS and the diagnostics.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ import pyarrow.dataset as pads
 import torch
 from tqdm.auto import tqdm
 
-from raydgm import raydata, tables
+from raydgm.pipeline import raydata, tables
 from raydgm.config import FeaturesConfig
 
 FEATURES_DIR = "features"
@@ -65,7 +65,7 @@ class DomainExtractor:
     name = "domain"
 
     def __init__(self, checkpoint: str | Path, device: str = "cpu", batch_size: int = 200):
-        from raydgm.train import load_domain_classifier
+        from raydgm.training.extractors import load_domain_classifier
         self.model = load_domain_classifier(checkpoint, device).eval()
         self.device, self.batch_size = device, batch_size
         self.num_classes = self.model.num_classes
@@ -91,10 +91,10 @@ def build_extractor(name: str, *, domain_checkpoint: str | Path | None = None,
     if name == "domain":
         if domain_checkpoint is None:
             raise ValueError("the domain extractor needs a trained domain classifier checkpoint "
-                             "(raydgm.stages.domain_classifier makes one)")
+                             "(raydgm.pipeline.stages.domain_classifier makes one)")
         return DomainExtractor(domain_checkpoint, raydata.resolve_device(device), batch_size)
     if name == "inception":
-        from raydgm.inception import InceptionExtractor
+        from raydgm.pipeline.inception import InceptionExtractor
         return InceptionExtractor(inception_weights, device=raydata.resolve_device(device), batch_size=batch_size)
     raise ValueError(f"unknown feature extractor {name!r}; known: pixels, domain, inception")
 

@@ -1,150 +1,13 @@
-"""Typed configs, one per pipeline stage.
-
-Every config is a frozen pydantic model validated in strict JSON mode: unknown keys, wrong
-types (``"3"`` for an int, ``2.5`` for an int) and out-of-range values are errors that name
-the key. A config loads from a YAML/JSON file and from ``key=value`` overrides (dotted keys
-reach into nested configs: ``density_ratio.hidden_units=64``), and has a stable content
-hash that the artifact store uses as its directory name.
-"""
+"""One typed config per stage: data, generator, generation, features, density ratio, resampling,
+quality, tracking, the semi-supervised classifier, and the pipeline that holds them."""
 from __future__ import annotations
 
-import difflib
-import hashlib
-import json
-from pathlib import Path
-from typing import Annotated, Any, ClassVar, Iterable, Literal, Mapping, TypeVar, Union, get_args
+from typing import Annotated, ClassVar, Literal, Union, get_args
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-C = TypeVar("C", bound="Config")
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used; the message names the offending key."""
-
-
-class Config(BaseModel):
-    """Base of every stage config: strict, frozen, hashable by content."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
-    STAGE: ClassVar[str] = "config"
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
-    def content_hash(self) -> str:
-        """16 hex chars of sha256 over the stage name and the canonical JSON of the values."""
-        blob = json.dumps({"stage": self.STAGE, "config": self.to_dict()},
-                          sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-    @classmethod
-    def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{cls.__name__}: expected a mapping of keys, got {type(data).__name__}")
-        try:
-            return cls.model_validate_json(json.dumps(dict(data), allow_nan=True))
-        except ValidationError as err:
-            raise ConfigError(_explain(cls, err)) from None
-
-    @classmethod
-    def load(cls: type[C], path: str | Path | None = None, overrides: Iterable[str] = (),
-             base: Mapping[str, Any] | None = None) -> C:
-        """Read a YAML/JSON file (or start from defaults) and apply ``key=value`` overrides.
-
-        ``base``: a mapping (a preset) that the file's keys are merged into, nested keys
-        one by one.
-        """
-        data = merge(base or {}, read_mapping(path) if path is not None else {})
-        for item in overrides:
-            key, value = parse_override(item)
-            _set_dotted(data, key, value)
-        return cls.from_dict(data)
-
-    def replace(self: C, **changes: Any) -> C:
-        """A validated copy with some keys changed (``model_copy`` would skip validation)."""
-        return type(self).from_dict({**self.to_dict(), **changes})
-
-
-def read_mapping(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML/JSON: {err}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
-    return data
-
-
-def merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` with ``top``'s keys put in; nested mappings are merged key by key."""
-    out = dict(base)
-    for key, value in top.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def parse_override(item: str) -> tuple[str, Any]:
-    """``"a.b=0.5"`` -> ``("a.b", 0.5)``; the value is parsed as YAML (``true``, ``null``, ``[1,2]``)."""
-    key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"override {item!r} is not of the form key=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.strip(), value
-
-
-def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    node = data
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"override {key!r}: {part!r} is not a nested config")
-        node = child
-    node[parts[-1]] = value
-
-
-def _explain(cls: type[Config], err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "<root>"
-        if e["type"] == "extra_forbidden":
-            known = _known_keys(cls, e["loc"][:-1])
-            near = difflib.get_close_matches(str(e["loc"][-1]), known, n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
-            lines.append(f"unknown key {key!r}{hint}; known keys: {', '.join(sorted(known))}")
-        elif e["type"] == "value_error" and isinstance(e.get("input"), Mapping):  # a whole-config check
-            msg = e["msg"].removeprefix("Value error, ")
-            lines.append(f"{key}: {msg}" if e["loc"] else msg)
-        else:
-            lines.append(f"key {key!r}: {e['msg']} (got {e.get('input')!r})")
-    return f"{cls.__name__}: " + "; ".join(lines)
-
-
-def _known_keys(cls: type[BaseModel], loc: tuple) -> list[str]:
-    model: Any = cls
-    for part in loc:
-        field = model.model_fields.get(str(part)) if isinstance(model, type) else None
-        if field is None or not (isinstance(field.annotation, type)
-                                 and issubclass(field.annotation, BaseModel)):
-            return []
-        model = field.annotation
-    return list(model.model_fields)
-
-
-# --------------------------------------------------------------------------- stages
+from raydgm import resample
+from raydgm.config.base import Config
 
 class DataConfig(Config):
     """Which real dataset, and how it is split (see ``raydgm.data.load_dataset``)."""
@@ -208,7 +71,7 @@ ModelConfig = Annotated[Union[BaselineModelConfig, VAEConfig, PixelCNNConfig],
 
 
 class TrainGeneratorConfig(Config):
-    """Fit a generator on the real train split (``raydgm.train``); one checkpoint per epoch."""
+    """Fit a generator on the real train split (``raydgm.training.generators``); one checkpoint per epoch."""
 
     STAGE: ClassVar[str] = "train_generator"
     model: ModelConfig = BaselineModelConfig()
@@ -234,7 +97,7 @@ class ActorPool(Config):
 
 
 class GenerateConfig(ActorPool):
-    """Draw samples from a trained generator through Ray Data (``raydgm.generate``), on an
+    """Draw samples from a trained generator through Ray Data (``raydgm.pipeline.generate``), on an
     actor pool (``ActorPool``). Sample i is drawn from its own seed derived from (seed, i).
     """
 
@@ -283,7 +146,7 @@ class DomainClassifierConfig(Config):
 
 
 class FeaturesConfig(ActorPool):
-    """How features are extracted and cached (``raydgm.features``), shared by every extractor.
+    """How features are extracted and cached (``raydgm.pipeline.features``), shared by every extractor.
 
     Features are cached per (image set, extractor): execution settings here (batch size,
     actors) do not change the cache key. Sets of at least ``ray_min_rows`` images go through
@@ -306,6 +169,9 @@ class ExtractConfig(Config):
     extractor: Extractor
 
 
+Calibration = Literal["none", "temperature", "isotonic"]
+
+
 class DensityRatioConfig(Config):
     """The real-vs-generated classifier of LFIW (Grover et al. 2019, Sec. 3) and its calibration."""
 
@@ -320,7 +186,7 @@ class DensityRatioConfig(Config):
     patience: int = Field(5, ge=1)           # early stopping on held-out BCE
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)     # early-stopping split
     calib_fraction: float = Field(0.2, gt=0.0, lt=1.0)   # calibration split
-    calibration: Literal["none", "temperature", "isotonic"] = "temperature"
+    calibration: Calibration = "temperature"
     isotonic_eps: float = Field(1e-4, gt=0.0, lt=0.5)    # isotonic probabilities clipped to [eps, 1-eps]
     standardize: bool = True                 # z-score features with train-split statistics
     device: str = "cpu"                      # torch device for the classifier
@@ -333,8 +199,7 @@ class DensityRatioConfig(Config):
         return self
 
 
-ResampleMethod = Literal["multinomial", "systematic", "stratified", "residual", "gumbel_max",
-                         "gumbel_topk", "rejection", "mh"]
+ResampleMethod = Literal[resample.METHODS]   # the methods raydgm.resample implements
 
 
 class ResampleConfig(Config):
@@ -419,24 +284,16 @@ Unlabeled = Literal["none", "generated", "resampled", "weighted", "real"]
 UNLABELED_SOURCES: tuple[str, ...] = get_args(Unlabeled)   # in this order in every summary table
 
 
-class SSLConfig(Config):
-    """One semi-supervised run (``raydgm.ssl``): cross-entropy on a fixed labeled subset of the
-    real train split + ``semantic_weight`` x the exactly-one semantic loss on unlabeled images.
-
-    ``unlabeled``: ``none`` (supervised only), ``generated`` (raw samples), ``resampled``
-    (the SIR set of the resample stage), ``weighted`` (raw samples, each semantic loss times
-    its self-normalized importance weight within the batch) or ``real`` (the train split's
-    rows outside the labeled subset, labels unused). The labeled subset is fixed by
-    (``labeled_size``, ``seed``). An epoch is ``steps_per_epoch`` steps of one labeled and
-    one unlabeled batch (None: one pass over the real train split's size).
-    """
+class SSLTrainingConfig(Config):
+    """How a semi-supervised run trains: everything of ``SSLConfig`` but the four values a
+    sweep's grid sets per trial (``MOVED_KEYS``); the semantic-loss sweep's ``ssl`` section."""
 
     STAGE: ClassVar[str] = "ssl"
+    MOVED_KEYS: ClassVar[dict[str, str]] = {
+        key: f"is set per trial by the sweep's grid; list its values in {grid!r} instead"
+        for key, grid in {"labeled_size": "labeled_sizes", "semantic_weight": "semantic_weights",
+                          "unlabeled": "unlabeled", "seed": "seeds"}.items()}
     model: ResNetConfig = ResNetConfig()
-    labeled_size: int = Field(100, ge=1)     # class-balanced: a multiple of the number of classes
-    semantic_weight: float = Field(0.0, ge=0.0)
-    unlabeled: Unlabeled = "none"
-    seed: int = Field(0, ge=0)
     epochs: int = Field(8, ge=1)
     steps_per_epoch: int | None = Field(None, ge=1)
     batch_size: int = Field(32, ge=1)        # labeled batch
@@ -446,6 +303,26 @@ class SSLConfig(Config):
     augment: Literal["none", "crop", "crop_flip"] = "crop"   # training batches only; no flips for digits
     eval_batch_size: int = Field(500, ge=1)
     device: str = "cpu"
+
+
+class SSLConfig(SSLTrainingConfig):
+    """One semi-supervised run (``raydgm.training.ssl``): cross-entropy on a fixed labeled subset
+    of the real train split + ``semantic_weight`` x the exactly-one semantic loss on unlabeled
+    images.
+
+    ``unlabeled``: ``none`` (supervised only), ``generated`` (raw samples), ``resampled``
+    (the SIR set of the resample stage), ``weighted`` (raw samples, each semantic loss times
+    its self-normalized importance weight within the batch) or ``real`` (the train split's
+    rows outside the labeled subset, labels unused). The labeled subset is fixed by
+    (``labeled_size``, ``seed``). An epoch is ``steps_per_epoch`` steps of one labeled and
+    one unlabeled batch (None: one pass over the real train split's size).
+    """
+
+    MOVED_KEYS: ClassVar[dict[str, str]] = {}   # the grid's four keys are fields here
+    labeled_size: int = Field(100, ge=1)     # class-balanced: a multiple of the number of classes
+    semantic_weight: float = Field(0.0, ge=0.0)
+    unlabeled: Unlabeled = "none"
+    seed: int = Field(0, ge=0)
 
 
 class PipelineConfig(Config):
@@ -461,95 +338,3 @@ class PipelineConfig(Config):
     resample: ResampleConfig = ResampleConfig()
     quality: QualityConfig = QualityConfig()
     tracking: TrackingConfig = TrackingConfig()
-
-
-class TrialResources(Config):
-    """What each Ray Tune trial reserves. ``gpus_per_trial`` None: 0.5 (two trials share a GPU)
-    on a cluster with GPUs, else 0; a trial with a GPU trains on ``cuda``."""
-
-    STAGE: ClassVar[str] = "resources"
-    cpus_per_trial: float = Field(1.0, gt=0.0)     # also the trial's torch threads (rounded, >= 1)
-    gpus_per_trial: float | None = Field(None, ge=0.0)
-    max_concurrent_trials: int | None = Field(None, ge=1)   # None: as many as resources allow
-    max_failures: int = Field(2, ge=0)             # retries per trial, from its last checkpoint
-    storage_path: str | None = None                # Tune results; None: $RAYDGM_TUNE_STORAGE, else <RAYDGM_HOME>/tune
-
-
-def _check_grid_axes(cfg: Config, names: Iterable[str]) -> None:
-    """ValueError unless each of the sweep's grid axes ``names`` lists at least one value, none twice."""
-    for name in names:
-        values = getattr(cfg, name)
-        if not values:
-            raise ValueError(f"{name} must list at least one value")
-        if len(set(values)) != len(values):
-            raise ValueError(f"{name} lists a value twice: {list(values)}")
-
-
-class SweepConfig(Config):
-    """The semantic-loss sweep (``raydgm.sweep``): the pipeline, then a Ray Tune grid of
-    ``labeled_sizes`` x (``unlabeled`` x ``semantic_weights``) x ``seeds`` semi-supervised runs.
-
-    ``unlabeled='none'`` (supervised only) runs once per labeled size and seed, at weight 0.
-    Each trial's config is ``ssl`` with its four grid values put in.
-    """
-
-    STAGE: ClassVar[str] = "sweep"
-    name: str = Field("semantic_weight", pattern=r"^[A-Za-z0-9_.-]+$")   # MLflow experiment, Tune folder
-    pipeline: PipelineConfig = PipelineConfig()
-    ssl: SSLConfig = SSLConfig()
-    labeled_sizes: tuple[int, ...] = (100, 1000)
-    semantic_weights: tuple[float, ...] = (0.5,)
-    unlabeled: tuple[Unlabeled, ...] = ("none", "generated", "resampled", "weighted")
-    seeds: tuple[int, ...] = (0, 1, 2)
-    resources: TrialResources = TrialResources()
-
-    @model_validator(mode="after")
-    def _check(self) -> "SweepConfig":
-        _check_grid_axes(self, ("labeled_sizes", "semantic_weights", "unlabeled", "seeds"))
-        if min(self.labeled_sizes) < 1:
-            raise ValueError(f"labeled_sizes must be positive, got {list(self.labeled_sizes)}")
-        if min(self.semantic_weights) < 0:
-            raise ValueError(f"semantic_weights must be >= 0, got {list(self.semantic_weights)}")
-        if min(self.seeds) < 0:
-            raise ValueError(f"seeds must be >= 0, got {list(self.seeds)}")
-        return self
-
-
-class ClassifierSweepConfig(Config):
-    """The real-vs-generated classifier sweep (``sweeps/classifier.py``): a grid over the
-    classifier's hidden size, learning rate, calibration method and flattening exponent,
-    each trial scored on held-out rows by ECE, Brier score and effective sample size."""
-
-    STAGE: ClassVar[str] = "classifier_sweep"
-    name: str = Field("classifier", pattern=r"^[A-Za-z0-9_.-]+$")
-    pipeline: PipelineConfig = PipelineConfig()
-    hidden_units: tuple[int, ...] = (64, 1000)
-    learning_rates: tuple[float, ...] = (1e-3, 1e-4)
-    calibrations: tuple[Literal["none", "temperature", "isotonic"], ...] = ("none", "temperature", "isotonic")
-    alphas: tuple[float, ...] = (1.0, 0.5)        # flattening w -> w ** alpha
-    seeds: tuple[int, ...] = (0,)
-    resources: TrialResources = TrialResources()
-
-    @model_validator(mode="after")
-    def _check(self) -> "ClassifierSweepConfig":
-        _check_grid_axes(self, ("hidden_units", "learning_rates", "calibrations", "alphas", "seeds"))
-        if min(self.hidden_units) < 1 or min(self.learning_rates) <= 0:
-            raise ValueError("hidden_units and learning_rates must be positive")
-        if not all(0.0 <= a <= 1.0 for a in self.alphas):
-            raise ValueError(f"alphas must lie in [0, 1], got {list(self.alphas)}")
-        return self
-
-
-STAGE_CONFIGS: dict[str, type[Config]] = {
-    c.STAGE: c for c in (DataConfig, TrainGeneratorConfig, GenerateConfig, DomainClassifierConfig,
-                         FeaturesConfig, DensityRatioConfig, ResampleConfig, QualityConfig,
-                         TrackingConfig, PipelineConfig, SSLConfig, SweepConfig,
-                         ClassifierSweepConfig)
-}
-
-
-def load_config(stage: str, path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
-    """The config of ``stage`` from an optional file plus ``key=value`` overrides."""
-    if stage not in STAGE_CONFIGS:
-        raise ConfigError(f"unknown stage {stage!r}; known stages: {', '.join(STAGE_CONFIGS)}")
-    return STAGE_CONFIGS[stage].load(path, overrides)

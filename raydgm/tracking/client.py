@@ -1,4 +1,4 @@
-"""MLflow tracking: the only module that imports mlflow.
+"""The MLflow client: the tracking URI, its reachability check, and one run written through it.
 
 The tracking URI is ``tracking.tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else
 ``sqlite:///<RAYDGM_HOME>/mlflow.db`` (MLflow 3 refuses the old ``./mlruns`` file store by
@@ -32,7 +32,7 @@ class TrackingError(RuntimeError):
 
 
 def default_uri() -> str:
-    from raydgm.store import default_root
+    from raydgm.pipeline.store import default_root
     return f"sqlite:///{default_root().resolve() / 'mlflow.db'}"
 
 
@@ -108,7 +108,7 @@ class Run:
                 self.client.update_run(run_id, status="RUNNING")
             return
         self.experiment_id = experiment_id(self.client, experiment or cfg.experiment, self.uri)
-        from raydgm.store import code_version
+        from raydgm.pipeline.store import code_version
         tags = {"raydgm.code_version": code_version()} | dict(tags or {}) | ({PARENT_TAG: parent} if parent else {})
         self.run_id = self.client.create_run(self.experiment_id, run_name=run_name or None,
                                              tags=tags).info.run_id

@@ -46,13 +46,14 @@ from typing import Any, Sequence
 import numpy as np
 from ray.tune import Callback
 
-from raydgm import density_ratio, plots, tracking
+from raydgm import density_ratio, tracking
+from raydgm.pipeline import plots
 from raydgm.config import (ClassifierSweepConfig, ConfigError, DensityRatioConfig, PipelineConfig,
                            TrackingConfig)
 from raydgm.data import Dataset
 from raydgm._diagnostics import DensityRatioReport
-from raydgm.sweep import (Log, Parent, Progress, SweepResult, checkpoint_state, finished,
-                          prologue, report, trial_resources, tune_grid, write_tables)
+from raydgm.sweeps.tuning import (Log, Parent, Progress, SweepResult, checkpoint_state, finished,
+                                  prologue, report, trial_resources, tune_grid, write_tables)
 
 FIT_KEYS = ("hidden_units", "learning_rate", "calibration", "seed")
 CLASSIFIER_METRICS = {"ece": "ece", "brier": "brier", "classifier_accuracy": "accuracy",
@@ -78,7 +79,7 @@ class ClassifierData:
 def classifier_data(cfg: PipelineConfig, dataset: Dataset, samples: Any, store: Any) -> ClassifierData:
     """The cached ``cfg.density_ratio.features`` of the real splits and of ``samples`` (the
     pipeline's samples artifact); computed here only if the pipeline has not done so."""
-    from raydgm.stages import Featurizer, read_features
+    from raydgm.pipeline.stages import Featurizer, read_features
     feat, name = Featurizer(cfg.data, cfg.features, store, dataset), cfg.density_ratio.features
     arts = (feat.real(name, "train"), feat.real(name, "test"), feat.samples(name, samples))
     return ClassifierData(*(read_features(a)[1] for a in arts))
@@ -168,7 +169,7 @@ def classifier_trial(config: dict[str, Any], *, data: ClassifierData, base: dict
     inf), the calibration curve, ``scored`` = 1 and a checkpoint holding the history and
     scores, from which the driver writes the MLflow runs (``FitRuns``)."""
     import torch
-    from raydgm import raydata
+    from raydgm.pipeline import raydata
     torch.set_num_threads(threads)
     params = config["trial"]
     device = raydata.resolve_device(device) if device else None
@@ -253,6 +254,7 @@ def log_trial(track: TrackingConfig, parent: str | None, experiment: str, params
             if run.previous_status == "FINISHED":
                 continue
             run.params(dict(params) | {"alpha": w["alpha"], "density_ratio": cfg.to_dict()})
+            run.text(json.dumps(cfg.to_dict(), indent=2), "config.json")
             logged = run.logged_steps("val_loss")
             for row in (r for r in history if r["epoch"] not in logged):
                 run.metrics({"train_loss": row["train_loss"], "val_loss": row["val_loss"]}, step=row["epoch"])
@@ -356,9 +358,9 @@ def run_classifier_sweep(cfg: ClassifierSweepConfig, resume: bool = False, log: 
     """Pipeline (no quality report), then the Tune grid of classifier fits; see the module
     docstring. Raises ConfigError / TrackingError before Ray starts, SweepIncomplete when some
     trials did not finish (rerun with ``resume=True``)."""
-    from raydgm import raydata
-    from raydgm.stages import run_pipeline
-    from raydgm.store import ArtifactStore
+    from raydgm.pipeline import raydata
+    from raydgm.pipeline.stages import run_pipeline
+    from raydgm.pipeline.store import ArtifactStore
     track, uri, dataset, folder, restored, grid = prologue(cfg, resume, check_grid, trial_grid)
     with raydata.session() as ray:
         resources, device = trial_resources(cfg.resources, ray.cluster_resources())

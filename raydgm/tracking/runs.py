@@ -2,7 +2,7 @@
 
 Stage runs are logged from the cached artifacts, after the stages ran or were reused, so
 every sweep (a parent run) holds its own stage runs whether the stages were computed now or
-last week. A stage run is keyed by (parent, stage, artifact key): logging the same artifact
+last week; each holds its stage's ``config.json``. A stage run is keyed by (parent, stage, artifact key): logging the same artifact
 again under the same parent finds the finished run and adds nothing.
 
 - ``train_generator``: the generator config; per-epoch losses (``step=epoch``).
@@ -21,9 +21,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from raydgm import plots, quality, tables, tracking
+from raydgm import tracking
+from raydgm.pipeline import plots, quality, tables
 from raydgm.config import PipelineConfig, TrackingConfig
-from raydgm.store import Artifact
+from raydgm.pipeline.store import Artifact
 
 DR_METRICS = {"classifier_accuracy": "accuracy", "roc_auc": "roc_auc", "ece": "ece",
               "brier": "brier", "ess_frac": "ess_fraction", "psis_khat": "khat",
@@ -50,6 +51,7 @@ def log_pipeline(cfg: PipelineConfig, arts: dict[str, Artifact], track: Tracking
         if run.previous_status != "FINISHED":
             with run:
                 run.params(_stage_params(cfg, art))
+                run.text(json.dumps(art.manifest.get("config", {}), indent=2), "config.json")
                 run.tags({"raydgm.artifact": str(art.path)})
                 log(run, art)
         out[art.stage] = run.run_id

@@ -32,9 +32,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from raydgm import raydata
+from raydgm.pipeline import raydata
 from raydgm.config import GenerateConfig
-from raydgm.tables import samples_table
+from raydgm.pipeline.tables import samples_table
 from raydgm.models import GenerativeModel, finite_rows, to_uint8
 
 IDS_DIR = "ids"
@@ -81,7 +81,7 @@ class GenerateBatch:
                  on_nonfinite: str = "fail", torch_threads: int | None = None,
                  crash_once_marker: str | None = None, timing_log: str | None = None,
                  placement_dir: str | None = None):
-        from raydgm.train import load_generator
+        from raydgm.training.generators import load_generator
         if torch_threads is not None:
             torch.set_num_threads(torch_threads)
         self.model = load_generator(checkpoint, raydata.resolve_device(device))

@@ -36,10 +36,10 @@ import torch
 from torch.nn import functional as F
 
 from raydgm.config import SSLConfig
-from raydgm.data import check_images, labeled_subset
+from raydgm.data import check_images, check_labels, labeled_subset
 from raydgm.models.resnet import ResNet
 from raydgm.semantic_loss import exactly_one
-from raydgm.train import derived_seed
+from raydgm.training.common import check_finite, derived_seed
 
 CHECKPOINT_FORMAT = "raydgm.ssl/1"
 OnEpoch = Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None]
@@ -83,8 +83,8 @@ class SSLData:
             if images.shape[1:] != shape:
                 raise ValueError(f"SSLData.{split}_images: image shape {images.shape[1:]} differs "
                                  f"from train_images' {shape}")
-            labels = _checked_labels(getattr(self, f"{split}_labels"), len(images), int(k),
-                                     f"SSLData.{split}_labels")
+            labels = check_labels(getattr(self, f"{split}_labels"), len(images),
+                                  f"SSLData.{split}_labels", num_classes=int(k))
             object.__setattr__(self, f"{split}_labels", labels)
         self._check_generated(shape)
 
@@ -116,16 +116,6 @@ class SSLData:
                                  f"in 0..{m - 1} (the generated images), found {idx.dtype} {idx.shape}"
                                  + (f" in {idx.min()}..{idx.max()}" if idx.size else ""))
             object.__setattr__(self, "resampled", idx.astype(np.int64, copy=False))
-
-
-def _checked_labels(labels: Any, n: int, k: int, where: str) -> np.ndarray:
-    labels = np.asarray(labels)
-    if not np.issubdtype(labels.dtype, np.integer) or labels.shape != (n,):
-        raise ValueError(f"{where} must be an integer array of shape ({n},) matching the images, "
-                         f"found {labels.dtype} {labels.shape}")
-    if labels.min() < 0 or labels.max() >= k:
-        raise ValueError(f"{where} must be in 0..{k - 1}, found {int(labels.min())}..{int(labels.max())}")
-    return labels.astype(np.int64, copy=False)
 
 
 def validate(cfg: SSLConfig, data: SSLData) -> np.ndarray:
@@ -329,9 +319,7 @@ def _train_epoch(model: ResNet, opt: torch.optim.Optimizer, cfg: SSLConfig, t: _
         correct = (logits.argmax(dim=1) == y).sum()
         sums += torch.stack([loss.detach(), ce.detach(), sem.detach(), correct]).to(sums.dtype)
     total, ce_sum, sem_sum, correct_sum = sums.tolist()   # one device sync per epoch
-    if not math.isfinite(total):
-        raise FloatingPointError(f"ssl training loss became {total / steps} in epoch {epoch + 1}; "
-                                 f"lower learning_rate (now {cfg.learning_rate})")
+    check_finite(total / steps, "ssl training loss", epoch, f"lower learning_rate (now {cfg.learning_rate})")
     return {"epoch": epoch + 1, "train_loss": total / steps, "supervised_loss": ce_sum / steps,
             "semantic_loss": sem_sum / steps, "train_accuracy": correct_sum / (steps * bs),
             "labeled_seen": int(np.unique(lab).size), "labeled_digest": index_digest(lab)}

@@ -12,9 +12,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from raydgm import density_ratio, plots, quality, resample
+from raydgm import density_ratio, resample
+from raydgm.pipeline import plots, quality
 from raydgm.config import PipelineConfig
-from raydgm.quality import FeatureSet
+from raydgm.pipeline.quality import FeatureSet
 
 NOISE_MAX_EPOCHS = 5  # noise is separable at once; held-out loss falls for ever, so cap it
 NOISE_MAX_IMAGES = 2000  # a sanity check: Inception features of 45,000 noise images are not needed
@@ -37,7 +38,7 @@ def build(out: Path, cfg: PipelineConfig, inputs: dict[str, Any], log: Callable[
     pool = (weights["split"] != "train") if q.pool == "held_out" else np.ones(len(gen_ids), bool)
     if pool.sum() < 2:
         raise ValueError(f"quality.pool={q.pool} leaves {int(pool.sum())} generated rows")
-    from raydgm.stages import flattened
+    from raydgm.pipeline.stages import flattened
     log_w, alpha = flattened(weights["log_weight"][pool], cfg.resample)
     reference = FeatureSet.from_logits(*inputs["reference"][1:])
     real_test = FeatureSet.from_logits(*inputs["real_test"][1:])

@@ -1,6 +1,6 @@
 """One function per pipeline stage: typed config (+ upstream artifacts) -> cached artifact.
 
-Each stage is keyed by its config hash and its inputs' keys (see ``raydgm.store``); a stage
+Each stage is keyed by its config hash and its inputs' keys (see ``raydgm.pipeline.store``); a stage
 whose artifact exists is reused, never recomputed. The stages:
 
 ``data`` (not stored: loading is cheap) -> ``train_generator`` (model.pt, history.json)
@@ -19,12 +19,13 @@ from typing import Any, Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from raydgm import density_ratio, features, resample, tables
+from raydgm import density_ratio, resample
+from raydgm.pipeline import features, tables
 from raydgm.config import (DataConfig, DensityRatioConfig, DomainClassifierConfig, ExtractConfig,
                            FeaturesConfig, GenerateConfig, ImportSamplesConfig, PipelineConfig,
                            ResampleConfig, TrainGeneratorConfig)
 from raydgm.data import Dataset, load_dataset, read_npz
-from raydgm.store import Artifact, ArtifactStore, stage_key
+from raydgm.pipeline.store import Artifact, ArtifactStore, stage_key
 
 Log = Callable[[str], None]
 
@@ -43,7 +44,7 @@ def train_generator(data_cfg: DataConfig, cfg: TrainGeneratorConfig, store: Arti
     again resumes from the last one. The artifact holds ``model.pt`` (what generation
     actors load) and ``history.json``.
     """
-    from raydgm import train
+    from raydgm.training import generators
     inputs = {"data": data_cfg.content_hash()}
     work = store.workdir(cfg.STAGE, stage_key(cfg, inputs))
 
@@ -54,9 +55,9 @@ def train_generator(data_cfg: DataConfig, cfg: TrainGeneratorConfig, store: Arti
             if log is not None:
                 log(f"train_generator: epoch {row['epoch']}/{cfg.epochs} "
                     + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
-        model, history = train.fit_generator(real, cfg, work, val_images=val if len(val) else None,
+        model, history = generators.fit_generator(real, cfg, work, val_images=val if len(val) else None,
                                              on_epoch=on_epoch, progress=progress)
-        train.save_generator(model, cfg.model.kind, train.model_kwargs(cfg), out / train.MODEL)
+        generators.save_generator(model, cfg.model.kind, generators.model_kwargs(cfg), out / generators.MODEL)
         (out / "history.json").write_text(json.dumps(history, indent=2))
         rows = {"train_images": min(len(real), cfg.max_train_images or len(real))}
         return rows | ({"epochs": len(history)} if history else {})   # the baseline has none
@@ -72,7 +73,7 @@ def generate_samples(cfg: GenerateConfig, generator: Artifact, store: ArtifactSt
     Finished parts of a killed run wait in a work directory; running the stage again
     generates only the missing sample ids.
     """
-    from raydgm.generate import generate_with_ray
+    from raydgm.pipeline.generate import generate_with_ray
     inputs = {"generator": generator.key}
     work = store.workdir(cfg.STAGE, stage_key(cfg, inputs))
 
@@ -113,7 +114,7 @@ def domain_classifier(data_cfg: DataConfig, cfg: DomainClassifierConfig, store: 
     The validation split drives early stopping. The artifact holds ``model.pt`` and
     ``history.json`` (per-epoch loss and accuracy).
     """
-    from raydgm import train
+    from raydgm.training import extractors, generators
 
     def write(out: Path) -> dict[str, int]:
         data = dataset or load_data(data_cfg)
@@ -121,9 +122,9 @@ def domain_classifier(data_cfg: DataConfig, cfg: DomainClassifierConfig, store: 
         if (y < 0).any():
             raise ValueError(f"the domain extractor trains on class labels, but {data.name}'s "
                              "train split is unlabelled; use features=inception or pixels")
-        model, history = train.fit_domain_classifier(
+        model, history = extractors.fit_domain_classifier(
             x, y, xv if len(xv) else None, yv if len(xv) else None, cfg, progress=progress)
-        train.save_domain_classifier(model, out / train.MODEL)
+        extractors.save_domain_classifier(model, out / generators.MODEL)
         (out / "history.json").write_text(json.dumps(history, indent=2))
         return {"train_images": len(x), "epochs": len(history)}
     return store.run(cfg.STAGE, cfg, write, inputs={"data": data_cfg.content_hash()})
@@ -159,7 +160,7 @@ class Featurizer:
                 inputs["domain_classifier"] = art.key
                 kwargs["domain_checkpoint"] = str(art.file("model.pt"))
             elif name == "inception":
-                from raydgm.inception import resolve_weights
+                from raydgm.pipeline.inception import resolve_weights
                 path, _ = resolve_weights(self.cfg.inception_weights)
                 inputs["inception_weights"] = file_sha256(path)
                 kwargs["inception_weights"] = str(path)
@@ -277,12 +278,12 @@ def flattened(log_w: np.ndarray, cfg: ResampleConfig) -> tuple[np.ndarray, float
 
 def quality_report(cfg: PipelineConfig, arts: dict[str, Artifact], featurizer: Featurizer,
                    log: Log = print) -> Artifact:
-    """Score real, raw, resampled and importance-weighted sets (``raydgm.quality``), draw the
-    figures and log everything to MLflow (``raydgm.report``); cached like every stage.
+    """Score real, raw, resampled and importance-weighted sets (``raydgm.pipeline.quality``), draw the
+    figures and log everything to MLflow (``raydgm.pipeline.report``); cached like every stage.
 
     ``arts``: the pipeline's ``samples`` and ``density_ratio`` artifacts.
     """
-    from raydgm import report
+    from raydgm.pipeline import report
     q = cfg.quality
     feats = {"reference": featurizer.real(q.features, "train"),
              "real_test": featurizer.real(q.features, "test"),

@@ -1,6 +1,8 @@
 """The command line every sweep script shares: ``--preset``, ``--smoke-test``, ``--config``,
-``--set``, ``--resume``, ``--home``, ``--show-config``, ``--pipeline-only``; exit codes 0 (done), 2 (a bad config or
-input, found before any compute) and 3 (some trials unfinished: rerun with ``--resume``)."""
+``--set``, ``--resume``, ``--home``, ``--show-config``, ``--pipeline-only``; exit codes 0 (done), 2
+(a bad config or input, found before any compute) and 3 (some trials unfinished: rerun with
+``--resume``). Nothing here imports Ray or torch: ``--help`` and ``--show-config`` stay fast;
+``run`` (the sweep) is called only after the config is loaded and checked."""
 from __future__ import annotations
 
 import os
@@ -8,9 +10,23 @@ from pathlib import Path
 from typing import Any, Callable
 
 from raydgm import tracking
-from raydgm.config import Config, ConfigError
-from raydgm.store import default_root
-from raydgm.sweep import SweepIncomplete, load_sweep, run_pipeline_only
+from raydgm.config import Config, ConfigError, read_mapping
+
+PRESETS = Path(__file__).parent / "presets"
+
+
+class SweepIncomplete(RuntimeError):
+    """Some trials did not finish (interrupted, or failed after their retries)."""
+
+
+def load_sweep(cls: type[Config], preset: str, path: str | None = None, overrides: tuple[str, ...] = ()) -> Any:
+    """A sweep config: the preset file ``raydgm/sweeps/presets/<preset>.yaml``, then ``path``'s keys,
+    then ``key=value`` overrides."""
+    file = PRESETS / f"{preset}.yaml"
+    if not file.is_file():
+        known = sorted(p.stem for p in PRESETS.glob("*.yaml"))
+        raise ConfigError(f"unknown preset {preset!r}; known presets: {', '.join(known)}")
+    return cls.load(path, overrides, base=read_mapping(file))
 
 
 def parse_args(argv: list[str] | None, prog: str, description: str, epilog: str,
@@ -20,7 +36,7 @@ def parse_args(argv: list[str] | None, prog: str, description: str, epilog: str,
     parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default=None, choices=presets,
-                        help=f"a named config in raydgm/presets/ (default: {presets[0]})")
+                        help=f"a named config in raydgm/sweeps/presets/ (default: {presets[0]})")
     parser.add_argument("--smoke-test", action="store_true",
                         help="the sweep in miniature (tiny data, models and grid; minutes on a laptop)")
     parser.add_argument("--config", default=None, help="a YAML/JSON file whose keys override the preset's")
@@ -59,6 +75,8 @@ def main(argv: list[str] | None, cls: type[Config], run: Callable[..., Any], pro
             print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             return 0
         if args.pipeline_only:
+            from raydgm.pipeline.store import default_root
+            from raydgm.sweeps.tuning import run_pipeline_only   # Ray loads here, not for --help
             run_pipeline_only(cfg, quality)
             print(f"pipeline ready in {default_root().resolve()}; the sweep with the same config "
                   "reuses every stage")

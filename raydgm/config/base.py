@@ -1,0 +1,150 @@
+"""The base of every typed config: strict validation, file + ``key=value`` loading, content hash.
+
+Every config is a frozen pydantic model validated in strict JSON mode: unknown keys, wrong
+types (``"3"`` for an int, ``2.5`` for an int) and out-of-range values are errors that name
+the key. A config loads from a YAML/JSON file and from ``key=value`` overrides (dotted keys
+reach into nested configs: ``density_ratio.hidden_units=64``), and has a stable content
+hash that the artifact store uses as its directory name.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Mapping, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+C = TypeVar("C", bound="Config")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the offending key."""
+
+
+class Config(BaseModel):
+    """Base of every stage config: strict, frozen, hashable by content."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+    STAGE: ClassVar[str] = "config"
+    MOVED_KEYS: ClassVar[dict[str, str]] = {}   # key this config refuses: what to set instead
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def content_hash(self) -> str:
+        """16 hex chars of sha256 over the stage name and the canonical JSON of the values."""
+        blob = json.dumps({"stage": self.STAGE, "config": self.to_dict()},
+                          sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{cls.__name__}: expected a mapping of keys, got {type(data).__name__}")
+        try:
+            return cls.model_validate_json(json.dumps(dict(data), allow_nan=True))
+        except ValidationError as err:
+            raise ConfigError(_explain(cls, err)) from None
+
+    @classmethod
+    def load(cls: type[C], path: str | Path | None = None, overrides: Iterable[str] = (),
+             base: Mapping[str, Any] | None = None) -> C:
+        """Read a YAML/JSON file (or start from defaults) and apply ``key=value`` overrides.
+
+        ``base``: a mapping (a preset) that the file's keys are merged into, nested keys
+        one by one.
+        """
+        data = merge(base or {}, read_mapping(path) if path is not None else {})
+        for item in overrides:
+            key, value = parse_override(item)
+            _set_dotted(data, key, value)
+        return cls.from_dict(data)
+
+    def replace(self: C, **changes: Any) -> C:
+        """A validated copy with some keys changed (``model_copy`` would skip validation)."""
+        return type(self).from_dict({**self.to_dict(), **changes})
+
+
+def read_mapping(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML/JSON: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``top``'s keys put in; nested mappings are merged key by key."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"a.b=0.5"`` -> ``("a.b", 0.5)``; the value is parsed as YAML (``true``, ``null``, ``[1,2]``)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} is not of the form key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {key!r}: {part!r} is not a nested config")
+        node = child
+    node[parts[-1]] = value
+
+
+def _explain(cls: type[Config], err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            model, name = _model_at(cls, e["loc"][:-1]), str(e["loc"][-1])
+            known = list(model.model_fields) if model is not None else []
+            moved_keys = getattr(model, "MOVED_KEYS", {})
+            moved = moved_keys.get(name)
+            near = difflib.get_close_matches(name, [*known, *moved_keys], n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            lines.append(f"key {key!r} {moved}" if moved else
+                         f"unknown key {key!r}{hint}; known keys: {', '.join(sorted(known))}")
+        elif e["type"] == "value_error" and isinstance(e.get("input"), Mapping):  # a whole-config check
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"{key}: {msg}" if e["loc"] else msg)
+        else:
+            lines.append(f"key {key!r}: {e['msg']} (got {e.get('input')!r})")
+    return f"{cls.__name__}: " + "; ".join(lines)
+
+
+def _model_at(cls: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The nested config class at ``loc`` (a key path) inside ``cls``; None if it is not one."""
+    model: Any = cls
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type)
+                                 and issubclass(field.annotation, BaseModel)):
+            return None
+        model = field.annotation
+    return model

@@ -1,0 +1,87 @@
+"""The sweeps' configs: what each Ray Tune trial reserves, and the two grids."""
+from __future__ import annotations
+
+from typing import ClassVar, Iterable
+
+from pydantic import Field, model_validator
+
+from raydgm.config.base import Config
+from raydgm.config.stages import Calibration, PipelineConfig, SSLTrainingConfig, Unlabeled
+
+
+class TrialResources(Config):
+    """What each Ray Tune trial reserves. ``gpus_per_trial`` None: 0.5 (two trials share a GPU)
+    on a cluster with GPUs, else 0; a trial with a GPU trains on ``cuda``."""
+
+    STAGE: ClassVar[str] = "resources"
+    cpus_per_trial: float = Field(1.0, gt=0.0)     # also the trial's torch threads (rounded, >= 1)
+    gpus_per_trial: float | None = Field(None, ge=0.0)
+    max_concurrent_trials: int | None = Field(None, ge=1)   # None: as many as resources allow
+    max_failures: int = Field(2, ge=0)             # retries per trial, from its last checkpoint
+    storage_path: str | None = None                # Tune results; None: $RAYDGM_TUNE_STORAGE, else <RAYDGM_HOME>/tune
+
+
+def check_grid_axes(cfg: Config, names: Iterable[str]) -> None:
+    """ValueError unless each of the sweep's grid axes ``names`` lists at least one value, none twice."""
+    for name in names:
+        values = getattr(cfg, name)
+        if not values:
+            raise ValueError(f"{name} must list at least one value")
+        if len(set(values)) != len(values):
+            raise ValueError(f"{name} lists a value twice: {list(values)}")
+
+
+class SweepConfig(Config):
+    """The semantic-loss sweep (``raydgm.sweeps.semantic``): the pipeline, then a Ray Tune grid
+    of ``labeled_sizes`` x (``unlabeled`` x ``semantic_weights``) x ``seeds`` semi-supervised runs.
+
+    ``unlabeled='none'`` (supervised only) runs once per labeled size and seed, at weight 0.
+    Each trial's config is ``ssl`` with its four grid values put in; ``ssl`` itself refuses
+    them (``ssl.semantic_weight`` would be overwritten: set ``semantic_weights``).
+    """
+
+    STAGE: ClassVar[str] = "sweep"
+    name: str = Field("semantic_weight", pattern=r"^[A-Za-z0-9_.-]+$")   # MLflow experiment, Tune folder
+    pipeline: PipelineConfig = PipelineConfig()
+    ssl: SSLTrainingConfig = SSLTrainingConfig()
+    labeled_sizes: tuple[int, ...] = (100, 1000)
+    semantic_weights: tuple[float, ...] = (0.5,)
+    unlabeled: tuple[Unlabeled, ...] = ("none", "generated", "resampled", "weighted")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    resources: TrialResources = TrialResources()
+
+    @model_validator(mode="after")
+    def _check(self) -> "SweepConfig":
+        check_grid_axes(self, ("labeled_sizes", "semantic_weights", "unlabeled", "seeds"))
+        if min(self.labeled_sizes) < 1:
+            raise ValueError(f"labeled_sizes must be positive, got {list(self.labeled_sizes)}")
+        if min(self.semantic_weights) < 0:
+            raise ValueError(f"semantic_weights must be >= 0, got {list(self.semantic_weights)}")
+        if min(self.seeds) < 0:
+            raise ValueError(f"seeds must be >= 0, got {list(self.seeds)}")
+        return self
+
+
+class ClassifierSweepConfig(Config):
+    """The real-vs-generated classifier sweep (``sweeps/classifier.py``): a grid over the
+    classifier's hidden size, learning rate, calibration method and flattening exponent,
+    each trial scored on held-out rows by ECE, Brier score and effective sample size."""
+
+    STAGE: ClassVar[str] = "classifier_sweep"
+    name: str = Field("classifier", pattern=r"^[A-Za-z0-9_.-]+$")
+    pipeline: PipelineConfig = PipelineConfig()
+    hidden_units: tuple[int, ...] = (64, 1000)
+    learning_rates: tuple[float, ...] = (1e-3, 1e-4)
+    calibrations: tuple[Calibration, ...] = ("none", "temperature", "isotonic")
+    alphas: tuple[float, ...] = (1.0, 0.5)        # flattening w -> w ** alpha
+    seeds: tuple[int, ...] = (0,)
+    resources: TrialResources = TrialResources()
+
+    @model_validator(mode="after")
+    def _check(self) -> "ClassifierSweepConfig":
+        check_grid_axes(self, ("hidden_units", "learning_rates", "calibrations", "alphas", "seeds"))
+        if min(self.hidden_units) < 1 or min(self.learning_rates) <= 0:
+            raise ValueError("hidden_units and learning_rates must be positive")
+        if not all(0.0 <= a <= 1.0 for a in self.alphas):
+            raise ValueError(f"alphas must lie in [0, 1], got {list(self.alphas)}")
+        return self
