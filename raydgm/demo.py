@@ -1,4 +1,5 @@
-"""``raydgm demo``: every stage, on the default dataset, with a printed summary."""
+"""``raydgm demo`` and ``raydgm quality``: every stage, with the tracking store checked first,
+the stage runs logged, and a printed summary."""
 from __future__ import annotations
 
 import json
@@ -11,32 +12,39 @@ from raydgm.pipeline import report
 from raydgm.tracking import runs
 from raydgm.config import PipelineConfig
 from raydgm.pipeline.stages import load_data, run_pipeline
-from raydgm.pipeline.store import ArtifactStore
+from raydgm.pipeline.store import Artifact, ArtifactStore
 
 REPORT_KEYS = ("accuracy", "roc_auc", "ece", "brier", "mean_weight", "ess", "ess_fraction", "khat")
+
+
+def run_logged(cfg: PipelineConfig, home: Path | None = None) -> tuple[dict[str, Artifact], str | None,
+                                                                      dict[str, str]]:
+    """Check the tracking store (before any compute), run or reuse every stage, log the stage
+    runs: (artifacts by stage, tracking URI or None, {stage: MLflow run id})."""
+    uri = tracking.check_reachable(cfg.tracking)
+    store = ArtifactStore(home)
+    print(f"raydgm: artifacts under {store.root.resolve()}")
+    arts = run_pipeline(cfg, store, dataset=load_data(cfg.data))
+    return arts, uri, (runs.log_pipeline(cfg, arts) if uri is not None else {})
 
 
 def run_demo(cfg: PipelineConfig, home: Path | None = None) -> dict:
     """Run or reuse the pipeline and print what was produced; returns a summary."""
     start = time.perf_counter()
-    uri = tracking.check_reachable(cfg.tracking)          # before any compute
-    store = ArtifactStore(home)
-    print(f"raydgm demo: artifacts under {store.root.resolve()}")
-    arts = run_pipeline(cfg, store, dataset=load_data(cfg.data))
-    run_ids = runs.log_pipeline(cfg, arts) if uri is not None else {}
+    arts, uri, run_ids = run_logged(cfg, home)
     dr_report = json.loads(arts["density_ratio"].file("report.json").read_text())
     resampled = json.loads(arts["resample"].file("summary.json").read_text())
     quality = json.loads(arts["quality"].file("quality.json").read_text())
     summary = {"report": {k: dr_report[k] for k in REPORT_KEYS}, "resample": resampled,
                "quality": quality, "table": arts["quality"].file("table.md").read_text()}
-    print_summary(summary, dr_report.get("warnings", []), arts["quality"].path, uri,
-                  run_ids.get("quality"))
+    print_summary(summary, dr_report.get("warnings", []))
+    print_quality(arts["quality"], uri, run_ids.get("quality"))
     print(f"done in {time.perf_counter() - start:.1f} s. Run it again to see every stage reused.")
     return summary
 
 
-def print_summary(summary: dict, warnings: list[str], quality_dir: Path, uri: str | None,
-                  run_id: str | None = None) -> None:
+def print_summary(summary: dict, warnings: list[str]) -> None:
+    """The classifier's held-out diagnostics and what resampling kept."""
     r, s, q = summary["report"], summary["resample"], summary["quality"]
     print("\nreal-vs-generated classifier (real test split vs held-out generated samples):")
     print("  " + "  ".join(f"{k}={r[k]:.4g}" for k in REPORT_KEYS))
@@ -48,11 +56,16 @@ def print_summary(summary: dict, warnings: list[str], quality_dir: Path, uri: st
           f"flattened w^alpha with alpha={s['alpha']:.3g} -> ESS fraction {s['ess_fraction_used']:.4f}")
     print(f"  {s['num_samples']} draws from {s['pool']} samples: {s['unique_drawn']} distinct, "
           f"most-drawn sample x{s['max_count']}")
+
+
+def print_quality(art: Artifact, uri: str | None, run_id: str | None) -> None:
+    """The quality table, its figures and the MLflow run that holds them."""
+    q = json.loads(art.file("quality.json").read_text())
     print(f"\n{report.describe(q)}:")
-    print(summary["table"].rstrip())
-    print("\nfigures:")
+    print(art.file("table.md").read_text().rstrip())
+    print("\nfigures (each with its data, .json):")
     for name in q["figures"]:
-        print(f"  {os.path.relpath(quality_dir / 'figures' / (name + '.png'))}")
+        print(f"  {os.path.relpath(art.path / 'figures' / (name + '.png'))}")
     if uri is not None:
         print(f"\nMLflow: quality run {run_id} (and one run per stage) in {uri}")
         print(f"  open the UI: {tracking.ui_command(uri)}")

@@ -30,13 +30,13 @@ from scipy.optimize import minimize
 from scipy.special import expit, log_expit
 from sklearn.isotonic import IsotonicRegression
 
-from raydgm._diagnostics import (KHAT_UNRELIABLE, DensityRatioReport, alpha_for_ess,
-                                 build_report, effective_sample_size, flatten, psis_khat)
+from raydgm._diagnostics import (KHAT_UNRELIABLE, DensityRatioReport, alpha_for_ess, build_report,
+                                 effective_sample_size, ess_fraction, flatten, flattened, psis_khat)
 from raydgm import metrics
 from raydgm.config import DensityRatioConfig
 
-__all__ = ["DensityRatioModel", "DensityRatioReport", "alpha_for_ess", "diagnose",
-           "effective_sample_size", "fit", "flatten", "noise_baseline", "psis_khat"]
+__all__ = ["DensityRatioModel", "DensityRatioReport", "alpha_for_ess", "diagnose", "effective_sample_size",
+           "ess_fraction", "fit", "flatten", "flattened", "noise_baseline", "psis_khat"]
 
 SPLITS = ("train", "val", "calib")
 EVAL_BATCH = 8192            # rows per forward pass at prediction time

@@ -368,3 +368,15 @@ def mean_std(values: Any) -> tuple[float, float]:
         raise ValueError(f"values has {int((~np.isfinite(v)).sum())} NaN or inf entries")
     std = float(v.std(ddof=1)) if v.size > 1 else 0.0
     return float(v.mean()), std
+
+
+def format_pm(mean: float, std: float | None, fmt: str | None = None) -> str:
+    """"mean ± std"; the mean alone when ``std`` is None or NaN (one seed), "–" when the mean is
+    NaN. ``fmt``: a format spec for both (``".4f"``); None: 2 decimals for 1 <= |mean| < 1e5
+    (FID 12.34 ± 0.50), else 3 significant digits and a 2-digit std (KID 0.00123 ± 0.00045)."""
+    if mean is None or np.isnan(mean):
+        return "\u2013"   # en dash
+    fixed = 1.0 <= abs(mean) < 1e5
+    mean_fmt, std_fmt = (fmt, fmt) if fmt else ((".2f", ".2f") if fixed else (".3g", ".2g"))
+    text = format(mean, mean_fmt)
+    return text if std is None or np.isnan(std) else f"{text} \u00b1 {std:{std_fmt}}"

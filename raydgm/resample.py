@@ -38,31 +38,16 @@ import numbers
 
 import numpy as np
 
-METHODS = (
-    "multinomial",
-    "systematic",
-    "stratified",
-    "residual",
-    "gumbel_max",
-    "gumbel_topk",
-    "rejection",
-    "mh",
-)
+METHODS = ("multinomial", "systematic", "stratified", "residual", "gumbel_max", "gumbel_topk",
+           "rejection", "mh")
 
 _CHUNK = 1 << 22  # elements in one temporary array of a chunked method (32 MiB of float64)
 _SEARCH_BLOCK = 1 << 14  # sorted queries per block in _search_sorted
 _MH_BLOCK = 1 << 16  # chain steps per block in _mh
 
 
-def resample(
-    log_weights,
-    num_samples: int,
-    method: str,
-    rng: np.random.Generator,
-    *,
-    burn_in: int = 0,
-    min_accept_rate: float | None = None,
-) -> np.ndarray:
+def resample(log_weights, num_samples: int, method: str, rng: np.random.Generator, *,
+             burn_in: int = 0, min_accept_rate: float | None = None) -> np.ndarray:
     """Draw ``num_samples`` indices into ``log_weights`` with the scheme ``method``.
 
     Args:
@@ -406,11 +391,5 @@ def _mh_accepts(log_w_prop: list, log_u: list, cur: float) -> tuple[bytearray, f
     return acc, cur
 
 
-_SCHEMES = {
-    "multinomial": _multinomial,
-    "systematic": _systematic,
-    "stratified": _stratified,
-    "residual": _residual,
-    "gumbel_max": _gumbel_max,
-    "gumbel_topk": _gumbel_topk,
-}
+_SCHEMES = {"multinomial": _multinomial, "systematic": _systematic, "stratified": _stratified,
+            "residual": _residual, "gumbel_max": _gumbel_max, "gumbel_topk": _gumbel_topk}

@@ -25,9 +25,9 @@ SCRIPT = REPO / "sweeps" / "classifier.py"
 # --------------------------------------------------------------------------- scoring
 
 def test_ess_fraction_known_values():
-    assert cs.ess_fraction(np.log([1.0, 3.0])) == pytest.approx((1 + 3) ** 2 / (1 + 9) / 2, rel=1e-12)
-    assert cs.ess_fraction(np.array([-np.inf, 0.0, 0.0, 0.0])) == 3 / 4      # exact: equal weights
-    assert cs.ess_fraction(np.full(600, 2.5)) == 1.0
+    assert density_ratio.ess_fraction(np.log([1.0, 3.0])) == pytest.approx((1 + 3) ** 2 / (1 + 9) / 2, rel=1e-12)
+    assert density_ratio.ess_fraction(np.array([-np.inf, 0.0, 0.0, 0.0])) == 3 / 4      # exact: equal weights
+    assert density_ratio.ess_fraction(np.full(600, 2.5)) == 1.0
 
 
 @pytest.fixture(scope="module")

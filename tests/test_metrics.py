@@ -454,3 +454,12 @@ def test_block_and_mean_std_errors():
         M.mean_std([])
     with pytest.raises(ValueError, match="1 NaN"):
         M.mean_std([1.0, np.nan])
+
+
+def test_format_pm_is_the_one_mean_pm_std_format():
+    assert M.format_pm(12.3456, 0.5) == "12.35 \u00b1 0.50"            # 2 decimals from 1 up
+    assert M.format_pm(0.00123, 0.00045) == "0.00123 \u00b1 0.00045"     # else 3 significant digits
+    assert M.format_pm(0.91234, 0.0123, ".4f") == "0.9123 \u00b1 0.0123"
+    assert M.format_pm(0.9, None, ".4f") == "0.9000"                     # one seed: no spread
+    assert M.format_pm(3.0, float("nan")) == "3.00"
+    assert M.format_pm(float("nan"), 0.1) == "\u2013"

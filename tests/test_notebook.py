@@ -113,7 +113,7 @@ def test_notebook_quality_table_lists_every_sample_set(executed, smoke_sweep):
     nb, probe = executed
     _, found = runs(smoke_sweep.uri)
     quality_run = next(r for r in found if r.data.tags.get("raydgm.stage") == "quality")
-    fid = {k.split("/")[0]: v for k, v in quality_run.data.metrics.items() if k.endswith("/fid_mean")}
+    fid = {k.split("/")[0]: v for k, v in quality_run.data.metrics.items() if k.endswith("/fid_domain_mean")}
     assert {"real_test", "raw", "importance_weighted"} <= set(fid)
     assert any(s.startswith("resampled_") for s in fid)
     rows = {r["set"]: r for r in probe["quality"]}
@@ -199,10 +199,10 @@ def test_parent_disagreements_match_keys_as_the_sweep_writes_them():
 
 def test_quality_table_rows_columns_and_missing_values():
     run = {"run_id": "q1", "tags.mlflow.runName": "quality-1", "metrics.alpha": 0.5,
-           "metrics.importance_weighted/fid_mean": 4.0, "metrics.importance_weighted/kid_mean": np.nan,
-           "metrics.raw/fid_mean": 3.0, "metrics.raw/fid_std": 0.3, "metrics.raw/kid_mean": 0.2,
-           "metrics.raw/precision_mean": 0.9, "metrics.resampled_systematic/fid_mean": 2.0,
-           "metrics.resampled_residual/fid_mean": 2.5, "metrics.real_test/fid_mean": 1.0}
+           "metrics.importance_weighted/fid_domain_mean": 4.0, "metrics.importance_weighted/kid_domain_mean": np.nan,
+           "metrics.raw/fid_domain_mean": 3.0, "metrics.raw/fid_domain_std": 0.3, "metrics.raw/kid_domain_mean": 0.2,
+           "metrics.raw/precision_domain_mean": 0.9, "metrics.resampled_systematic/fid_domain_mean": 2.0,
+           "metrics.resampled_residual/fid_domain_mean": 2.5, "metrics.real_test/fid_domain_mean": 1.0}
     table = compare.quality_table(pd.DataFrame([run]))
     assert table.index.tolist() == ["real_test", "raw", "resampled_residual", "resampled_systematic",
                                     "importance_weighted"]

@@ -9,7 +9,7 @@ from raydgm import density_ratio
 from raydgm.pipeline import tables
 from raydgm.cli import main
 from raydgm.config import PipelineConfig, ResampleConfig
-from raydgm.pipeline.stages import flattened, run_pipeline
+from raydgm.pipeline.stages import run_pipeline
 from raydgm.pipeline.store import ArtifactStore
 
 SMALL = {"data": {"name": "digits"},
@@ -61,14 +61,14 @@ def test_a_change_upstream_recomputes_downstream_only(tmp_path, cfg, ray_local):
 
 def test_flattening_reaches_the_target_ess_and_clips():
     log_w = np.random.default_rng(0).normal(scale=3.0, size=2000)
-    out, alpha = flattened(log_w, ResampleConfig(target_ess_fraction=0.3))
+    out, alpha = density_ratio.flattened(log_w, ResampleConfig(target_ess_fraction=0.3))
     assert 0 < alpha < 1
     assert density_ratio.effective_sample_size(out) / 2000 == pytest.approx(0.3, abs=0.01)
     np.testing.assert_allclose(out, alpha * log_w)
-    clipped, _ = flattened(log_w, ResampleConfig(log_clip_max=1.0, log_clip_min=-1.0))
+    clipped, _ = density_ratio.flattened(log_w, ResampleConfig(log_clip_max=1.0, log_clip_min=-1.0))
     assert clipped.max() == 1.0 and clipped.min() == -1.0
     # alpha = 0 (what alpha_for_ess returns for an unreachable target) keeps zero weights zero
-    uniform, _ = flattened(np.array([0.5, -np.inf, 2.0]), ResampleConfig(alpha=0.0))
+    uniform, _ = density_ratio.flattened(np.array([0.5, -np.inf, 2.0]), ResampleConfig(alpha=0.0))
     np.testing.assert_array_equal(uniform, [0.0, -np.inf, 0.0])
 
 
@@ -127,7 +127,7 @@ def test_cli_demo_end_to_end_logs_to_mlflow(tmp_path, capsys, ray_local):
     assert set(by_stage) == {"train_generator", "generate", "density_ratio", "resample", "quality"}
     run = by_stage["quality"]
     assert all(r.info.status == "FINISHED" for r in by_stage.values())
-    assert run.data.metrics["raw/fid_mean"] > 0 and "noise_baseline_auc" in run.data.metrics
+    assert run.data.metrics["raw/fid_domain_mean"] > 0 and "noise_baseline_auc" in run.data.metrics
     assert run.data.params["config.features"] == "domain" and run.data.params["data.name"] == "digits"
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert "figures/reliability.png" in logged and "figures/reliability.json" in logged

@@ -98,9 +98,17 @@ def test_bad_inputs_are_named():
 
 def test_headline_metric_names_are_mlflow_safe(scored):
     rows, _ = scored
-    names = quality.headline(list(rows.values()))
-    assert "resampled_systematic/fid_mean" in names and "importance_weighted/fid_mean" in names
+    names = quality.headline(list(rows.values()), "domain")
+    assert "resampled_systematic/fid_domain_mean" in names and "importance_weighted/fid_domain_mean" in names
     assert all(all(c.isalnum() or c in "_/" for c in k) for k in names)
+
+
+def test_headline_names_state_the_features_so_two_protocols_never_share_a_key(scored):
+    rows, _ = scored
+    domain, inception = (quality.headline(list(rows.values()), f) for f in ("domain", "inception"))
+    assert set(domain).isdisjoint(inception) and len(domain) == len(inception)
+    assert domain["raw/fid_domain_mean"] == inception["raw/fid_inception_mean"] == rows["raw"]["fid_mean"]
+    assert domain["raw/fid_domain_std"] == rows["raw"]["fid_std"]
 
 
 def test_degenerate_weights_drop_blocks_from_the_weighted_row_only():

@@ -116,7 +116,7 @@ def test_smoke_sweep_logs_parent_trials_and_stages_to_mlflow(smoke_sweep):
     assert {"classifier_accuracy", "roc_auc", "ece", "brier", "ess_frac", "psis_khat"} <= set(dr.data.metrics)
     assert {"calibration_curve.png", "calibration_curve.json", "weight_histogram.png",
             "weight_histogram.json"} <= {a.path for a in client.list_artifacts(dr.info.run_id)}
-    assert "raw/fid_mean" in stages["quality"].data.metrics
+    assert "raw/fid_domain_mean" in stages["quality"].data.metrics
     assert {"summary.csv", "summary.md", "accuracy_vs_weight.png", "accuracy_vs_weight.json"} <= {
         a.path for a in client.list_artifacts(parent.info.run_id)}
     accuracy = {(r.data.params["unlabeled"]): r.data.metrics["test_accuracy"] for r in trials}

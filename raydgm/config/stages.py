@@ -6,14 +6,14 @@ from typing import Annotated, ClassVar, Literal, Union, get_args
 
 from pydantic import Field, model_validator
 
-from raydgm import resample
+from raydgm import data, resample
 from raydgm.config.base import Config
 
 class DataConfig(Config):
     """Which real dataset, and how it is split (see ``raydgm.data.load_dataset``)."""
 
     STAGE: ClassVar[str] = "data"
-    name: Literal["mnist5k", "digits", "cifar10", "npz"] = "mnist5k"
+    name: Literal[data.KNOWN_DATASETS] = "mnist5k"   # the datasets raydgm.data loads
     path: str | None = None          # cifar10 directory or npz file
     download: bool = False           # cifar10 only: fetch with torchvision if missing
     seed: int = Field(0, ge=0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from raydgm.models import GenerativeModel, nan_where_invalid
+from raydgm.models.base import GenerativeModel, nan_where_invalid
 
 
 class PCAGaussianMixture(GenerativeModel):

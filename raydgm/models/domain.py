@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from raydgm.models import check_images
+from raydgm.models.base import check_images
 
 
 class DomainCNN(nn.Module):

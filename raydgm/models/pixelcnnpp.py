@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raydgm.models import GenerativeModel, discretized_logistic_logpmf, nan_where_invalid, to_unit
+from raydgm.models.base import GenerativeModel, discretized_logistic_logpmf, nan_where_invalid, to_unit
 
 
 # ---------------------------------------------------------------- causal building blocks

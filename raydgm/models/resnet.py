@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from raydgm.models import check_images
+from raydgm.models.base import check_images
 
 
 class BasicBlock(nn.Module):

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from raydgm.models import (GenerativeModel, check_images, discretized_logistic_logpmf, nan_where_invalid,
+from raydgm.models.base import (GenerativeModel, check_images, discretized_logistic_logpmf, nan_where_invalid,
                            to_unit)
 
 LIKELIHOODS = ("bernoulli", "logistic")

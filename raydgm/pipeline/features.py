@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, get_args
 
 import numpy as np
 import pyarrow as pa
@@ -30,9 +30,10 @@ import torch
 from tqdm.auto import tqdm
 
 from raydgm.pipeline import raydata, tables
-from raydgm.config import FeaturesConfig
+from raydgm.config import Extractor, FeaturesConfig
 
 FEATURES_DIR = "features"
+EXTRACTORS: tuple[str, ...] = get_args(Extractor)   # config.Extractor, the names build_extractor knows
 Features = tuple[np.ndarray, "np.ndarray | None"]
 
 
@@ -96,7 +97,7 @@ def build_extractor(name: str, *, domain_checkpoint: str | Path | None = None,
     if name == "inception":
         from raydgm.pipeline.inception import InceptionExtractor
         return InceptionExtractor(inception_weights, device=raydata.resolve_device(device), batch_size=batch_size)
-    raise ValueError(f"unknown feature extractor {name!r}; known: pixels, domain, inception")
+    raise ValueError(f"unknown feature extractor {name!r}; known: {', '.join(EXTRACTORS)}")
 
 
 def extract(extractor: Callable[[np.ndarray], Features], images: np.ndarray, batch_size: int,
@@ -115,13 +116,15 @@ def extract(extractor: Callable[[np.ndarray], Features], images: np.ndarray, bat
 class ExtractBatch:
     """Ray Data callable class: a samples-layout batch -> the features layout.
 
-    Builds the extractor once per actor (``build_extractor(name, **kwargs)``).
+    Builds the extractor once per actor (``build_extractor(name, **kwargs)``); ``device``, when
+    given, replaces ``kwargs``'s.
     """
 
-    def __init__(self, name: str, kwargs: dict[str, Any], torch_threads: int | None = None):
+    def __init__(self, name: str, kwargs: dict[str, Any], device: str | None = None,
+                 torch_threads: int | None = None):
         if torch_threads is not None:
             torch.set_num_threads(torch_threads)
-        self.extractor = build_extractor(name, **kwargs)
+        self.extractor = build_extractor(name, **kwargs | ({"device": device} if device else {}))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         ids = np.asarray(batch.column("sample_id").to_numpy(), dtype=np.int64)
@@ -178,19 +181,5 @@ def extract_to(out_dir: Path, name: str, kwargs: dict[str, Any], cfg: FeaturesCo
 def _extract_with_ray(samples_dir: Path, out: Path, name: str, kwargs: dict[str, Any],
                       cfg: FeaturesConfig) -> None:
     with raydata.session() as ray:
-        from ray.data import ActorPoolStrategy, SaveMode
-        gpus, cpus = raydata.actor_resources(cfg, ray.cluster_resources(), "features")
-        kwargs = kwargs | {"device": raydata.pool_device(gpus)}
-        with raydata.data_context():
-            ds = ray.data.read_parquet(str(samples_dir), num_cpus=raydata.READ_WRITE_CPUS)
-            ds = ds.map_batches(
-                ExtractBatch, batch_size=cfg.batch_size, batch_format="pyarrow",
-                compute=ActorPoolStrategy(size=cfg.num_actors), num_cpus=cpus, num_gpus=gpus,
-                fn_constructor_kwargs=dict(name=name, kwargs=kwargs,
-                                           torch_threads=max(1, int(round(cpus)))))
-            ds.write_parquet(str(out), filename_provider=raydata.part_names(),
-                             mode=SaveMode.OVERWRITE,
-                             ray_remote_args={"num_cpus": raydata.READ_WRITE_CPUS})
-
-
-EXTRACTORS = ("pixels", "domain", "inception")
+        raydata.map_parquet(ray, samples_dir, out, ExtractBatch, cfg, "features", cfg.batch_size,
+                            name=name, kwargs=kwargs)

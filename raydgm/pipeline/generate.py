@@ -195,27 +195,15 @@ def placement(folder: Path) -> dict[str, int]:
 
 def _run_pipeline(ray: Any, checkpoint: str | Path, config: GenerateConfig, todo: np.ndarray,
                   work: Path, attempt: int, hooks: dict[str, str | None]) -> None:
-    from ray.data import ActorPoolStrategy, SaveMode
-
-    gpus, cpus = raydata.actor_resources(config, ray.cluster_resources(), "generate")
     shards = max(4 * config.num_actors, math.ceil(len(todo) / config.rows_per_file))
     ids_dir, parts_dir = work / f"{IDS_DIR}-{attempt:03d}", work / ATTEMPTS_DIR / f"{attempt:03d}"
     write_ids(ids_dir, todo, shards)
     (work / PLACEMENT_DIR).mkdir(parents=True, exist_ok=True)
     try:
-        with raydata.data_context():   # one block per id file, in file order
-            ds = ray.data.read_parquet(str(ids_dir), num_cpus=raydata.READ_WRITE_CPUS)
-            ds = ds.map_batches(
-                GenerateBatch, batch_size=config.batch_size, batch_format="pyarrow",
-                compute=ActorPoolStrategy(size=config.num_actors), num_cpus=cpus, num_gpus=gpus,
-                fn_constructor_kwargs=dict(
-                    checkpoint=str(checkpoint), seed=config.seed, device=raydata.pool_device(gpus),
-                    autocast=config.autocast, on_nonfinite=config.on_nonfinite,
-                    torch_threads=max(1, int(round(cpus))),
-                    placement_dir=str(work / PLACEMENT_DIR), **hooks))
-            ds.write_parquet(str(parts_dir), filename_provider=raydata.part_names(),
-                             mode=SaveMode.OVERWRITE, min_rows_per_file=config.rows_per_file,
-                             ray_remote_args={"num_cpus": raydata.READ_WRITE_CPUS})
+        raydata.map_parquet(ray, ids_dir, parts_dir, GenerateBatch, config, "generate", config.batch_size,
+                            min_rows_per_file=config.rows_per_file, checkpoint=str(checkpoint),
+                            seed=config.seed, autocast=config.autocast, on_nonfinite=config.on_nonfinite,
+                            placement_dir=str(work / PLACEMENT_DIR), **hooks)
     except Exception as err:
         raise _unwrap(err) from err
 

@@ -12,7 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from raydgm._diagnostics import check_log_weights, effective_sample_size, flatten  # noqa: E402
+from raydgm.metrics import format_pm  # noqa: E402
+from raydgm._diagnostics import check_log_weights, ess_fraction, flatten  # noqa: E402
 
 
 def sample_rows(rows: Mapping[str, np.ndarray], path: str | Path, per_row: int = 16) -> Path:
@@ -60,7 +61,6 @@ Table = dict[str, list]
 QUALITY_METRICS = ("fid", "kid", "is", "precision", "recall", "density", "coverage")
 METRIC_LABELS = {"fid": "FID", "kid": "KID", "is": "IS"}
 LOWER_IS_BETTER = {"fid", "kid"}
-MISSING = "\u2013"   # en dash
 
 
 def weight_histogram_table(log_weights: np.ndarray, bins: int = 60) -> Table:
@@ -121,11 +121,11 @@ def ess_vs_alpha(log_weights: np.ndarray, path: str | Path, alphas: Sequence[flo
     a = np.linspace(0.0, 1.0, 51) if alphas is None else _vector(alphas, "alphas")
     if (a < 0).any():
         raise ValueError(f"alphas must be >= 0, got min {a.min()}")
-    frac = np.array([_ess_fraction(flatten(lw, float(x))) for x in a])
+    frac = np.array([ess_fraction(flatten(lw, float(x))) for x in a])
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.plot(a, frac, "-", color="tab:blue", label="ESS(w^alpha) / N")
     if alpha_used is not None:
-        used = _ess_fraction(flatten(lw, float(alpha_used)))
+        used = ess_fraction(flatten(lw, float(alpha_used)))
         ax.axvline(alpha_used, color="tab:orange", ls=":",
                    label=f"alpha used = {alpha_used:.3g} (ESS fraction {used:.3g})")
     if target_fraction is not None:
@@ -147,7 +147,7 @@ def quality_bars(rows: Sequence[Mapping[str, Any]], metric: str, path: str | Pat
     fig, ax = plt.subplots(figsize=(5, 1.2 + 0.45 * len(sets)))
     y = np.arange(len(sets))
     bars = ax.barh(y, mean, xerr=np.nan_to_num(std), color="tab:blue", alpha=0.8, capsize=3)
-    ax.bar_label(bars, labels=[_pm(m, s) for m, s in zip(mean, std)], padding=4, fontsize=7)
+    ax.bar_label(bars, labels=[format_pm(m, s) for m, s in zip(mean, std)], padding=4, fontsize=7)
     ax.set_yticks(y, sets, fontsize=8)
     ax.invert_yaxis()                                       # first row on top, as in a table
     ax.margins(x=0.35)
@@ -259,7 +259,7 @@ def calibration_curves(fits: list[dict[str, Any]], path: str | Path) -> tuple[Pa
 def format_quality_table(rows: Sequence[Mapping[str, Any]],
                          metrics: Sequence[str] = QUALITY_METRICS) -> str:
     """Markdown table, one line per row: set | FID | KID | ... with "mean ± std" cells
-    (see ``_pm``: 2 decimals from 1 up, else 3 significant digits); a missing metric is "–"."""
+    (``format_pm``: 2 decimals from 1 up, else 3 significant digits); a missing metric is "–"."""
     if not rows:
         raise ValueError("rows is empty")
     head = ["set"] + [METRIC_LABELS.get(m, m) for m in metrics]
@@ -270,7 +270,7 @@ def format_quality_table(rows: Sequence[Mapping[str, Any]],
         cells = [str(row["set"]).replace("|", "\\|")]
         for m in metrics:
             mean, std = _number(row.get(f"{m}_mean")), _number(row.get(f"{m}_std"))
-            cells.append(MISSING if math.isnan(mean) else _pm(mean, std))
+            cells.append(format_pm(mean, std))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -297,22 +297,6 @@ def _metric_columns(rows: Sequence[Mapping[str, Any]], metric: str,
 def _number(x: Any) -> float:
     """float(x); NaN for None / missing / NaN (a missing metric)."""
     return float("nan") if x is None else float(x)
-
-
-def _pm(mean: float, std: float) -> str:
-    """"mean ± std": 2 decimals for 1 <= |mean| < 1e5 (FID 12.34 ± 0.50), else 3 significant
-    digits and a 2-digit std (KID 0.00123 ± 0.00045); the mean alone when std is NaN."""
-    fixed = 1.0 <= abs(mean) < 1e5
-    text = f"{mean:.2f}" if fixed else f"{mean:.3g}"
-    return text if math.isnan(std) else text + (f" \u00b1 {std:.2f}" if fixed else f" \u00b1 {std:.2g}")
-
-
-def _ess_fraction(lw: np.ndarray) -> float:
-    """ESS / N; exactly (nonzero count) / N when every nonzero weight is equal."""
-    nonzero = lw[np.isfinite(lw)]
-    if nonzero.min() == nonzero.max():
-        return nonzero.size / lw.size
-    return effective_sample_size(lw) / lw.size
 
 
 def _vector(x: Any, name: str, unit: bool = False) -> np.ndarray:

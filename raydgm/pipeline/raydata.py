@@ -4,6 +4,7 @@
 - ``data_context()``: deterministic block order and the v1 Parquet reader (v2's ListFiles
   task takes a whole CPU and 5-10 s on a small machine, and can hang a small pool).
 - ``actor_resources()``: CPUs/GPUs per map actor; refuses a pool that starves read/write tasks.
+- ``map_parquet()``: Parquet in -> a callable class on an actor pool -> Parquet out, in order.
 - ``PartNames``: deterministic ``part-<task index>`` output file names.
 - ``resolve_device()`` / ``node_id()``: decided inside an actor or trial, where it runs: a
   GPU granted by Ray is used when CUDA is visible there; a logical GPU (a test cluster, a
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Any, Iterator
 
 READ_WRITE_CPUS = 0.25       # each read and write task reserves this much
@@ -71,6 +73,29 @@ def actor_resources(config: Any, cluster: dict[str, float], section: str) -> tup
             f"{config.num_cpus_per_actor} reserves {pool_cpus:g} of the cluster's {total_cpus:g} "
             "CPUs; leave at least 0.5 CPU for Ray Data's read and write tasks, or the pipeline hangs")
     return float(gpus), config.num_cpus_per_actor
+
+
+def map_parquet(ray: Any, source: Path, dest: Path, fn: type, pool: Any, section: str, batch_size: int,
+                min_rows_per_file: int | None = None, **fn_kwargs: Any) -> None:
+    """Read the Parquet files under ``source``, map ``fn`` (a callable class, built once per
+    actor) over ``batch_size``-row pyarrow batches on the actor pool ``pool`` (a
+    ``config.ActorPool``; ``section`` names it in errors), and write the results to ``dest``
+    as ``part-<task index>`` files, in input order (one input file, one block).
+
+    ``fn``'s constructor gets ``fn_kwargs`` plus ``device`` (``pool_device``: resolved in the
+    actor) and ``torch_threads`` (the actor's CPUs, rounded, at least 1).
+    """
+    from ray.data import ActorPoolStrategy, SaveMode
+    gpus, cpus = actor_resources(pool, ray.cluster_resources(), section)
+    with data_context():
+        ds = ray.data.read_parquet(str(source), num_cpus=READ_WRITE_CPUS)
+        ds = ds.map_batches(
+            fn, batch_size=batch_size, batch_format="pyarrow",
+            compute=ActorPoolStrategy(size=pool.num_actors), num_cpus=cpus, num_gpus=gpus,
+            fn_constructor_kwargs=fn_kwargs | {"device": pool_device(gpus),
+                                               "torch_threads": max(1, int(round(cpus)))})
+        ds.write_parquet(str(dest), filename_provider=part_names(), mode=SaveMode.OVERWRITE,
+                         min_rows_per_file=min_rows_per_file, ray_remote_args={"num_cpus": READ_WRITE_CPUS})
 
 
 def resolve_device(device: str) -> str:

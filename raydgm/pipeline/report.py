@@ -38,8 +38,7 @@ def build(out: Path, cfg: PipelineConfig, inputs: dict[str, Any], log: Callable[
     pool = (weights["split"] != "train") if q.pool == "held_out" else np.ones(len(gen_ids), bool)
     if pool.sum() < 2:
         raise ValueError(f"quality.pool={q.pool} leaves {int(pool.sum())} generated rows")
-    from raydgm.pipeline.stages import flattened
-    log_w, alpha = flattened(weights["log_weight"][pool], cfg.resample)
+    log_w, alpha = density_ratio.flattened(weights["log_weight"][pool], cfg.resample)
     reference = FeatureSet.from_logits(*inputs["reference"][1:])
     real_test = FeatureSet.from_logits(*inputs["real_test"][1:])
     gen = FeatureSet.from_logits(gen_f[pool], None if gen_l is None else gen_l[pool])
@@ -49,8 +48,8 @@ def build(out: Path, cfg: PipelineConfig, inputs: dict[str, Any], log: Callable[
     summary: dict[str, Any] = {
         "rows": rows, "per_block": per_block, "alpha": alpha, "pool": q.pool,
         "pool_rows": int(pool.sum()), "features": q.features,
-        "ess_fraction_pool": density_ratio.effective_sample_size(log_w) / len(log_w),
-        "ess_fraction_pool_raw": density_ratio.effective_sample_size(weights["log_weight"][pool]) / len(log_w),
+        "ess_fraction_pool": density_ratio.ess_fraction(log_w),
+        "ess_fraction_pool_raw": density_ratio.ess_fraction(weights["log_weight"][pool]),
     }
     if q.noise_baseline and inputs.get("noise_auc") is not None:
         summary["noise_baseline_auc"] = float(inputs["noise_auc"]())
@@ -95,7 +94,7 @@ def draw(folder: Path, cfg: PipelineConfig, inputs: dict[str, Any], pool: np.nda
             (folder / f"{name}.json").write_text(json.dumps(table))
 
     keep("samples", plots.sample_rows(grid_rows, folder / "samples.png", per_row=q.grid_size))
-    ess = density_ratio.effective_sample_size(raw_log_w) / len(raw_log_w)
+    ess = density_ratio.ess_fraction(raw_log_w)
     keep("weights", plots.weight_histogram(raw_log_w, folder / "weights.png",
                                            f"pool log-weights: ESS fraction {ess:.2g} of {len(raw_log_w)}"),
          plots.weight_histogram_table(raw_log_w))

@@ -253,7 +253,7 @@ def resample_weights(rs_cfg: ResampleConfig, weights: Artifact, store: ArtifactS
     """Flatten / clip the log-weights as configured, then resample the generated pool."""
     def write(out: Path) -> dict[str, int]:
         table = tables.read_weights(weights.file("weights.parquet"))
-        log_w, alpha = flattened(table["log_weight"], rs_cfg)
+        log_w, alpha = density_ratio.flattened(table["log_weight"], rs_cfg)
         n = rs_cfg.num_samples or len(log_w)
         idx = resample.resample(log_w, n, rs_cfg.method, np.random.default_rng(rs_cfg.seed))
         counts = np.bincount(idx, minlength=len(log_w))
@@ -261,19 +261,12 @@ def resample_weights(rs_cfg: ResampleConfig, weights: Artifact, store: ArtifactS
             "method": rs_cfg.method, "alpha": alpha, "num_samples": int(n),
             "pool": int(len(log_w)), "unique_drawn": int((counts > 0).sum()),
             "max_count": int(counts.max()),
-            "ess_fraction_raw": density_ratio.effective_sample_size(table["log_weight"]) / len(log_w),
-            "ess_fraction_used": density_ratio.effective_sample_size(log_w) / len(log_w),
+            "ess_fraction_raw": density_ratio.ess_fraction(table["log_weight"]),
+            "ess_fraction_used": density_ratio.ess_fraction(log_w),
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         return {"resampled": tables.write_counts(out / "resampled.parquet", table["sample_id"], counts)}
     return store.run(rs_cfg.STAGE, rs_cfg, write, inputs={"weights": weights.key})
-
-
-def flattened(log_w: np.ndarray, cfg: ResampleConfig) -> tuple[np.ndarray, float]:
-    """Apply ``w ** alpha`` (alpha from ``target_ess_fraction`` when set), then the clips."""
-    alpha = (density_ratio.alpha_for_ess(log_w, cfg.target_ess_fraction)
-             if cfg.target_ess_fraction is not None else cfg.alpha)
-    return density_ratio.flatten(log_w, alpha, cfg.log_clip_min, cfg.log_clip_max), float(alpha)
 
 
 def quality_report(cfg: PipelineConfig, arts: dict[str, Artifact], featurizer: Featurizer,

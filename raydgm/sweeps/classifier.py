@@ -47,6 +47,7 @@ import numpy as np
 from ray.tune import Callback
 
 from raydgm import density_ratio, tracking
+from raydgm.metrics import format_pm
 from raydgm.pipeline import plots
 from raydgm.config import (ClassifierSweepConfig, ConfigError, DensityRatioConfig, PipelineConfig,
                            TrackingConfig)
@@ -101,12 +102,9 @@ def fit_config(base: dict[str, Any], params: dict[str, Any], device: str | None 
 
 
 def check_grid(cfg: ClassifierSweepConfig, dataset: Dataset) -> None:
-    """Refuse, before Ray starts, a grid with a value listed twice (it would map two trials to
-    one MLflow run), a trial config that does not validate, or an empty real test split."""
-    for name in ("hidden_units", "learning_rates", "calibrations", "alphas", "seeds"):
-        values = getattr(cfg, name)
-        if len(set(values)) != len(values):
-            raise ConfigError(f"{name} lists a value twice: {list(values)}")
+    """Refuse, before Ray starts, a trial config that does not validate or an empty real test
+    split (a value listed twice, which would map two trials to one MLflow run, the config
+    itself refuses: ``config.check_grid_axes``)."""
     for params in trial_grid(cfg):
         fit_config(cfg.pipeline.density_ratio.to_dict(), params)
     if len(dataset.split("test")[0]) == 0:
@@ -115,16 +113,6 @@ def check_grid(cfg: ClassifierSweepConfig, dataset: Dataset) -> None:
 
 
 # --------------------------------------------------------------------------- one trial
-
-def ess_fraction(log_w: np.ndarray) -> float:
-    """ESS / N of float ``(N,)`` log-weights (Kish: (sum w)^2 / sum w^2 / N, in (0, 1]); exactly
-    (nonzero weights) / N when the nonzero weights are all equal (alpha = 0), where the
-    log-sum-exp route would round 1 to 0.9999999999999999."""
-    nonzero = log_w[np.isfinite(log_w)]
-    if nonzero.size and nonzero.min() == nonzero.max():
-        return nonzero.size / log_w.size
-    return density_ratio.effective_sample_size(log_w) / log_w.size
-
 
 @dataclass(frozen=True)
 class Scores:
@@ -141,7 +129,7 @@ class Scores:
 
 def score(model: density_ratio.DensityRatioModel, data: ClassifierData, alphas: Sequence[float]) -> Scores:
     """Score ``model`` on held-out rows: ``data.real_test`` vs the generated rows it did not
-    train on (``model.gen_split != "train"``). Per alpha: ``ess_frac`` = ``ess_fraction`` of
+    train on (``model.gen_split != "train"``). Per alpha: ``ess_frac`` = ``density_ratio.ess_fraction`` of
     alpha x log w, ``ess`` = N x ``ess_frac``, ``psis_khat`` (NaN below 25 rows); at alpha = 1
     they are the report's ``ess_fraction``, ``ess``, ``khat`` (to rounding)."""
     held_out = data.generated[model.gen_split != "train"]
@@ -152,7 +140,7 @@ def score(model: density_ratio.DensityRatioModel, data: ClassifierData, alphas: 
     rows = []
     for alpha in alphas:
         flat = density_ratio.flatten(log_w, float(alpha))
-        frac = ess_fraction(flat)
+        frac = density_ratio.ess_fraction(flat)
         khat = density_ratio.psis_khat(flat) if flat.size >= 25 else math.nan
         rows.append({"alpha": float(alpha), "ess_frac": frac, "ess": frac * flat.size, "psis_khat": khat})
     fit = {name: float(getattr(rep, key)) for name, key in CLASSIFIER_METRICS.items()} | {
@@ -312,20 +300,15 @@ def summarize(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def format_summary(rows: list[dict[str, Any]]) -> str:
     """Markdown, one line per row of ``summarize``: mean (± std over seeds when > 1 seed)."""
     def cell(r: dict, m: str, fmt: str) -> str:
-        text = _num(r[m], fmt)
-        return text + (f" ± {r[m + '_std']:{fmt}}" if r["seeds"] > 1 else "")
+        return format_pm(r[m], r[m + "_std"] if r["seeds"] > 1 else None, fmt)
     lines = ["| hidden | lr | calibration | alpha | ECE | Brier | ESS frac | k-hat | accuracy | AUC | seeds |",
              "|---:|---:|---|---:|---|---|---|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['hidden_units']} | {r['learning_rate']:g} | {r['calibration']} | {r['alpha']:g} | "
                      f"{cell(r, 'ece', '.4f')} | {cell(r, 'brier', '.4f')} | {cell(r, 'ess_frac', '.4f')} | "
-                     f"{_num(r['psis_khat'], '.2f')} | {r['classifier_accuracy']:.3f} | {r['roc_auc']:.3f} | "
+                     f"{format_pm(r['psis_khat'], None, '.2f')} | {r['classifier_accuracy']:.3f} | {r['roc_auc']:.3f} | "
                      f"{r['seeds']} |")
     return "\n".join(lines)
-
-
-def _num(x: float, fmt: str) -> str:
-    return format(x, fmt) if math.isfinite(x) else "\u2013"
 
 
 def write_summary(folder: Path, run: tracking.Run | None, rows: list[dict], points: list[dict],

@@ -11,12 +11,9 @@ from typing import Any, Callable
 
 from raydgm import tracking
 from raydgm.config import Config, ConfigError, read_mapping
+from raydgm.sweeps import SweepIncomplete
 
 PRESETS = Path(__file__).parent / "presets"
-
-
-class SweepIncomplete(RuntimeError):
-    """Some trials did not finish (interrupted, or failed after their retries)."""
 
 
 def load_sweep(cls: type[Config], preset: str, path: str | None = None, overrides: tuple[str, ...] = ()) -> Any:

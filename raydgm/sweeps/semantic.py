@@ -26,7 +26,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from ray.tune import Callback
 
-from raydgm import tracking
+from raydgm import density_ratio, tracking
+from raydgm.metrics import format_pm
 from raydgm.config import UNLABELED_SOURCES, ConfigError, SSLConfig, SweepConfig, TrackingConfig
 from raydgm.data import Dataset, labeled_subset
 from raydgm.pipeline import plots, tables
@@ -61,7 +62,6 @@ def check_labeled_sizes(cfg: SweepConfig, dataset: Dataset) -> None:
 def ssl_data(dataset: Dataset, arts: dict[str, Any], cfg: SweepConfig) -> ssl.SSLData:
     """The arrays every trial needs: real splits, generated images, flattened log-weights and
     the resample stage's SIR set (indices into the generated images)."""
-    from raydgm.pipeline.stages import flattened
     ids, _, images = tables.read_samples(arts["samples"].file("samples"))
     weights = tables.read_weights(arts["density_ratio"].file("weights.parquet"))
     count_ids, counts = tables.read_counts(arts["resample"].file("resampled.parquet"))
@@ -70,7 +70,7 @@ def ssl_data(dataset: Dataset, arts: dict[str, Any], cfg: SweepConfig) -> ssl.SS
         raise ValueError("samples, weights and resampled counts cover different sample ids; "
                          "rerun the pipeline in a fresh RAYDGM_HOME")
     counts = np.bincount(pos, weights=counts, minlength=len(ids)).astype(np.int64)
-    log_w, _ = flattened(weights["log_weight"], cfg.pipeline.resample)
+    log_w, _ = density_ratio.flattened(weights["log_weight"], cfg.pipeline.resample)
     split = {name: dataset.split(name) for name in ("train", "val", "test")}
     return ssl.SSLData(train_images=split["train"][0], train_labels=split["train"][1],
                        val_images=split["val"][0], val_labels=split["val"][1],
@@ -183,9 +183,10 @@ def format_summary(rows: list[dict[str, Any]]) -> str:
     more than one seed) | seeds."""
     lines = ["| labeled | unlabeled | semantic weight | test accuracy | seeds |", "|---:|---|---:|---|---:|"]
     for r in rows:
-        spread = f" ± {r['test_accuracy_std']:.4f}" if r["seeds"] > 1 else ""
-        lines.append(f"| {r['labeled_size']} | {r['unlabeled']} | {r['semantic_weight']:g} | "
-                     f"{r['test_accuracy_mean']:.4f}{spread} | {r['seeds']} |")
+        accuracy = format_pm(r["test_accuracy_mean"], r["test_accuracy_std"] if r["seeds"] > 1 else None,
+                                   ".4f")
+        lines.append(f"| {r['labeled_size']} | {r['unlabeled']} | {r['semantic_weight']:g} | {accuracy} | "
+                     f"{r['seeds']} |")
     return "\n".join(lines)
 
 

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from raydgm import tracking
 from raydgm.config import Config, ConfigError, TrackingConfig, TrialResources
 from raydgm.data import Dataset
-from raydgm.sweeps.cli import SweepIncomplete
+from raydgm.sweeps import SweepIncomplete
 from raydgm.tracking import runs
 
 STATE = "raydgm_sweep.json"          # parent run id and config, beside Tune's own state

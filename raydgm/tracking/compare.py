@@ -7,8 +7,8 @@ turns them into tables with these functions; the MLflow calls stay in the notebo
 
 - ``ssl_trial`` runs: params ``labeled_size``, ``unlabeled``, ``semantic_weight``, ``seed``;
   metric ``test_accuracy`` (at the epoch with the best validation accuracy).
-- ``quality`` runs: metrics ``<set>/<metric>_mean`` and ``_std``, one set per sample set
-  (``real_test``, ``raw``, ``resampled_<method>``, ``importance_weighted``).
+- ``quality`` runs: metrics ``<set>/<metric>_<features>_mean`` and ``_std`` (``raw/fid_domain_mean``),
+  one set per sample set (``real_test``, ``raw``, ``resampled_<method>``, ``importance_weighted``).
 - the parent run: metrics ``test_accuracy/n<size>_<source>_w<weight>`` (means over seeds).
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from raydgm.config import UNLABELED_SOURCES
+from raydgm.metrics import format_pm
 
 SET_ORDER = ("real_test", "raw", "resampled", "importance_weighted")    # prefixes of quality sets
 QUALITY_METRICS = ("fid", "kid", "is")
@@ -29,6 +30,7 @@ TRIAL_KEYS = ("labeled_size", "unlabeled", "semantic_weight", "seed")
 GROUP_KEYS = ("labeled_size", "unlabeled", "semantic_weight")
 STAGE_TAG = "tags.raydgm.stage"
 _PARENT_METRIC = re.compile(r"^metrics\.test_accuracy/n(\d+)_([A-Za-z]+)_w(.+)$")
+_QUALITY_METRIC = re.compile(r"^metrics\.(?P<set>[^/]+)/(?P<metric>[a-z]+)_(?P<features>[a-z0-9]+)_(?P<stat>mean|std)$")
 
 
 class RunsNotFound(LookupError):
@@ -168,7 +170,9 @@ def parent_disagreements(summary: pd.DataFrame, parent: Mapping[str, Any],
 
 def quality_table(quality_runs: pd.DataFrame, metrics: Iterable[str] = QUALITY_METRICS) -> pd.DataFrame:
     """One row per sample set of each ``quality`` run: ``<metric>_mean`` and ``<metric>_std``
-    for each of ``metrics`` (NaN where a set has no value, e.g. KID of importance-weighted).
+    for each of ``metrics`` (NaN where a set has no value, e.g. KID of importance-weighted),
+    read from the run's ``<set>/<metric>_<features>_<mean|std>`` metrics (a quality run scores
+    on one extractor's features, ``params.config.features``).
 
     Index: ``set`` (the metric prefix: real_test, raw, resampled_<method>, importance_weighted),
     or (``run``, ``set``) when there are several quality runs. RunsNotFound if there is none.
@@ -181,10 +185,10 @@ def quality_table(quality_runs: pd.DataFrame, metrics: Iterable[str] = QUALITY_M
     for _, run in quality_runs.iterrows():
         values: dict[str, dict[str, float]] = {}
         for key, value in run.items():
-            parts = str(key).split("/")
-            if len(parts) == 2 and parts[0].startswith("metrics.") and parts[1] in columns:
-                if value is not None and not pd.isna(value):
-                    values.setdefault(parts[0][len("metrics."):], {})[parts[1]] = float(value)
+            found = _QUALITY_METRIC.match(str(key))
+            column = found and f"{found['metric']}_{found['stat']}"
+            if column in columns and value is not None and not pd.isna(value):
+                values.setdefault(found["set"], {})[column] = float(value)
         sets = sorted(values, key=_set_rank)
         frame = pd.DataFrame([values[s] for s in sets], index=pd.Index(sets, name="set"),
                              columns=columns, dtype=float)
@@ -199,7 +203,7 @@ def mean_pm(table: pd.DataFrame, names: Iterable[str], digits: int = 4) -> pd.Da
     ("–" where the mean is NaN, no ± part where the std is)."""
     out = pd.DataFrame(index=table.index)
     for name in names:
-        out[name] = [_pm(m, s, digits) for m, s in zip(table[f"{name}_mean"], table[f"{name}_std"])]
+        out[name] = [format_pm(m, s, f".{digits}g") for m, s in zip(table[f"{name}_mean"], table[f"{name}_std"])]
     return out
 
 
@@ -218,8 +222,3 @@ def _set_rank(name: str) -> tuple[int, str]:
             return i, name
     return len(SET_ORDER), name
 
-
-def _pm(mean: float, std: float, digits: int) -> str:
-    if pd.isna(mean):
-        return "\u2013"
-    return f"{mean:.{digits}g}" if pd.isna(std) else f"{mean:.{digits}g} \u00b1 {std:.{digits}g}"

@@ -12,6 +12,7 @@ again under the same parent finds the finished run and adds nothing.
   the weight histogram (picture and counts).
 - ``resample``: alpha, ESS fractions, distinct draws.
 - ``quality``: FID / KID / IS (and precision / recall / density / coverage) per sample set,
+  named with their features (``raw/fid_domain_mean``),
   the table, every figure with the data behind it.
 """
 from __future__ import annotations
@@ -103,7 +104,7 @@ def _log_density_ratio(run: tracking.Run, art: Artifact) -> None:
 
 def _log_quality(run: tracking.Run, art: Artifact) -> None:
     summary = json.loads(art.file("quality.json").read_text())
-    metrics = quality.headline(summary["rows"]) | {
+    metrics = quality.headline(summary["rows"], summary["features"]) | {
         k: summary[k] for k in ("alpha", "ess_fraction_pool", "ess_fraction_pool_raw", "noise_baseline_auc")
         if k in summary}
     run.metrics(metrics)
