@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from raydgm.pipeline import features, tables
 from raydgm.config import DomainClassifierConfig, FeaturesConfig
 from raydgm.data import load_dataset
+from raydgm.pipeline import features, tables
 
 TINY_CNN = DomainClassifierConfig(channels=(16, 32), epochs=1)
 TOLERANCE = 1e-4          # max abs feature difference accepted between two routes

@@ -30,11 +30,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from raydgm.training import generators
 from raydgm.config import GenerateConfig
+from raydgm.models import build, to_uint8
 from raydgm.pipeline.generate import draw_levels, generate_with_ray
 from raydgm.pipeline.tables import samples_table
-from raydgm.models import build, to_uint8
+from raydgm.training import generators
 
 VAE_KWARGS = {"latent_dim": 32, "hidden_channels": [32, 64, 128], "likelihood": "logistic"}
 

@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 from raydgm import tracking
-from raydgm.pipeline import report
-from raydgm.tracking import runs
 from raydgm.config import PipelineConfig
+from raydgm.pipeline import report
 from raydgm.pipeline.stages import load_data, run_pipeline
 from raydgm.pipeline.store import Artifact, ArtifactStore
+from raydgm.tracking import runs
 
 REPORT_KEYS = ("accuracy", "roc_auc", "ece", "brier", "mean_weight", "ess", "ess_fraction", "khat")
 
@@ -65,7 +65,9 @@ def print_quality(art: Artifact, uri: str | None, run_id: str | None) -> None:
     print(art.file("table.md").read_text().rstrip())
     print("\nfigures (each with its data, .json):")
     for name in q["figures"]:
-        print(f"  {os.path.relpath(art.path / 'figures' / (name + '.png'))}")
+        png = art.path / "figures" / f"{name}.png"
+        shown = os.path.relpath(png)
+        print(f"  {png.resolve() if shown.startswith('..') else shown}")
     if uri is not None:
         print(f"\nMLflow: quality run {run_id} (and one run per stage) in {uri}")
         print(f"  open the UI: {tracking.ui_command(uri)}")

@@ -30,9 +30,9 @@ from scipy.optimize import minimize
 from scipy.special import expit, log_expit
 from sklearn.isotonic import IsotonicRegression
 
+from raydgm import metrics
 from raydgm._diagnostics import (KHAT_UNRELIABLE, DensityRatioReport, alpha_for_ess, build_report,
                                  effective_sample_size, ess_fraction, flatten, flattened, psis_khat)
-from raydgm import metrics
 from raydgm.config import DensityRatioConfig
 
 __all__ = ["DensityRatioModel", "DensityRatioReport", "alpha_for_ess", "diagnose", "effective_sample_size",

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from raydgm.training.generators import fit_baseline
 from raydgm.data import load_dataset
 from raydgm.pipeline.generate import draw_levels
+from raydgm.training.generators import fit_baseline
 
 
 @pytest.fixture(scope="module")

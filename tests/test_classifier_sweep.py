@@ -13,9 +13,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from raydgm.sweeps import classifier as cs
 from raydgm import density_ratio
 from raydgm.config import ClassifierSweepConfig, DensityRatioConfig, TrackingConfig
+from raydgm.sweeps import classifier as cs
 from raydgm.sweeps.cli import load_sweep, main
 
 REPO = Path(__file__).resolve().parents[1]

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from raydgm.training import extractors
 from raydgm.config import DomainClassifierConfig
 from raydgm.data import load_dataset
 from raydgm.models.domain import DomainCNN
+from raydgm.training import extractors
 
 # Small enough for ~0.5 s per fit on one thread; best epoch 4 of 6 with seed 0 (so the
 # early-stopping restore is exercised), val accuracy about 0.97.

@@ -4,8 +4,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from raydgm.pipeline import features, tables
 from raydgm.config import DataConfig, DomainClassifierConfig, FeaturesConfig
+from raydgm.pipeline import features, tables
 from raydgm.pipeline.stages import Featurizer, import_samples, load_data, read_features
 from raydgm.pipeline.store import ArtifactStore
 

@@ -7,12 +7,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from raydgm.training import generators
-from raydgm.pipeline import tables
 from raydgm.config import GenerateConfig
+from raydgm.models import build
+from raydgm.pipeline import tables
 from raydgm.pipeline.generate import (GenerateBatch, NonFiniteSamples, draw_levels,
                                       generate_with_ray, sample_seed)
-from raydgm.models import build
+from raydgm.training import generators
 
 TINY = {"latent_dim": 4, "hidden_channels": [8, 16, 32], "likelihood": "logistic"}
 

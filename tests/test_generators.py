@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from raydgm.training import generators
 from raydgm.config import TrainGeneratorConfig
 from raydgm.data import load_dataset
+from raydgm.training import generators
 
 TINY_VAE = {"kind": "vae", "latent_dim": 4, "hidden_channels": [8, 16, 32]}
 
@@ -52,9 +52,9 @@ def test_pixelcnnpp_trains_too(tmp_path, digits):
 SCRIPT = textwrap.dedent("""
     import sys, torch
     torch.set_num_threads(1)
-    from raydgm.training import generators
     from raydgm.config import TrainGeneratorConfig
     from raydgm.data import load_dataset
+    from raydgm.training import generators
     cfg = TrainGeneratorConfig.model_validate_json(sys.argv[1])
     generators.fit_generator(load_dataset("digits").split("train")[0], cfg, sys.argv[2], progress=False)
 """)

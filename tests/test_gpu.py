@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from raydgm.training import generators
-from raydgm.pipeline import tables
 from raydgm.config import GenerateConfig
-from raydgm.pipeline.generate import draw_levels, generate_with_ray
 from raydgm.models import build
+from raydgm.pipeline import tables
+from raydgm.pipeline.generate import draw_levels, generate_with_ray
+from raydgm.training import generators
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from raydgm import density_ratio
-from raydgm.pipeline import tables
 from raydgm.cli import main
 from raydgm.config import PipelineConfig, ResampleConfig
+from raydgm.pipeline import tables
 from raydgm.pipeline.stages import run_pipeline
 from raydgm.pipeline.store import ArtifactStore
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from raydgm.pipeline import plots
 from raydgm._diagnostics import effective_sample_size
+from raydgm.pipeline import plots
 
 LW = np.log(np.array([1.0, 2.0, 3.0, 4.0, 0.5, 6.0, 7.0, 8.0]))  # sum w = 31.5
 ROWS = [

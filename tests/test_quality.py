@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from raydgm.pipeline import quality
 from raydgm.config import QualityConfig
+from raydgm.pipeline import quality
 from raydgm.pipeline.quality import FeatureSet
 
 D, MU = 2, 0.5   # E[w^2] = exp(D mu^2) = 1.65: weights with a usable ESS

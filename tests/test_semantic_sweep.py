@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import smoke
-from raydgm.sweeps import cli, semantic
 from raydgm.config import ResampleConfig, SweepConfig
+from raydgm.sweeps import cli, semantic
 
 
 

@@ -19,10 +19,10 @@ import pytest
 
 import smoke
 from raydgm import cli
+from raydgm.config import SweepConfig
 from raydgm.sweeps import semantic
 from raydgm.sweeps.cli import load_sweep
 from raydgm.tracking import server
-from raydgm.config import SweepConfig
 
 STAGES = {"train_generator", "generate", "density_ratio", "resample", "quality"}
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from raydgm.training import ssl
 from raydgm.config import SSLConfig
 from raydgm.data import labeled_subset, load_dataset
 from raydgm.models.resnet import ResNet
 from raydgm.semantic_loss import exactly_one
+from raydgm.training import ssl
 
 
 @pytest.fixture(scope="module")

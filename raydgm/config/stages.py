@@ -86,7 +86,7 @@ class TrainGeneratorConfig(Config):
 
 
 class ActorPool(Config):
-    """A Ray Data actor pool (``raydata.actor_resources``): ``num_actors`` actors, each
+    """A Ray Data actor pool (``pipeline.raydata.actor_resources``): ``num_actors`` actors, each
     reserving ``num_cpus_per_actor`` CPUs (keep the pool below the cluster's CPUs, or Ray
     Data's read/write tasks starve) and ``num_gpus_per_actor`` GPUs (None: 1 on a cluster
     with GPUs, else 0). An actor granted a GPU uses CUDA where it runs, if it sees one."""

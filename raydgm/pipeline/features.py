@@ -29,8 +29,8 @@ import pyarrow.dataset as pads
 import torch
 from tqdm.auto import tqdm
 
-from raydgm.pipeline import raydata, tables
 from raydgm.config import Extractor, FeaturesConfig
+from raydgm.pipeline import raydata, tables
 
 FEATURES_DIR = "features"
 EXTRACTORS: tuple[str, ...] = get_args(Extractor)   # config.Extractor, the names build_extractor knows

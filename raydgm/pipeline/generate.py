@@ -32,10 +32,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from raydgm.pipeline import raydata
 from raydgm.config import GenerateConfig
-from raydgm.pipeline.tables import samples_table
 from raydgm.models import GenerativeModel, finite_rows, to_uint8
+from raydgm.pipeline import raydata
+from raydgm.pipeline.tables import samples_table
 
 IDS_DIR = "ids"
 ATTEMPTS_DIR = "attempts"

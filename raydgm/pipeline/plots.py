@@ -12,8 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from raydgm.metrics import format_pm  # noqa: E402
 from raydgm._diagnostics import check_log_weights, ess_fraction, flatten  # noqa: E402
+from raydgm.metrics import format_pm  # noqa: E402
 
 
 def sample_rows(rows: Mapping[str, np.ndarray], path: str | Path, per_row: int = 16) -> Path:
@@ -161,7 +161,7 @@ def quality_bars(rows: Sequence[Mapping[str, Any]], metric: str, path: str | Pat
 def accuracy_vs_weight(rows: Sequence[Mapping[str, Any]], path: str | Path) -> tuple[Path, Table]:
     """Test accuracy (mean ± std over seeds) against the semantic-loss weight: one line per
     (labeled size, unlabeled source); the supervised-only rows (``unlabeled='none'``) are a
-    dashed horizontal line of their labeled size's colour. ``rows``: ``sweep.summarize``'s."""
+    dashed horizontal line of their labeled size's colour. ``rows``: ``sweeps.semantic.summarize``'s."""
     if not rows:
         raise ValueError("rows is empty")
     sizes = sorted({int(r["labeled_size"]) for r in rows})

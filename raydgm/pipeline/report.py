@@ -13,8 +13,8 @@ from typing import Any, Callable
 import numpy as np
 
 from raydgm import density_ratio, resample
-from raydgm.pipeline import plots, quality
 from raydgm.config import PipelineConfig
+from raydgm.pipeline import plots, quality
 from raydgm.pipeline.quality import FeatureSet
 
 NOISE_MAX_EPOCHS = 5  # noise is separable at once; held-out loss falls for ever, so cap it

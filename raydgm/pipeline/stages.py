@@ -20,11 +20,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from raydgm import density_ratio, resample
-from raydgm.pipeline import features, tables
 from raydgm.config import (DataConfig, DensityRatioConfig, DomainClassifierConfig, ExtractConfig,
                            FeaturesConfig, GenerateConfig, ImportSamplesConfig, PipelineConfig,
                            ResampleConfig, TrainGeneratorConfig)
 from raydgm.data import Dataset, load_dataset, read_npz
+from raydgm.pipeline import features, tables
 from raydgm.pipeline.store import Artifact, ArtifactStore, stage_key
 
 Log = Callable[[str], None]
@@ -303,7 +303,7 @@ def run_pipeline(cfg: PipelineConfig, store: ArtifactStore | None = None, log: L
 
     ``dataset``: ``load_data(cfg.data)`` already loaded by the caller, to avoid a reload.
     ``quality``: also run the quality report. Nothing here talks to MLflow: callers log the
-    stage runs afterwards (``runs.log_pipeline``), having checked the store first.
+    stage runs afterwards (``tracking.runs.log_pipeline``), having checked the store first.
     """
     store = store or ArtifactStore()
     dataset = dataset or load_data(cfg.data)

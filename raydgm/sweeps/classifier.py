@@ -47,12 +47,12 @@ import numpy as np
 from ray.tune import Callback
 
 from raydgm import density_ratio, tracking
-from raydgm.metrics import format_pm
-from raydgm.pipeline import plots
+from raydgm._diagnostics import DensityRatioReport
 from raydgm.config import (ClassifierSweepConfig, ConfigError, DensityRatioConfig, PipelineConfig,
                            TrackingConfig)
 from raydgm.data import Dataset
-from raydgm._diagnostics import DensityRatioReport
+from raydgm.metrics import format_pm
+from raydgm.pipeline import plots
 from raydgm.sweeps.tuning import (Log, Parent, Progress, SweepResult, checkpoint_state, finished,
                                   prologue, report, trial_resources, tune_grid, write_tables)
 
@@ -178,7 +178,7 @@ def classifier_trial(config: dict[str, Any], *, data: ClassifierData, base: dict
 
 class FitRuns(Callback):
     """The driver writes a finished fit's MLflow runs (``log_trial``) from its last checkpoint,
-    so trials never talk to MLflow (see ``sweep.TrialRuns``)."""
+    so trials never talk to MLflow (see ``semantic.TrialRuns``)."""
 
     def __init__(self, track: dict[str, Any], parent: str | None, experiment: str, base: dict[str, Any]):
         self.track, self.parent, self.experiment, self.base = track, parent, experiment, base
@@ -201,7 +201,7 @@ def fit_name(params: dict[str, Any]) -> str:
 
 
 class FitProgress(Progress):
-    """``sweep.Progress`` for classifier fits: the bar counts epochs against ``max_epochs`` per
+    """``tuning.Progress`` for classifier fits: the bar counts epochs against ``max_epochs`` per
     fit (a fit stopped early skips the rest); one line per finished fit."""
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:

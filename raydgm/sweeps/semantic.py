@@ -27,9 +27,9 @@ import numpy as np
 from ray.tune import Callback
 
 from raydgm import density_ratio, tracking
-from raydgm.metrics import format_pm
 from raydgm.config import UNLABELED_SOURCES, ConfigError, SSLConfig, SweepConfig, TrackingConfig
 from raydgm.data import Dataset, labeled_subset
+from raydgm.metrics import format_pm
 from raydgm.pipeline import plots, tables
 from raydgm.sweeps.tuning import (Log, Parent, Progress, SweepResult, finished, last_state, prologue,
                                   report, trial_resources, tune_grid, write_tables)

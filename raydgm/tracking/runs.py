@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from raydgm import tracking
-from raydgm.pipeline import plots, quality, tables
 from raydgm.config import PipelineConfig, TrackingConfig
+from raydgm.pipeline import plots, quality, tables
 from raydgm.pipeline.store import Artifact
 
 DR_METRICS = {"classifier_accuracy": "accuracy", "roc_auc": "roc_auc", "ece": "ece",

@@ -1,4 +1,5 @@
-"""Fit loops for the generators, with a checkpoint every epoch and resume after a kill.
+"""Fit loops for the generators, with a checkpoint every epoch and resume after a kill, and
+the baseline's closed-form fit (``fit_baseline``).
 
 No Ray and no MLflow in here: ``fit_generator`` takes uint8 images and a config, writes
 ``last.pt`` into a work directory after every epoch (atomically: temp file, then rename)
@@ -22,8 +23,6 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from sklearn.decomposition import PCA
-from sklearn.mixture import GaussianMixture
 from tqdm.auto import tqdm
 
 from raydgm.config import TrainGeneratorConfig
@@ -193,6 +192,8 @@ def _atomic_save(obj: Any, path: Path) -> None:
 def fit_baseline(images: np.ndarray, pca_dim: int = 32, n_components: int = 10,
                  seed: int = 0) -> PCAGaussianMixture:
     """Fit on uint8 (N, C, H, W) images; returns the generator module."""
+    from sklearn.decomposition import PCA          # here: generation actors import this module
+    from sklearn.mixture import GaussianMixture
     checked_images(images, "baseline training images")
     n, c, h, w = images.shape
     x = images.reshape(n, -1).astype(np.float64) / 255.0
