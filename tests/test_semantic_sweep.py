@@ -93,6 +93,11 @@ def test_smoke_sweep_logs_parent_trials_and_stages_to_mlflow(smoke_sweep):
     assert "| labeled | unlabeled | semantic weight | test accuracy | seeds |" in out
     assert f"mlflow ui --backend-store-uri sqlite:///{home / 'mlflow.db'}" in out
     client, runs = _runs(home)
+    experiment = client.get_experiment_by_name("semantic_weight_smoke")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    # the page to open: the experiment's runs in the UI's "Model training" view, not its GenAI one
+    assert (f"then open http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs"
+            "?workflowType=machine_learning") in out
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1
     parent = parents[0]

@@ -370,4 +370,4 @@ def run_classifier_sweep(cfg: ClassifierSweepConfig, resume: bool = False, log: 
     table = format_summary(rows)
     fits = [{k: r[k] for k in (*FIT_KEYS, *CURVE)} for r in results]
     write_summary(folder, parent.run, rows, points, fits, table)
-    return SweepResult(rows, points, table, folder, parent.run_id, uri)
+    return SweepResult(rows, points, table, folder, parent.run_id, uri, parent.experiment_id)

@@ -88,5 +88,5 @@ def main(argv: list[str] | None, cls: type[Config], run: Callable[..., Any], pro
     print(f"\n{result.table}\n\nsummary, plot and per-trial results: {result.folder / 'summary'}")
     if result.tracking_uri is not None:
         print(f"MLflow: parent run {result.parent_run_id} (experiment {cfg.name!r}) in {result.tracking_uri}")
-        print(f"  open the UI: {tracking.ui_command(result.tracking_uri)}")
+        print(f"  open the UI: {tracking.ui_command(result.tracking_uri, result.experiment_id)}")
     return 0

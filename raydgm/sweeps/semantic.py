@@ -220,7 +220,7 @@ def run_semantic_sweep(cfg: SweepConfig, resume: bool = False, log: Log = print)
     rows = summarize(trials)
     table = format_summary(rows)
     _write_summary(folder, parent.run, rows, trials, table)
-    return SweepResult(rows, trials, table, folder, parent.run_id, uri)
+    return SweepResult(rows, trials, table, folder, parent.run_id, uri, parent.experiment_id)
 
 
 def _write_summary(folder: Path, run: tracking.Run | None, rows: list[dict], trials: list[dict],

@@ -222,6 +222,10 @@ class Parent:
     def run_id(self) -> str | None:
         return None if self.run is None else self.run.run_id
 
+    @property
+    def experiment_id(self) -> str | None:
+        return None if self.run is None else self.run.experiment_id
+
     def log_stages(self, cfg: Any, arts: dict[str, Any], track: TrackingConfig, experiment: str) -> None:
         """The pipeline's stages as child runs (``raydgm.tracking.runs``); found, not repeated, on resume."""
         if self.run is not None:
@@ -236,6 +240,7 @@ class SweepResult:
     folder: Path
     parent_run_id: str | None
     tracking_uri: str | None
+    experiment_id: str | None = None
 
 
 def run_pipeline_only(cfg: Any, quality: bool = True, log: Log = print) -> dict[str, Any]:

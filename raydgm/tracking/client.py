@@ -25,6 +25,7 @@ from raydgm.config import TrackingConfig
 
 PARENT_TAG = "mlflow.parentRunId"
 KEY_TAG = "raydgm.key"
+KIND_TAG, TRAINING = "mlflow.experimentKind", "custom_model_development"   # MLflow 3's "Model training" view
 
 
 class TrackingError(RuntimeError):
@@ -50,11 +51,17 @@ def tracking_uri(cfg: TrackingConfig) -> str:
     return uri
 
 
-def ui_command(uri: str) -> str:
-    """The shell command that opens the MLflow UI on this store (bound to 127.0.0.1)."""
+def ui_command(uri: str, experiment_id: str | None = None) -> str:
+    """How to look at this store's runs: the command that serves the MLflow UI on it (bound to
+    127.0.0.1), or the server's address, then the page to open: the experiment's runs (else
+    the experiment list) in MLflow's "Model training" view. MLflow 3.17 opens in its GenAI
+    view (traces), whatever the experiment's ``KIND_TAG``, unless the URL asks for this one."""
+    page = (f"#/experiments/{experiment_id}/runs" if experiment_id else "#/experiments") \
+        + "?workflowType=machine_learning"
     if uri.startswith(("http://", "https://")):
-        return f"open {uri} in a browser"
-    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+        return f"open {uri.rstrip('/')}/{page} in a browser"
+    return (f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000, "
+            f"then open http://127.0.0.1:5000/{page}")
 
 
 def check_reachable(cfg: TrackingConfig, timeout: float = 5.0) -> str | None:
@@ -184,20 +191,23 @@ class Run:
 
 
 def experiment_id(client: Any, name: str, uri: str) -> str:
-    """The id of experiment ``name``, created if missing (artifacts beside a sqlite database)."""
+    """The id of experiment ``name``, created if missing (artifacts beside a sqlite database),
+    tagged as a training experiment (``KIND_TAG``): MLflow 3 opens an untagged one in its GenAI
+    view, which hides the runs' metrics and parameters behind "Evaluations"."""
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    db, location = sqlite_path(uri), None
-    if db is not None:
-        location = (db.parent / "mlartifacts" / name).as_uri()
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except Exception:                     # created meanwhile by a parallel trial
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
+    if exp is None:
+        db, location = sqlite_path(uri), None
+        if db is not None:
+            location = (db.parent / "mlartifacts" / name).as_uri()
+        try:
+            return client.create_experiment(name, artifact_location=location, tags={KIND_TAG: TRAINING})
+        except Exception:                     # created meanwhile by a parallel trial
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    if exp.tags.get(KIND_TAG) != TRAINING:    # an experiment made before raydgm tagged them
+        client.set_experiment_tag(exp.experiment_id, KIND_TAG, TRAINING)
+    return exp.experiment_id
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
