@@ -24,11 +24,7 @@ calibration, alpha), mean over seeds, sorted by held-out ECE."""
 
 EPILOG = """\
 presets (raydgm/sweeps/presets/*.yaml): classifier (mnist5k, the default), classifier_smoke
-(--smoke-test).
-MLflow: tracking URI from pipeline.tracking.tracking_uri, else $MLFLOW_TRACKING_URI, else
-sqlite:///$RAYDGM_HOME/mlflow.db; an unreachable server fails before any compute.
-exit codes: 0 done, 2 bad config or input, 3 some trials unfinished (use --resume)."""
-
+(--smoke-test)."""
 
 
 def run(cfg: ClassifierSweepConfig, resume: bool):

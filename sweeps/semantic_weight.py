@@ -23,11 +23,7 @@ validation accuracy, per labeled size, unlabeled source and weight."""
 
 EPILOG = """\
 presets (raydgm/sweeps/presets/*.yaml): default (mnist5k, 100 and 1,000 labels, 3 seeds),
-smoke (--smoke-test), paper (CIFAR-10, the thesis's grid, for a GPU cluster).
-MLflow: tracking URI from pipeline.tracking.tracking_uri, else $MLFLOW_TRACKING_URI, else
-sqlite:///$RAYDGM_HOME/mlflow.db; an unreachable server fails before any compute.
-exit codes: 0 done, 2 bad config or input, 3 some trials unfinished (use --resume)."""
-
+smoke (--smoke-test), paper (CIFAR-10, the thesis's grid, for a GPU cluster)."""
 
 
 def run(cfg: SweepConfig, resume: bool):

@@ -14,6 +14,11 @@ from raydgm.config import Config, ConfigError, read_mapping
 from raydgm.sweeps import SweepIncomplete
 
 PRESETS = Path(__file__).parent / "presets"
+# every sweep script's --help ends with this
+EPILOG = """\
+MLflow: tracking URI from pipeline.tracking.tracking_uri, else $MLFLOW_TRACKING_URI, else
+sqlite:///$RAYDGM_HOME/mlflow.db; an unreachable server fails before any compute.
+exit codes: 0 done, 2 bad config or input, 3 some trials unfinished (use --resume)."""
 
 
 def load_sweep(cls: type[Config], preset: str, path: str | None = None, overrides: tuple[str, ...] = ()) -> Any:
@@ -30,7 +35,7 @@ def parse_args(argv: list[str] | None, prog: str, description: str, epilog: str,
                presets: tuple[str, ...]) -> Any:
     """The arguments every sweep script takes."""
     import argparse
-    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=f"{epilog}\n{EPILOG}",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default=None, choices=presets,
                         help=f"a named config in raydgm/sweeps/presets/ (default: {presets[0]})")
