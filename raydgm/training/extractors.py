@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from raydgm.config import DomainClassifierConfig
+from raydgm.data import check_labels
 from raydgm.models.domain import DomainCNN
 from raydgm.training.common import check_finite, checked_images, derived_seed
 from raydgm.training.generators import OnEpoch, load_model, save_generator
@@ -79,21 +80,12 @@ def _domain_data(images: Any, labels: Any, where: str,
     if images is None or labels is None:
         raise ValueError(f"{where} images and labels must be given together (or both None)")
     images = checked_images(images, f"{where} images")
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{where} labels must be a 1-D integer array, found {labels.dtype} {labels.shape}")
-    if len(labels) != len(images):
-        raise ValueError(f"{where} labels length mismatch: {len(labels)} labels for {len(images)} images")
-    if labels.min() < 0:
-        raise ValueError(f"{where} labels must be >= 0 (class indices), found {int(labels.min())}")
+    labels = check_labels(labels, len(images), f"{where} labels", num_classes)
     k = int(labels.max()) + 1 if num_classes is None else num_classes
-    if labels.max() >= k:
-        raise ValueError(f"{where} labels must be in 0..{k - 1} (the training classes), "
-                         f"found {int(labels.max())}")
     if num_classes is None and len(np.unique(labels)) < 2:
         raise ValueError(f"{where} labels hold a single class ({int(labels[0])}); "
                          "a classifier needs at least 2")
-    return images, labels.astype(np.int64), k
+    return images, labels, k
 
 
 def _domain_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
