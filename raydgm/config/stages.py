@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from raydgm import data, resample
 from raydgm.config.base import Config
 
+
 class DataConfig(Config):
     """Which real dataset, and how it is split (see ``raydgm.data.load_dataset``)."""
 

@@ -25,7 +25,7 @@ from raydgm.config import TrackingConfig
 
 PARENT_TAG = "mlflow.parentRunId"
 KEY_TAG = "raydgm.key"
-KIND_TAG, TRAINING = "mlflow.experimentKind", "custom_model_development"   # MLflow 3's "Model training" view
+KIND_TAG, TRAINING = "mlflow.experimentKind", "custom_model_development"   # what kind of experiment
 
 
 class TrackingError(RuntimeError):
@@ -192,8 +192,8 @@ class Run:
 
 def experiment_id(client: Any, name: str, uri: str) -> str:
     """The id of experiment ``name``, created if missing (artifacts beside a sqlite database),
-    tagged as a training experiment (``KIND_TAG``): MLflow 3 opens an untagged one in its GenAI
-    view, which hides the runs' metrics and parameters behind "Evaluations"."""
+    tagged as a training experiment (``KIND_TAG``). MLflow 3.17's UI opens in its GenAI view
+    whatever the tag (``ui_command`` names the page that does not); other 3.x releases read it."""
     exp = client.get_experiment_by_name(name)
     if exp is None:
         db, location = sqlite_path(uri), None

@@ -2,8 +2,9 @@
 
 Stage runs are logged from the cached artifacts, after the stages ran or were reused, so
 every sweep (a parent run) holds its own stage runs whether the stages were computed now or
-last week; each holds its stage's ``config.json``. A stage run is keyed by (parent, stage, artifact key): logging the same artifact
-again under the same parent finds the finished run and adds nothing.
+last week; each holds its stage's ``config.json``. A stage run is keyed by (parent, stage,
+artifact key): logging the same artifact again under the same parent finds the finished run
+and adds nothing.
 
 - ``train_generator``: the generator config; per-epoch losses (``step=epoch``).
 - ``generate``: sample counts.
