@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 from scipy.special import expit, logit, logsumexp
-from sklearn.calibration import calibration_curve
 from sklearn.metrics import roc_auc_score
 
 KHAT_UNRELIABLE = 0.7      # Vehtari et al. (2024), Sec. 3.2: above this, estimates are unreliable
@@ -111,27 +110,19 @@ def alpha_for_ess(log_weights: Any, target_fraction: float, iters: int = 60) -> 
     return lo
 
 
-def flattened(log_weights: Any, cfg: Any) -> tuple[np.ndarray, float]:
-    """(``flatten``-ed log-weights, alpha) as a ``config.ResampleConfig`` ``cfg`` says: w ** alpha
-    with alpha from ``cfg.target_ess_fraction`` when set (``alpha_for_ess``), else ``cfg.alpha``;
-    then the clips ``cfg.log_clip_min`` / ``cfg.log_clip_max``."""
-    alpha = (alpha_for_ess(log_weights, cfg.target_ess_fraction)
-             if cfg.target_ess_fraction is not None else cfg.alpha)
-    return flatten(log_weights, alpha, cfg.log_clip_min, cfg.log_clip_max), float(alpha)
-
-
-def gpd_shape_zhang_stephens(x: np.ndarray, min_grid_pts: int = 30) -> float:
-    """Shape k of a generalized Pareto fitted to exceedances ``x >= 0`` (Zhang & Stephens 2009).
+def gpd_fit_zhang_stephens(x: np.ndarray, min_grid_pts: int = 30) -> tuple[float, float]:
+    """(shape k, scale sigma) of a generalized Pareto fitted to exceedances ``x >= 0`` (Zhang &
+    Stephens 2009).
 
     The empirical-Bayes estimator: a grid of theta = -k / sigma values (Z&S eq. 5 grid with
     prior 3), each weighted by its profile likelihood L(theta) = n [log(-theta / k) - k - 1]
     with k(theta) = mean(log(1 - theta x)); theta_hat is the posterior mean and
-    k = mean(log(1 - theta_hat x)). Positive k is a heavy tail (the tail index is 1/k).
-    The estimate does not depend on the scale of ``x``.
+    k = mean(log(1 - theta_hat x)), sigma = -k / theta_hat. Positive k is a heavy tail (the
+    tail index is 1/k). k does not depend on the scale of ``x``; sigma scales with it.
     """
     x = np.sort(np.asarray(x, dtype=np.float64))
-    n = x.size
-    x = x / x[-1]                                          # scale-free; max exceedance 1
+    n, top = x.size, x[-1]
+    x = x / top                                            # scale-free; max exceedance 1
     m = min_grid_pts + int(math.floor(math.sqrt(n)))
     j = np.arange(1, m + 1, dtype=np.float64)
     xstar = x[int(math.floor(n / 4 + 0.5)) - 1]            # first quartile
@@ -143,7 +134,8 @@ def gpd_shape_zhang_stephens(x: np.ndarray, min_grid_pts: int = 30) -> float:
         prof = n * (np.log(-theta / k) - k - 1.0)
     prof = np.where(np.isfinite(prof), prof, -np.inf)
     theta_hat = float(np.sum(theta * np.exp(prof - logsumexp(prof))))
-    return float(np.mean(np.log1p(-theta_hat * x)))
+    k_hat = float(np.mean(np.log1p(-theta_hat * x)))
+    return k_hat, float(-k_hat / theta_hat * top)
 
 
 def psis_khat(log_weights: Any) -> float:
@@ -167,8 +159,71 @@ def psis_khat(log_weights: Any) -> float:
     x = w[1:] - w[0]
     if x[-1] <= 0.0:
         return float("-inf")
-    k = gpd_shape_zhang_stephens(x)
+    k = gpd_fit_zhang_stephens(x)[0]
     return float((m * k + 10.0 * 0.5) / (m + 10.0))
+
+
+def khat_threshold(n: int) -> float:
+    """The sample-size-aware k-hat limit min(1 - 1 / log10 n, 0.7) (Vehtari et al. 2024, Sec. 3.2):
+    above it, n draws are too few for the Pareto-smoothed estimate to be reliable."""
+    return min(1.0 - 1.0 / math.log10(n), KHAT_UNRELIABLE) if n > 10 else 0.0
+
+
+def pareto_smooth(log_weights: Any) -> tuple[np.ndarray, float]:
+    """(Pareto-smoothed log-weights, k-hat): PSIS (Vehtari et al. 2015/2024, Sec. 3).
+
+    The M = ceil(min(N/5, 3 sqrt(N))) largest weights are replaced, in their order, by
+    u + F^-1((z - 1/2) / M), z = 1..M, where u is the (M+1)-th largest weight and F the
+    generalized Pareto fitted to the M exceedances (``gpd_fit_zhang_stephens``, its k shrunk
+    as in ``psis_khat``): F^-1(p) = sigma / k ((1 - p)^-k - 1) (-sigma log(1 - p) at k = 0);
+    then truncated at the largest raw weight. The other weights are unchanged. Needs N >= 25;
+    returns the weights unchanged and k-hat -inf when the tail weights are all equal.
+    """
+    lw = check_log_weights(log_weights)
+    k_hat = psis_khat(lw)
+    if not np.isfinite(k_hat):
+        return lw.copy(), k_hat
+    n = lw.size
+    m = int(math.ceil(min(0.2 * n, 3.0 * math.sqrt(n))))
+    order = np.argsort(lw, kind="stable")
+    top = lw[order[-(m + 1):]]                             # cutoff, then the M largest, ascending
+    w = np.exp(top - top[-1])
+    sigma = gpd_fit_zhang_stephens(w[1:] - w[0])[1]
+    p = (np.arange(1, m + 1) - 0.5) / m
+    q = -sigma * np.log1p(-p) if k_hat == 0 else sigma / k_hat * np.expm1(-k_hat * np.log1p(-p))
+    out = lw.copy()
+    out[order[-m:]] = np.log(np.minimum(w[0] + q, 1.0)) + top[-1]
+    return out, float(k_hat)
+
+
+def weight_stats(log_weights: Any) -> dict[str, float]:
+    """``ess``, ``ess_fraction`` and ``khat`` (NaN below ``MIN_PSIS_WEIGHTS`` rows) of one set."""
+    lw = check_log_weights(log_weights)
+    return {"ess": effective_sample_size(lw), "ess_fraction": ess_fraction(lw),
+            "khat": psis_khat(lw) if lw.size >= MIN_PSIS_WEIGHTS else float("nan")}
+
+
+def used_weights(log_weights: Any, cfg: Any) -> tuple[np.ndarray, dict[str, Any]]:
+    """(the weights every later stage uses, their statistics) from one pool's raw log-weights,
+    as a ``config.ResampleConfig`` ``cfg`` says.
+
+    w ** alpha, alpha from ``cfg.target_ess_fraction`` (``alpha_for_ess``) when set, else
+    ``cfg.alpha``; then Pareto smoothing when ``cfg.smoothing`` is ``psis`` (``pareto_smooth``);
+    then the clips ``cfg.log_clip_min`` / ``cfg.log_clip_max``. The statistics: ``alpha``,
+    ``khat_limit`` (``khat_threshold`` of the pool size) and ``ess`` / ``ess_fraction`` /
+    ``khat`` of the raw (``<stat>_raw``) and of the used weights (``<stat>_used``).
+    """
+    raw = check_log_weights(log_weights)
+    alpha = alpha_for_ess(raw, cfg.target_ess_fraction) if cfg.target_ess_fraction is not None else cfg.alpha
+    used = flatten(raw, alpha)
+    if cfg.smoothing == "psis":
+        used = pareto_smooth(used)[0]
+    used = flatten(used, 1.0, cfg.log_clip_min, cfg.log_clip_max)
+    stats: dict[str, Any] = {"alpha": float(alpha), "pool": int(raw.size),
+                             "khat_limit": khat_threshold(raw.size)}
+    for name, lw in (("raw", raw), ("used", used)):
+        stats.update({f"{k}_{name}": v for k, v in weight_stats(lw).items()})
+    return used, stats
 
 
 # --------------------------------------------------------------------------- report
@@ -182,7 +237,8 @@ class DensityRatioReport:
     reliability curve use a class-balanced subsample (the larger class subsampled without
     replacement to the smaller's size) so that a chance classifier scores 0.5 whatever the
     evaluation set's proportions; ``roc_auc`` and the weight statistics use every row.
-    ``ece`` = sum_b (n_b / n) |mean(y)_b - mean(c)_b| over 10 equal-width bins.
+    ``ece`` = sum_b (n_b / n) |mean(y)_b - mean(c)_b| over 10 equal-width bins [lo, hi), the
+    reliability curve's bins.
 
     The mix curve (the thesis's calibration curve): for each real-sample proportion rho, a
     mix of ``mix_size`` rows, round(rho * size) real and the rest generated, drawn without
@@ -226,12 +282,29 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def bin_ids(prob: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
+    """The equal-width bin of each probability on [0, 1]: bin b holds [b/n, (b+1)/n), the last
+    bin also 1. One edge rule for the ECE and the reliability curve."""
+    return np.clip((np.asarray(prob) * n_bins).astype(np.int64), 0, n_bins - 1)
+
+
 def expected_calibration_error(prob: np.ndarray, label: np.ndarray, n_bins: int = N_BINS) -> float:
-    """ECE = sum_b (n_b / n) |mean(label)_b - mean(prob)_b|, equal-width bins on [0, 1]."""
-    bins = np.clip((prob * n_bins).astype(np.int64), 0, n_bins - 1)
+    """ECE = sum_b (n_b / n) |mean(label)_b - mean(prob)_b| over the bins of ``bin_ids``."""
+    bins = bin_ids(prob, n_bins)
     count = np.bincount(bins, minlength=n_bins)
     gap = np.abs(np.bincount(bins, label, n_bins) - np.bincount(bins, prob, n_bins))
     return float(gap.sum() / count.sum())
+
+
+def reliability_curve(prob: np.ndarray, label: np.ndarray,
+                      n_bins: int = N_BINS) -> tuple[np.ndarray, np.ndarray]:
+    """(mean label, mean prob) of each non-empty bin of ``bin_ids``, in bin order: the points of
+    the reliability diagram, on the ECE's own bins."""
+    bins = bin_ids(prob, n_bins)
+    count = np.bincount(bins, minlength=n_bins)
+    full = count > 0
+    return (np.bincount(bins, label, n_bins)[full] / count[full],
+            np.bincount(bins, prob, n_bins)[full] / count[full])
 
 
 def mix_curve(lw_real: np.ndarray, lw_gen: np.ndarray, rng: np.random.Generator,
@@ -255,7 +328,7 @@ def build_report(lw_real: np.ndarray, lw_gen: np.ndarray, rng: np.random.Generat
     bal = np.concatenate([rng.choice(lw_real, n, replace=False), rng.choice(lw_gen, n, replace=False)])
     y_bal = np.concatenate([np.ones(n), np.zeros(n)])
     c = expit(bal)
-    prob_true, prob_pred = calibration_curve(y_bal, c, n_bins=N_BINS, strategy="uniform")
+    prob_true, prob_pred = reliability_curve(c, y_bal)
     y_all = np.concatenate([np.ones(lw_real.size), np.zeros(lw_gen.size)])
     size, rho, raw, adjusted = mix_curve(lw_real, lw_gen, rng)
     ess = effective_sample_size(lw_gen)
@@ -276,11 +349,12 @@ def build_report(lw_real: np.ndarray, lw_gen: np.ndarray, rng: np.random.Generat
 def report_warnings(r: DensityRatioReport) -> list[str]:
     """Plain-language warnings for the diagnostics that signal unusable weights."""
     out = []
-    if r.khat > KHAT_UNRELIABLE:
-        out.append(f"PSIS k-hat {r.khat:.2f} > {KHAT_UNRELIABLE}: importance weights are unreliable "
-                   "(flatten with alpha < 1, clip, or calibrate)")
+    limit = khat_threshold(r.n_gen)
+    if r.khat > limit:
+        out.append(f"PSIS k-hat {r.khat:.2f} > {limit:.2f} (min(1 - 1/log10 {r.n_gen}, 0.7)): importance "
+                   "weights are unreliable (flatten with alpha < 1, clip, smooth, or calibrate)")
     elif r.khat > KHAT_GOOD:
-        out.append(f"PSIS k-hat {r.khat:.2f} in ({KHAT_GOOD}, {KHAT_UNRELIABLE}]: weights have "
+        out.append(f"PSIS k-hat {r.khat:.2f} in ({KHAT_GOOD}, {limit:.2f}]: weights have "
                    "infinite variance; estimates converge slowly")
     if r.ess_fraction < ESS_FRACTION_MIN:
         out.append(f"ESS fraction {r.ess_fraction:.4f} < {ESS_FRACTION_MIN}: the weights keep "

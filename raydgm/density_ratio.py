@@ -12,12 +12,13 @@ calibration split, or the training split for ``calibration="none"``).
 
 The classifier is the paper's: one hidden layer (``hidden_units``, ReLU), a logit output,
 BCE loss, Adam, early stopping on held-out BCE; then temperature (Platt) or isotonic
-calibration on a third split. Diagnostics (ESS, PSIS k-hat, calibration curves) live in
-``raydgm._diagnostics`` and are re-exported here.
+calibration on a third split (``raydgm._classifier``). ``cross_fit`` fits K of them, each
+predicting the fold it never saw. Diagnostics (ESS, PSIS k-hat and smoothing, calibration
+curves, the weights later stages use) live in ``raydgm._diagnostics`` and are re-exported here.
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
 import math
 import warnings
@@ -26,21 +27,20 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from scipy.optimize import minimize
-from scipy.special import expit, log_expit
-from sklearn.isotonic import IsotonicRegression
+from scipy.special import expit
 
 from raydgm import metrics
-from raydgm._diagnostics import (KHAT_UNRELIABLE, DensityRatioReport, alpha_for_ess, build_report,
-                                 effective_sample_size, ess_fraction, flatten, flattened, psis_khat)
+from raydgm._classifier import build_mlp, calibrate, raw_logits, split_rows, standardizer, train_classifier
+from raydgm._diagnostics import (DensityRatioReport, alpha_for_ess, build_report, effective_sample_size,
+                                 ess_fraction, flatten, khat_threshold, pareto_smooth, psis_khat,
+                                 used_weights, weight_stats)
 from raydgm.config import DensityRatioConfig
 
-__all__ = ["DensityRatioModel", "DensityRatioReport", "alpha_for_ess", "diagnose", "effective_sample_size",
-           "ess_fraction", "fit", "flatten", "flattened", "noise_baseline", "psis_khat"]
+__all__ = ["CrossFit", "DensityRatioModel", "DensityRatioReport", "alpha_for_ess", "cross_fit", "diagnose",
+           "effective_sample_size", "ess_fraction", "fit", "flatten", "khat_threshold", "noise_baseline",
+           "pareto_smooth", "psis_khat", "used_weights", "weight_stats"]
 
 SPLITS = ("train", "val", "calib")
-EVAL_BATCH = 8192            # rows per forward pass at prediction time
-STD_FLOOR = 0.01             # feature std floored at this fraction of the median feature std
 WEIGHTS_FILE, META_FILE = "weights.pt", "model.json"
 
 
@@ -53,156 +53,6 @@ def check_features(x: Any, name: str, dim: int | None = None) -> np.ndarray:
         x = x.detach().cpu().numpy()
     return metrics.check_features(x, name, dim)
 
-
-def split_rows(n: int, config: DensityRatioConfig, rng: np.random.Generator, name: str) -> np.ndarray:
-    """A seeded assignment of ``n`` rows to 0 = train, 1 = val, 2 = calib (int8, ``(n,)``)."""
-    n_val = max(1, round(config.val_fraction * n))
-    n_calib = max(1, round(config.calib_fraction * n))
-    if n - n_val - n_calib < 1:
-        raise ValueError(f"too few rows: {name} has {n}; it needs at least 1 train, 1 val and "
-                         f"1 calib row (val_fraction={config.val_fraction}, "
-                         f"calib_fraction={config.calib_fraction})")
-    split = np.zeros(n, dtype=np.int8)
-    perm = rng.permutation(n)
-    split[perm[:n_val]] = 1
-    split[perm[n_val:n_val + n_calib]] = 2
-    return split
-
-
-# --------------------------------------------------------------------------- network
-
-def standardizer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and std of ``(N, D)`` ``x``, the std floored at ``STD_FLOOR`` x median.
-
-    Without the floor a near-constant feature (a padding pixel that is 1/255 in one sample
-    of thousands) is blown up to |z| ~ 70 and the net extrapolates it to log w ~ 50,
-    which alone makes the effective sample size 1. Constant features get std 1.
-    """
-    mean, std = x.mean(axis=0), x.std(axis=0)
-    spread = std[std > 0]
-    floor = STD_FLOOR * float(np.median(spread)) if spread.size else 1.0
-    return mean, np.where(std > 0, np.maximum(std, floor), 1.0)
-
-
-def build_mlp(dim: int, hidden: int, gen: torch.Generator) -> torch.nn.Sequential:
-    """Linear(D, H) - ReLU - Linear(H, 1), initialised like ``nn.Linear`` (U(+-1/sqrt(fan_in)))
-    from ``gen`` rather than the global RNG."""
-    net = torch.nn.Sequential(torch.nn.Linear(dim, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 1))
-    with torch.no_grad():
-        for layer in (net[0], net[2]):
-            bound = 1.0 / math.sqrt(layer.in_features)
-            for p in (layer.weight, layer.bias):
-                p.copy_((torch.rand(p.shape, generator=gen, dtype=p.dtype) * 2 - 1) * bound)
-    return net
-
-
-def raw_logits(net: torch.nn.Module, z: np.ndarray, device: str) -> np.ndarray:
-    """Uncalibrated logits, float64 ``(N,)``, of standardized features ``z`` ``(N, D)``."""
-    out = []
-    net.eval()
-    with torch.no_grad():
-        for start in range(0, z.shape[0], EVAL_BATCH):
-            xb = torch.as_tensor(z[start:start + EVAL_BATCH], dtype=torch.float32, device=device)
-            out.append(net(xb).squeeze(1).double().cpu().numpy())
-    return np.concatenate(out)
-
-
-def _batches(idx_real: np.ndarray, idx_gen: np.ndarray, batch_size: int, balanced: bool,
-             gen: torch.Generator) -> list[np.ndarray]:
-    """One epoch of row indices into the pooled train rows (real first, then generated)."""
-    n_real, n_gen = idx_real.size, idx_gen.size
-    steps = math.ceil((n_real + n_gen) / batch_size)
-    if not balanced:                                   # a shuffled pass over the pool
-        perm = torch.randperm(n_real + n_gen, generator=gen).numpy()
-        return [perm[s * batch_size:(s + 1) * batch_size] for s in range(steps)]
-    half = batch_size // 2                             # half real, half generated
-    r = torch.randint(n_real, (steps, half), generator=gen).numpy()
-    g = torch.randint(n_gen, (steps, batch_size - half), generator=gen).numpy() + n_real
-    return list(np.concatenate([r, g], axis=1))
-
-
-def _val_loss(net: torch.nn.Module, z: torch.Tensor, y: torch.Tensor, balanced: bool) -> float:
-    """Held-out BCE; class-balanced (mean of the per-class means) when ``balanced``."""
-    net.eval()
-    with torch.no_grad():
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(
-            net(z).squeeze(1), y, reduction="none")
-    if not balanced:
-        return float(loss.mean())
-    return float(0.5 * (loss[y == 1].mean() + loss[y == 0].mean()))
-
-
-def train_classifier(z_tr: np.ndarray, y_tr: np.ndarray, z_val: np.ndarray, y_val: np.ndarray,
-                     config: DensityRatioConfig, gen: torch.Generator,
-                     on_epoch: Callable[[dict], None] | None = None):
-    """Adam on BCEWithLogits with early stopping on the val BCE (patience ``config.patience``).
-
-    Returns (net with the best epoch's weights, history [{epoch, train_loss, val_loss}],
-    best_epoch). ``y`` is 1 for real, 0 for generated; train rows are real first.
-    """
-    dev = config.device
-    net = build_mlp(z_tr.shape[1], config.hidden_units, gen).to(dev)
-    opt = torch.optim.Adam(net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    x_tr, t_tr = (torch.as_tensor(a, dtype=torch.float32, device=dev) for a in (z_tr, y_tr))
-    x_val, t_val = (torch.as_tensor(a, dtype=torch.float32, device=dev) for a in (z_val, y_val))
-    idx_real, idx_gen = np.flatnonzero(y_tr == 1), np.flatnonzero(y_tr == 0)
-    history, best, best_state, best_epoch = [], math.inf, None, 0
-    for epoch in range(config.max_epochs):
-        net.train()
-        total, count = 0.0, 0
-        for b in _batches(idx_real, idx_gen, config.batch_size, config.balanced, gen):
-            b = torch.as_tensor(b, device=dev)
-            loss = loss_fn(net(x_tr[b]).squeeze(1), t_tr[b])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total, count = total + loss.item() * len(b), count + len(b)
-        val = _val_loss(net, x_val, t_val, config.balanced)
-        history.append({"epoch": epoch, "train_loss": total / count, "val_loss": val})
-        if on_epoch is not None:
-            on_epoch(history[-1])
-        if val < best:
-            best, best_epoch, best_state = val, epoch, copy.deepcopy(net.state_dict())
-        elif epoch - best_epoch >= config.patience:
-            break
-    net.load_state_dict(best_state)
-    return net, history, best_epoch
-
-
-# --------------------------------------------------------------------------- calibration
-
-def class_weights(y: np.ndarray, balanced: bool) -> np.ndarray:
-    """Sample weights summing to 1; each class carries 1/2 of it when ``balanced``."""
-    if not balanced:
-        return np.full(y.size, 1.0 / y.size)
-    return np.where(y == 1, 0.5 / (y == 1).sum(), 0.5 / (y == 0).sum())
-
-
-def fit_temperature(z: np.ndarray, y: np.ndarray, weight: np.ndarray) -> tuple[float, float]:
-    """Platt scaling: (a, b) minimising the weighted BCE of sigmoid(a z + b) (L-BFGS-B)."""
-    def loss(ab: np.ndarray) -> tuple[float, np.ndarray]:
-        s = ab[0] * z + ab[1]
-        nll = -np.sum(weight * (y * log_expit(s) + (1 - y) * log_expit(-s)))
-        r = weight * (expit(s) - y)                    # d nll / d s
-        return float(nll), np.array([np.sum(r * z), np.sum(r)])
-
-    res = minimize(loss, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B")
-    return float(res.x[0]), float(res.x[1])
-
-
-def fit_isotonic(z: np.ndarray, y: np.ndarray, weight: np.ndarray,
-                 eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """Isotonic P(real | z) as interpolation knots (x, p); warns that it reaches 0 / 1."""
-    iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
-    iso.fit(z, y, sample_weight=weight)
-    xs, ps = iso.X_thresholds_.astype(np.float64), iso.y_thresholds_.astype(np.float64)
-    if ps.min() < eps or ps.max() > 1 - eps:
-        lim = math.log((1 - eps) / eps)
-        warnings.warn("isotonic calibration gives probabilities of exactly 0 or 1 (infinite "
-                      f"log-weights) on part of the feature space; they are clipped to "
-                      f"[{eps:g}, 1 - {eps:g}], i.e. logits in [{-lim:.2f}, {lim:.2f}]", stacklevel=4)
-    return xs, ps
 
 
 # --------------------------------------------------------------------------- model
@@ -311,15 +161,6 @@ class DensityRatioModel:
 
 # --------------------------------------------------------------------------- public functions
 
-def _calibrate(model_kw: dict, z: np.ndarray, y: np.ndarray, config: DensityRatioConfig) -> None:
-    """Fit the calibration map on the calib split's raw logits; fills ``model_kw`` in place."""
-    weight = class_weights(y, config.balanced)
-    if config.calibration == "temperature":
-        model_kw["temperature"] = fit_temperature(z, y, weight)
-    elif config.calibration == "isotonic":
-        model_kw["iso_knots"] = fit_isotonic(z, y, weight, config.isotonic_eps)
-
-
 def fit(real_features: Any, gen_features: Any, config: DensityRatioConfig | None = None, *,
         on_epoch: Callable[[dict], None] | None = None) -> DensityRatioModel:
     """Fit c(x) = P(real | x) on real ``(N_r, D)`` vs generated ``(N_g, D)`` features.
@@ -353,7 +194,7 @@ def fit(real_features: Any, gen_features: Any, config: DensityRatioConfig | None
     y_prior = y_cal if config.calibration != "none" else y_tr
     if not config.balanced:
         kw["prior_correction"] = math.log((y_prior == 0).sum() / (y_prior == 1).sum())
-    _calibrate(kw, raw_logits(net, (x_cal - mean) / std, config.device), y_cal, config)
+    calibrate(kw, raw_logits(net, (x_cal - mean) / std, config.device), y_cal, config)
     return DensityRatioModel(**kw)
 
 
@@ -362,15 +203,99 @@ def diagnose(model: DensityRatioModel, real_features: Any, gen_features: Any) ->
 
     ``real_features`` ``(N_r, D)`` ~ p_data and ``gen_features`` ``(N_g, D)`` ~ p_theta,
     ideally rows not used by ``fit``. Subsampling is seeded by ``model.config.seed``.
-    Warns (``warnings.warn``) when PSIS k-hat > 0.7.
+    Warns (``warnings.warn``) when PSIS k-hat exceeds ``khat_threshold`` (0.7 from 2,155 rows up).
     """
     real = check_features(real_features, "real_features", model.dim)
     gen = check_features(gen_features, "gen_features", model.dim)
     rng = np.random.default_rng(model.config.seed)
     report = build_report(model.log_weights(real), model.log_weights(gen), rng)
-    if report.khat > KHAT_UNRELIABLE:
-        warnings.warn(report.warnings[0], stacklevel=2)
+    _warn_khat(report)
     return report
+
+
+def _warn_khat(report: DensityRatioReport) -> None:
+    if report.khat > khat_threshold(report.n_gen):
+        warnings.warn(report.warnings[0], stacklevel=3)
+
+
+@dataclasses.dataclass(frozen=True)
+class CrossFit:
+    """Out-of-fold density ratios from K classifiers (``cross_fit``).
+
+    ``models[k]`` was fitted (its train, early-stopping and calibration rows) on the rows
+    outside fold k and predicts the rows of fold k only. ``real_fold`` / ``gen_fold``: int64
+    ``(N_r,)`` / ``(N_g,)``, each row's fold; ``real_logit`` / ``gen_logit``: float64 calibrated
+    out-of-fold logits of P(real | x); ``prior_correction``: float64 ``(K,)``, fold k's
+    log(pi_gen / pi_real). ``report``: diagnostics of the out-of-fold predictions of every row.
+    """
+
+    models: list[DensityRatioModel]
+    real_fold: np.ndarray
+    gen_fold: np.ndarray
+    real_logit: np.ndarray
+    gen_logit: np.ndarray
+    prior_correction: np.ndarray
+    report: DensityRatioReport
+
+    @property
+    def log_weights(self) -> np.ndarray:
+        """Out-of-fold log w, float64 ``(N_g,)`` aligned with the generated features."""
+        return self.gen_logit + self.prior_correction[self.gen_fold]
+
+    @property
+    def real_log_weights(self) -> np.ndarray:
+        """Out-of-fold log w of the real rows, float64 ``(N_r,)``."""
+        return self.real_logit + self.prior_correction[self.real_fold]
+
+    @property
+    def real_proba(self) -> np.ndarray:
+        """Out-of-fold calibrated P(real | x) of the real rows, float64 ``(N_r,)``."""
+        return expit(self.real_logit)
+
+
+def assign_folds(n: int, folds: int, rng: np.random.Generator, name: str) -> np.ndarray:
+    """A seeded assignment of ``n`` rows to ``folds`` folds of sizes differing by at most 1
+    (int64 ``(n,)``)."""
+    if n < folds:
+        raise ValueError(f"too few rows for {folds} folds: {name} has {n}")
+    fold = np.empty(n, dtype=np.int64)
+    fold[rng.permutation(n)] = np.arange(n) % folds
+    return fold
+
+
+def cross_fit(real_features: Any, gen_features: Any, folds: int = 5,
+              config: DensityRatioConfig | None = None, rng: np.random.Generator | None = None, *,
+              on_epoch: Callable[[dict], None] | None = None) -> CrossFit:
+    """K-fold cross-fitted density ratios: every row's weight from a model that never saw it.
+
+    Both sets are split into ``folds`` folds (``rng``, default seeded by ``config.seed``); fold
+    k's classifier is ``fit`` on the other folds' rows (its own train / val / calib split, so
+    early stopping and calibration use them only; prior correction per fold) and predicts fold
+    k. The report is ``build_report`` of the out-of-fold log-weights of every real and
+    generated row; warns when its k-hat exceeds ``khat_threshold``. ``on_epoch`` gets each
+    epoch's row with ``fold`` added.
+    """
+    config = config or DensityRatioConfig()
+    if folds < 2:
+        raise ValueError(f"cross_fit needs folds >= 2, got {folds}; use fit for a single split")
+    real = check_features(real_features, "real_features")
+    gen = check_features(gen_features, "gen_features", real.shape[1])
+    rng = rng if rng is not None else np.random.default_rng([config.seed, folds])
+    real_fold = assign_folds(len(real), folds, rng, "real_features")
+    gen_fold = assign_folds(len(gen), folds, rng, "gen_features")
+    real_logit, gen_logit = np.empty(len(real)), np.empty(len(gen))
+    models, prior = [], np.empty(folds)
+    for k in range(folds):
+        hook = None if on_epoch is None else (lambda row, k=k: on_epoch(row | {"fold": k}))
+        model = fit(real[real_fold != k], gen[gen_fold != k], config, on_epoch=hook)
+        real_logit[real_fold == k] = model.logit(real[real_fold == k])
+        gen_logit[gen_fold == k] = model.logit(gen[gen_fold == k])
+        models.append(model)
+        prior[k] = model.prior_correction
+    report = build_report(real_logit + prior[real_fold], gen_logit + prior[gen_fold],
+                          np.random.default_rng(config.seed))
+    _warn_khat(report)
+    return CrossFit(models, real_fold, gen_fold, real_logit, gen_logit, prior, report)
 
 
 def noise_baseline(real_images: Any, featurize: Callable[[np.ndarray], Any],

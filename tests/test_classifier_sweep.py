@@ -30,22 +30,29 @@ def test_ess_fraction_known_values():
     assert density_ratio.ess_fraction(np.full(600, 2.5)) == 1.0
 
 
-@pytest.fixture(scope="module")
-def fitted():
-    """A small classifier on Gaussian features: real N(0.7, 1) vs generated N(0, 1), D = 3."""
+@pytest.fixture(scope="module", params=[1, 3], ids=["single", "crossfit"])
+def fitted(request):
+    """A small classifier on Gaussian features: real N(0.7, 1) vs generated N(0, 1), D = 3,
+    fitted once (folds = 1) and cross-fitted (folds = 3)."""
     rng = np.random.default_rng(0)
     real, gen, test = rng.normal(0.7, 1, (300, 3)), rng.normal(0, 1, (300, 3)), rng.normal(0.7, 1, (100, 3))
-    cfg = DensityRatioConfig(hidden_units=8, max_epochs=5, calibration="temperature")
-    model = density_ratio.fit(real, gen, cfg)
+    cfg = DensityRatioConfig(hidden_units=8, max_epochs=5, calibration="temperature", folds=request.param)
     data = cs.ClassifierData(real_train=real, real_test=test, generated=gen)
-    return model, data, cs.score(model, data, (0.0, 0.25, 0.5, 1.0))
+    history, scores = cs.fit_and_score(cfg, data, (0.0, 0.25, 0.5, 1.0))
+    if cfg.folds == 1:
+        model = density_ratio.fit(real, gen, cfg)
+        rep = density_ratio.diagnose(model, data.real_test, data.generated[model.gen_split != "train"])
+        models, n_scored = [model], (model.gen_split != "train").sum()
+    else:
+        cf = density_ratio.cross_fit(real, gen, cfg.folds, cfg)
+        rep, models, n_scored = cf.report, cf.models, len(gen)
+    return models, rep, n_scored, history, scores
 
 
 def test_score_flattening_known_answers(fitted):
-    model, data, scores = fitted
+    _, _, n_scored, _, scores = fitted
     by_alpha = {w["alpha"]: w for w in scores.weights}
-    held_out = (model.gen_split != "train").sum()
-    assert scores.log_w.shape == (held_out,) and by_alpha[0.0]["ess"] == held_out
+    assert scores.log_w.shape == (n_scored,) and by_alpha[0.0]["ess"] == n_scored
     assert by_alpha[0.0]["ess_frac"] == 1.0 and by_alpha[0.0]["psis_khat"] == -math.inf
     fracs = [by_alpha[a]["ess_frac"] for a in (0.0, 0.25, 0.5, 1.0)]
     assert all(a > b for a, b in zip(fracs, fracs[1:])), f"ESS must fall as alpha grows: {fracs}"
@@ -54,16 +61,18 @@ def test_score_flattening_known_answers(fitted):
         assert by_alpha[alpha]["ess_frac"] == pytest.approx(w.sum() ** 2 / (w ** 2).sum() / w.size, rel=1e-9)
 
 
-def test_score_at_alpha_one_is_the_pipelines_diagnosis(fitted):
-    model, data, scores = fitted
-    rep = density_ratio.diagnose(model, data.real_test, data.generated[model.gen_split != "train"])
+def test_score_at_alpha_one_is_the_out_of_sample_diagnosis(fitted):
+    """The sweep scores exactly what the pipeline reports: a refit with the same config (fits
+    are seeded) gives the same report, out of fold when cross-fitting."""
+    models, rep, _, history, scores = fitted
     one = next(w for w in scores.weights if w["alpha"] == 1.0)
     assert one["ess_frac"] == pytest.approx(rep.ess_fraction, rel=1e-12)
     assert one["psis_khat"] == rep.khat
     assert {k: scores.fit[k] for k in cs.CLASSIFIER_METRICS} == {
         "ece": rep.ece, "brier": rep.brier, "classifier_accuracy": rep.accuracy,
         "roc_auc": rep.roc_auc, "mean_weight": rep.mean_weight}
-    assert scores.fit["best_epoch"] == model.best_epoch and scores.fit["epochs"] == len(model.history)
+    assert scores.fit["best_epoch"] == np.mean([m.best_epoch for m in models])
+    assert scores.fit["epochs"] == sum(len(m.history) for m in models) and history == models[0].history
 
 
 # --------------------------------------------------------------------------- grid and summary

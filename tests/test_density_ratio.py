@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
+from raydgm import _classifier
 from raydgm import density_ratio as dr
 from raydgm.config import DensityRatioConfig
 
@@ -257,14 +258,14 @@ def test_bad_input_elsewhere(fitted):
         dr.noise_baseline(np.zeros((5, 1, 8, 8)), lambda x: x.reshape(5, -1), CFG)
 
 
-@pytest.mark.parametrize("floor", [dr.STD_FLOOR, 0.0])
+@pytest.mark.parametrize("floor", [_classifier.STD_FLOOR, 0.0])
 def test_near_constant_feature_cannot_dominate_the_weights(monkeypatch, floor):
     """A padding-pixel-like feature: 0 everywhere except 1/255 in three generated rows.
 
     With its std floored, that row's log-weight stays near the closed form; without the
     floor (the regression: z ~ 70) the net extrapolates it far away.
     """
-    monkeypatch.setattr(dr, "STD_FLOOR", floor)
+    monkeypatch.setattr(_classifier, "STD_FLOOR", floor)
     real, gen = gaussians(1500, 1500, seed=4)
     real, gen = np.hstack([real, np.zeros((1500, 1))]), np.hstack([gen, np.zeros((1500, 1))])
     odd = np.argsort(np.abs(true_log_ratio(gen[:, :2])))[:3]   # bulk points, true log w ~ 0

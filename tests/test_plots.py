@@ -14,7 +14,7 @@ ROWS = [
      "is_mean": 9.87, "is_std": 0.05},
     {"set": "raw", "fid_mean": 45.678, "fid_std": 1.5, "kid_mean": 0.0123, "kid_std": 0.00045},
     {"set": "resampled (systematic)", "fid_mean": 30.1, "fid_std": 0.9, "kid_mean": 0.00812,
-     "kid_std": 0.0003, "precision_mean": 0.71, "precision_std": 0.02},
+     "kid_std": 0.0003, "precision_mean": 0.71, "precision_std": 0.02, "n": 500, "distinct": 311.6},
 ]
 
 
@@ -155,21 +155,22 @@ def test_format_quality_table():
     text = plots.format_quality_table(ROWS)
     lines = text.splitlines()
     assert len(lines) == 2 + len(ROWS)
-    assert lines[0] == "| set | FID | KID | IS | precision | recall | density | coverage |"
-    assert lines[1] == "|---|---|---|---|---|---|---|---|"
-    assert all(line.count("|") == 9 for line in lines)
+    assert lines[0] == "| set | images | FID | KID | IS | precision | recall | density | coverage |"
+    assert lines[1] == "|---|---|---|---|---|---|---|---|---|"
+    assert all(line.count("|") == 10 for line in lines)
     cells = [c.strip() for c in lines[2].strip("|").split("|")]
-    assert cells[:4] == ["real test", "1.23 ± 0.21", "0.00012 ± 3.4e-05", "9.87 ± 0.05"]
-    assert cells[4:] == ["–"] * 4
+    assert cells[:5] == ["real test", "–", "1.23 ± 0.21", "0.00012 ± 3.4e-05", "9.87 ± 0.05"]
+    assert cells[5:] == ["–"] * 4
     cells = [c.strip() for c in lines[3].strip("|").split("|")]
-    assert cells[1:3] == ["45.68 ± 1.50", "0.0123 ± 0.00045"]
+    assert cells[2:4] == ["45.68 ± 1.50", "0.0123 ± 0.00045"]
     cells = [c.strip() for c in lines[4].strip("|").split("|")]
-    assert cells[1:3] == ["30.10 ± 0.90", "0.00812 ± 0.0003"] and cells[4] == "0.71 ± 0.02"
+    assert cells[1] == "500 (312 distinct)"
+    assert cells[2:4] == ["30.10 ± 0.90", "0.00812 ± 0.0003"] and cells[5] == "0.71 ± 0.02"
     assert "±" in text
 
 
 def test_format_quality_table_subset_and_errors():
     text = plots.format_quality_table([{"set": "a|b", "fid_mean": 0.5, "fid_std": None}], ["fid"])
-    assert text.splitlines() == ["| set | FID |", "|---|---|", "| a\\|b | 0.5 |"]
+    assert text.splitlines() == ["| set | images | FID |", "|---|---|---|", "| a\\|b | – | 0.5 |"]
     with pytest.raises(ValueError, match="rows is empty"):
         plots.format_quality_table([])

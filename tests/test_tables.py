@@ -34,14 +34,17 @@ def test_views_with_odd_strides_and_directories_of_parts(tmp_path):
 def test_weights_and_counts_round_trip(tmp_path):
     ids = np.array([5, 6, 7])
     tables.write_weights(tmp_path / "w.parquet", ids, [0.1, -0.2, 3.0], [0.0, -np.inf, 1.5],
-                         ["train", "val", "calib"])
+                         ["train", "val", "calib"], [0, 0, 0])
     w = tables.read_weights(tmp_path / "w.parquet")
     np.testing.assert_array_equal(w["log_weight"], [0.0, -np.inf, 1.5])
-    assert list(w["split"]) == ["train", "val", "calib"]
-    assert tables.write_counts(tmp_path / "c.parquet", ids, [2, 0, 1]) == 2
-    cid, count = tables.read_counts(tmp_path / "c.parquet")
-    np.testing.assert_array_equal(cid, [5, 7])
-    np.testing.assert_array_equal(count, [2, 1])
+    assert list(w["split"]) == ["train", "val", "calib"] and list(w["fold"]) == [0, 0, 0]
+    assert tables.write_resampled(tmp_path / "c.parquet", ids, [True, False, True], [0.5, -np.inf, 1.0],
+                                  [2, 0, 1]) == 2
+    r = tables.read_resampled(tmp_path / "c.parquet")
+    np.testing.assert_array_equal(r["sample_id"], [5, 6, 7])
+    np.testing.assert_array_equal(r["in_pool"], [True, False, True])
+    np.testing.assert_array_equal(r["log_weight"], [0.5, -np.inf, 1.0])
+    np.testing.assert_array_equal(r["count"], [2, 0, 1])
 
 
 def test_bad_inputs_raise(tmp_path):
@@ -50,7 +53,7 @@ def test_bad_inputs_raise(tmp_path):
     with pytest.raises(ValueError, match="unique"):
         tables.write_samples(tmp_path / "s.parquet", [0, 0], [0, 0], np.zeros((2, 1, 2, 2), np.uint8))
     with pytest.raises(ValueError, match="NaN"):
-        tables.write_weights(tmp_path / "w.parquet", [0], [np.nan], [0.0], ["train"])
+        tables.write_weights(tmp_path / "w.parquet", [0], [np.nan], [0.0], ["train"], [0])
     assert not (tmp_path / "w.parquet").exists()
 
 
@@ -61,6 +64,6 @@ def test_missing_corrupt_and_wrong_tables_name_the_file(tmp_path):
     bad.write_bytes(b"PAR1 this is not parquet")
     with pytest.raises(ValueError, match="bad.parquet"):
         tables.read_weights(bad)
-    tables.write_counts(tmp_path / "c.parquet", [1], [1])
+    tables.write_resampled(tmp_path / "c.parquet", [1], [True], [0.0], [1])
     with pytest.raises(ValueError, match="missing column.*'logit'"):
         tables.read_weights(tmp_path / "c.parquet")

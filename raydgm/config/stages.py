@@ -174,10 +174,17 @@ Calibration = Literal["none", "temperature", "isotonic"]
 
 
 class DensityRatioConfig(Config):
-    """The real-vs-generated classifier of LFIW (Grover et al. 2019, Sec. 3) and its calibration."""
+    """The real-vs-generated classifier of LFIW (Grover et al. 2019, Sec. 3) and its calibration.
+
+    ``folds`` >= 2: K-fold cross-fitting (``density_ratio.cross_fit``): every generated row's
+    weight comes from a classifier that never saw it (for training, early stopping or
+    calibration). ``folds`` = 1: one train / val / calib split, whose train rows get in-sample
+    weights (kept for comparison).
+    """
 
     STAGE: ClassVar[str] = "density_ratio"
     features: Extractor = "domain"           # the classifier's input features (cached, shared)
+    folds: int = Field(5, ge=1)              # cross-fitting folds; 1: a single split
     hidden_units: int = Field(1000, ge=1)    # the paper's one hidden layer of 1,000 units
     learning_rate: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
@@ -204,13 +211,21 @@ ResampleMethod = Literal[resample.METHODS]   # the methods raydgm.resample imple
 
 
 class ResampleConfig(Config):
-    """How log-weights become a resampled set (sampling-importance-resampling and friends)."""
+    """How log-weights become the weights every later stage uses, and a resampled set.
+
+    Computed once, on one pool: ``pool`` ``held_out`` (rows whose weight came from a classifier
+    that did not train on them: every row under cross-fitting) or ``all``; flattening w ** alpha
+    (alpha from ``target_ess_fraction`` when set), then Pareto smoothing (``smoothing: psis``,
+    Vehtari et al. 2024), then the clips; then ``method`` draws ``num_samples`` rows.
+    """
 
     STAGE: ClassVar[str] = "resample"
     method: ResampleMethod = "systematic"
     num_samples: int | None = Field(None, ge=1)   # None: as many as the pool
+    pool: Literal["held_out", "all"] = "held_out"
     alpha: float = Field(1.0, ge=0.0, le=1.0)     # flattening: w ** alpha
     target_ess_fraction: float | None = Field(None, gt=0.0, le=1.0)  # overrides alpha
+    smoothing: Literal["none", "psis"] = "none"   # psis: the largest weights -> Pareto quantiles
     log_clip_max: float | None = None             # cap on log w
     log_clip_min: float | None = None             # floor on log w
     seed: int = Field(0, ge=0)
@@ -226,19 +241,21 @@ class ResampleConfig(Config):
 class QualityConfig(Config):
     """The quality report (thesis Table 6.3): real, raw, resampled and importance-weighted sets.
 
-    Every set is scored against the real train split on ``num_blocks`` evaluation blocks of
-    ``eval_size`` rows (disjoint where the set is large enough; None: the size at which the
-    generated pool splits into disjoint blocks, between 100 and the real test split's size),
-    reporting the mean and standard deviation over blocks. Resampled
-    sets are drawn afresh for each block, by each of ``methods``, from the flattened weights
-    of the resample stage's settings. ``pool``: which generated rows are scored: ``held_out``
-    (those the classifier did not train on, whose weights are out-of-sample) or ``all``.
+    Every set is scored against the real test split (images neither the generator nor the
+    classifier trained on) on ``num_blocks`` evaluation blocks of ``eval_size`` rows (disjoint
+    where the set is large enough; None: the size at which the generated pool splits into
+    disjoint blocks, between 100 and the floor set's size), reporting the mean and standard
+    deviation over blocks; the floor row scores blocks of the real train split, disjoint from
+    the reference. The generated pool and its weights are the resample stage's (``pool``,
+    flattening, smoothing, clips); resampled sets are drawn afresh for each block, by each of
+    ``methods``.
     """
+    MOVED_KEYS: ClassVar[dict[str, str]] = {
+        "pool": "moved to 'resample.pool': every stage uses the resample stage's pool"}
 
     STAGE: ClassVar[str] = "quality"
     features: Extractor = "domain"          # the features FID / KID / IS / PRDC are computed on
     methods: tuple[ResampleMethod, ...] = ("systematic",)
-    pool: Literal["held_out", "all"] = "held_out"
     eval_size: int | None = Field(None, ge=2)
     num_blocks: int = Field(10, ge=1)
     kid_subsets: int = Field(10, ge=1)      # KID subsets per block (10 blocks: 100 in all)

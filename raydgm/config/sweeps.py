@@ -31,6 +31,9 @@ def check_grid_axes(cfg: Config, names: Iterable[str]) -> None:
             raise ValueError(f"{name} lists a value twice: {list(values)}")
 
 
+WEIGHTED_SOURCES = {"resampled", "weighted"}   # unlabeled sources chosen with the density ratio
+
+
 class SweepConfig(Config):
     """The semantic-loss sweep (``raydgm.sweeps.semantic``): the pipeline, then a Ray Tune grid
     of ``labeled_sizes`` x (``unlabeled`` x ``semantic_weights``) x ``seeds`` semi-supervised runs.
@@ -59,6 +62,13 @@ class SweepConfig(Config):
             raise ValueError(f"semantic_weights must be >= 0, got {list(self.semantic_weights)}")
         if min(self.seeds) < 0:
             raise ValueError(f"seeds must be >= 0, got {list(self.seeds)}")
+        if self.pipeline.density_ratio.features == "domain" and set(self.unlabeled) & WEIGHTED_SOURCES:
+            raise ValueError(
+                "pipeline.density_ratio.features=domain leaks labels into the weights: the domain CNN "
+                "is trained on every train label, so resampled / weighted images for a trial given "
+                f"{min(self.labeled_sizes)} labels would be chosen with the other labels' information. "
+                "Use a label-free extractor (autoencoder, inception or pixels); domain may still score "
+                "samples (quality.features)")
         return self
 
 

@@ -258,21 +258,29 @@ def calibration_curves(fits: list[dict[str, Any]], path: str | Path) -> tuple[Pa
 
 def format_quality_table(rows: Sequence[Mapping[str, Any]],
                          metrics: Sequence[str] = QUALITY_METRICS) -> str:
-    """Markdown table, one line per row: set | FID | KID | ... with "mean ± std" cells
-    (``format_pm``: 2 decimals from 1 up, else 3 significant digits); a missing metric is "–"."""
+    """Markdown table, one line per row: set | images | FID | KID | ... with "mean ± std" cells
+    (``format_pm``: 2 decimals from 1 up, else 3 significant digits); a missing metric is "–".
+    ``images``: rows per block (``n``), with the mean number of distinct ones in brackets where
+    the row has ``distinct`` (resampled sets); "–" without ``n``."""
     if not rows:
         raise ValueError("rows is empty")
-    head = ["set"] + [METRIC_LABELS.get(m, m) for m in metrics]
+    head = ["set", "images"] + [METRIC_LABELS.get(m, m) for m in metrics]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, row in enumerate(rows):
         if "set" not in row:
             raise ValueError(f"rows[{i}] has no 'set' label")
-        cells = [str(row["set"]).replace("|", "\\|")]
+        cells = [str(row["set"]).replace("|", "\\|"), _images(row)]
         for m in metrics:
             mean, std = _number(row.get(f"{m}_mean")), _number(row.get(f"{m}_std"))
             cells.append(format_pm(mean, std))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _images(row: Mapping[str, Any]) -> str:
+    if "n" not in row:
+        return "–"
+    return f"{row['n']} ({row['distinct']:.0f} distinct)" if "distinct" in row else str(row["n"])
 
 
 def _metric_columns(rows: Sequence[Mapping[str, Any]], metric: str,

@@ -1,13 +1,16 @@
 """The quality report (the thesis's Table 6.3): real, raw, resampled and weighted sets, scored.
 
-Every set is scored against the real *train* split's features (the reference) on
-``num_blocks`` evaluation blocks of ``eval_size`` rows, and each metric is reported as the
-mean and standard deviation over blocks (the thesis's 10 runs):
+Every set is scored against the real *test* split's features (the reference: images neither
+the generator nor the density-ratio classifier trained on) on ``num_blocks`` evaluation
+blocks of ``eval_size`` rows, and each metric is reported as the mean and standard deviation
+over blocks (the thesis's 10 runs):
 
-- ``real test``: blocks of the real test split (the floor a perfect generator would reach);
+- ``real train``: blocks of the real train split, disjoint from the reference (the floor a
+  perfect generator would reach);
 - ``raw``: blocks of the generated pool;
 - ``resampled (<method>)``: ``eval_size`` draws from the pool by ``resample.resample`` on the
-  flattened log-weights, drawn afresh for each block;
+  resample stage's used log-weights, drawn afresh for each block; ``distinct`` is the mean
+  number of distinct images in a block;
 - ``importance-weighted``: the raw blocks with their weights (LFIW's debiased evaluation, no
   resampling): weighted FID and IS; KID and PRDC are not defined for weighted sets.
 
@@ -26,6 +29,7 @@ from raydgm import metrics, resample
 from raydgm.config import QualityConfig
 
 METRICS = ("fid", "kid", "is", "precision", "recall", "density", "coverage")
+FLOOR = "real train"   # the floor row: real images disjoint from the reference (the test split)
 
 
 @dataclass(frozen=True)
@@ -50,42 +54,46 @@ class FeatureSet:
 MIN_BLOCK = 100   # below this, blocks give FID / KID too noisy to compare: prefer overlap
 
 
-def default_eval_size(real_test: int, pool: int, cfg: QualityConfig) -> int:
+def default_eval_size(floor: int, pool: int, cfg: QualityConfig) -> int:
     """``cfg.eval_size``, or the largest size at which the pool splits into disjoint blocks
-    (at least ``MIN_BLOCK`` rows and at most the real test split's size)."""
-    largest = min(real_test, pool)
+    (at least ``MIN_BLOCK`` rows and at most the floor set's size)."""
+    largest = min(floor, pool)
     size = cfg.eval_size or min(largest, max(pool // cfg.num_blocks, MIN_BLOCK))
     if size > largest:
-        raise ValueError(f"quality.eval_size={size} exceeds the smaller of the real test split "
-                         f"({real_test} rows) and the generated pool ({pool} rows)")
+        raise ValueError(f"quality.eval_size={size} exceeds the smaller of the real floor set "
+                         f"({floor} rows) and the generated pool ({pool} rows)")
     return size
 
 
-def evaluate(reference: FeatureSet, real_test: FeatureSet, pool: FeatureSet, log_w: np.ndarray,
+def evaluate(reference: FeatureSet, floor: FeatureSet, pool: FeatureSet, log_w: np.ndarray,
              cfg: QualityConfig) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, float]]]]:
     """Score every set; returns (one summary row per set, per-block metric values per set).
 
-    ``log_w``: the pool's (flattened) log importance weights, ``(len(pool),)``.
-    Row keys: ``set``, ``n`` (rows per block), ``blocks``, ``disjoint``, and for each metric
-    that applies ``<metric>_mean`` / ``<metric>_std``.
+    ``reference``: the real set every block is compared with; ``floor``: real rows disjoint
+    from it (the ``real train`` row); ``log_w``: the pool's used log importance weights,
+    ``(len(pool),)``. Row keys: ``set``, ``n`` (rows per block), ``blocks``, ``disjoint``, for
+    each metric that applies ``<metric>_mean`` / ``<metric>_std``, and for resampled sets
+    ``distinct`` (mean distinct images per block).
     """
     log_w = np.asarray(log_w, np.float64)
     if log_w.shape != (len(pool),):
         raise ValueError(f"log_w has shape {log_w.shape}; the pool has {len(pool)} rows")
-    size = default_eval_size(len(real_test), len(pool), cfg)
+    size = default_eval_size(len(floor), len(pool), cfg)
     ref_stats = metrics.gaussian_stats(reference.features)
     rng = np.random.default_rng([cfg.seed, 0])
-    test_blocks, test_disjoint = metrics.block_indices(len(real_test), cfg.num_blocks, size, rng)
+    floor_blocks, floor_disjoint = metrics.block_indices(len(floor), cfg.num_blocks, size, rng)
     pool_blocks, pool_disjoint = metrics.block_indices(len(pool), cfg.num_blocks, size, rng)
     values: dict[str, list[dict[str, float]]] = {}
-    disjoint = {"real test": test_disjoint, "raw": pool_disjoint, "importance-weighted": pool_disjoint}
+    disjoint = {FLOOR: floor_disjoint, "raw": pool_disjoint, "importance-weighted": pool_disjoint}
+    distinct: dict[str, list[int]] = {}
     for b in range(cfg.num_blocks):
         brng = np.random.default_rng([cfg.seed, 1, b])
-        sets = {"real test": real_test.take(test_blocks[b]), "raw": pool.take(pool_blocks[b])}
+        sets = {FLOOR: floor.take(floor_blocks[b]), "raw": pool.take(pool_blocks[b])}
         for method in cfg.methods:
             idx = resample.resample(log_w, size, method, brng)
             sets[f"resampled ({method})"] = pool.take(idx)
             disjoint[f"resampled ({method})"] = False
+            distinct.setdefault(f"resampled ({method})", []).append(len(np.unique(idx)))
         for name, fs in sets.items():
             values.setdefault(name, []).append(score(reference, ref_stats, fs, cfg, brng))
         weighted = pool.take(pool_blocks[b])
@@ -99,6 +107,8 @@ def evaluate(reference: FeatureSet, real_test: FeatureSet, pool: FeatureSet, log
             vals = [v[m] for v in per_block if m in v]
             if vals:
                 row[f"{m}_mean"], row[f"{m}_std"] = metrics.mean_std(vals)
+        if name in distinct:
+            row["distinct"] = float(np.mean(distinct[name]))
         if sum(1 for v in per_block if v) < cfg.num_blocks:
             row["blocks_used"] = sum(1 for v in per_block if v)
         rows.append(row)

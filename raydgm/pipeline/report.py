@@ -31,25 +31,23 @@ def build(out: Path, cfg: PipelineConfig, inputs: dict[str, Any], log: Callable[
     """
     q = cfg.quality
     gen_ids, gen_f, gen_l = inputs["generated"]
-    weights = inputs["weights"]
-    if not np.array_equal(weights["sample_id"], gen_ids):
-        raise ValueError("the density-ratio weights and the generated features cover different "
-                         "sample ids; rerun the density_ratio stage")
-    pool = (weights["split"] != "train") if q.pool == "held_out" else np.ones(len(gen_ids), bool)
-    if pool.sum() < 2:
-        raise ValueError(f"quality.pool={q.pool} leaves {int(pool.sum())} generated rows")
-    log_w, alpha = density_ratio.flattened(weights["log_weight"][pool], cfg.resample)
+    weights, used, rs = inputs["weights"], inputs["used"], inputs["resample"]
+    if not (np.array_equal(weights["sample_id"], gen_ids) and np.array_equal(used["sample_id"], gen_ids)):
+        raise ValueError("the density-ratio weights, the resample stage's weights and the generated "
+                         "features cover different sample ids; rerun the density_ratio stage")
+    pool = used["in_pool"]
+    log_w, alpha = used["log_weight"][pool], rs["alpha"]
     reference = FeatureSet.from_logits(*inputs["reference"][1:])
-    real_test = FeatureSet.from_logits(*inputs["real_test"][1:])
+    floor = FeatureSet.from_logits(*inputs["real_floor"][1:])
     gen = FeatureSet.from_logits(gen_f[pool], None if gen_l is None else gen_l[pool])
-    log(f"quality: scoring {len(cfg.quality.methods) + 3} sets on {q.num_blocks} blocks "
-        f"({q.features} features, pool {q.pool}: {len(gen)} generated rows, alpha={alpha:.3g})")
-    rows, per_block = quality.evaluate(reference, real_test, gen, log_w, q)
+    log(f"quality: scoring {len(cfg.quality.methods) + 3} sets on {q.num_blocks} blocks ({q.features} "
+        f"features, vs the real test split; pool {rs['pool_kind']}: {len(gen)} generated rows, alpha={alpha:.3g})")
+    rows, per_block = quality.evaluate(reference, floor, gen, log_w, q)
     summary: dict[str, Any] = {
-        "rows": rows, "per_block": per_block, "alpha": alpha, "pool": q.pool,
-        "pool_rows": int(pool.sum()), "features": q.features,
-        "ess_fraction_pool": density_ratio.ess_fraction(log_w),
-        "ess_fraction_pool_raw": density_ratio.ess_fraction(weights["log_weight"][pool]),
+        "rows": rows, "per_block": per_block, "alpha": alpha, "pool": rs["pool_kind"],
+        "pool_rows": int(pool.sum()), "features": q.features, "reference": "real test split",
+        "floor": "real train split", "ess_fraction_pool": rs["ess_fraction_used"],
+        "ess_fraction_pool_raw": rs["ess_fraction_raw"],
     }
     if q.noise_baseline and inputs.get("noise_auc") is not None:
         summary["noise_baseline_auc"] = float(inputs["noise_auc"]())
@@ -64,7 +62,7 @@ def build(out: Path, cfg: PipelineConfig, inputs: dict[str, Any], log: Callable[
 def describe(summary: dict[str, Any]) -> str:
     """One line saying what the quality table (``summary``: quality.json) compares."""
     row = summary["rows"][0]
-    return (f"sample quality on {summary['features']} features, vs the real train split "
+    return (f"sample quality on {summary['features']} features, vs the {summary['reference']} "
             f"(mean ± std over {row['blocks']} blocks of {row['n']}; generated pool: "
             f"{summary['pool']} rows, {summary['pool_rows']}; alpha={summary['alpha']:.3g})")
 

@@ -5,14 +5,15 @@ whose artifact exists is reused, never recomputed. The stages:
 
 ``data`` (not stored: loading is cheap) -> ``train_generator`` (model.pt, history.json)
 -> ``generate`` (samples/*.parquet via Ray Data) or ``import_samples`` (an .npz)
--> ``density_ratio`` (weights.parquet, classifier, report.json) -> ``resample``
-(resampled.parquet, summary.json).
+-> ``density_ratio`` (weights.parquet, classifier/fold-k, report.json) -> ``resample``
+(resampled.parquet: the used weights and draw counts, summary.json) -> ``quality``.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -219,53 +220,75 @@ def file_sha256(path: Path) -> str:
 def fit_density_ratio(dr_cfg: DensityRatioConfig, samples: Artifact, featurizer: Featurizer) -> Artifact:
     """Train and calibrate the real-vs-generated classifier; write every sample's log-weight.
 
-    The classifier sees the real *train* split's features; its diagnostics are computed on
-    the real *test* split against the generated samples it did not train on.
+    The classifier sees the real *train* split's features. ``folds`` >= 2: cross-fitted
+    (``density_ratio.cross_fit``), so every weight and the report are out-of-fold and the real
+    test split stays unseen, for the quality stage's reference. ``folds`` = 1: one split; the
+    report compares the real test split with the generated rows it did not train on.
     """
     arts = {"real_train": featurizer.real(dr_cfg.features, "train"),
-            "real_test": featurizer.real(dr_cfg.features, "test"),
             "samples": featurizer.samples(dr_cfg.features, samples)}
+    if dr_cfg.folds == 1:           # the single split's report needs real rows it never saw
+        arts["real_test"] = featurizer.real(dr_cfg.features, "test")
 
     def write(out: Path) -> dict[str, int]:
-        real_train, real_test = read_features(arts["real_train"])[1], read_features(arts["real_test"])[1]
+        real_train = read_features(arts["real_train"])[1]
         ids, gen, _ = read_features(arts["samples"])
         if gen.shape[1] != real_train.shape[1]:
             raise ValueError(f"generated samples give {gen.shape[1]} {dr_cfg.features} features "
                              f"but the real images {real_train.shape[1]}: the generated images' "
                              "shape must match the real dataset's")
-        with tqdm(total=dr_cfg.max_epochs, desc="density_ratio: classifier epochs",
+        with tqdm(total=dr_cfg.max_epochs * dr_cfg.folds, desc="density_ratio: classifier epochs",
                   unit="epoch", leave=False) as bar:
             def on_epoch(row: dict) -> None:
-                bar.set_postfix(val_bce=f"{row['val_loss']:.4f}")
+                bar.set_postfix(fold=row.get("fold", 0), val_bce=f"{row['val_loss']:.4f}")
                 bar.update()
-            model = density_ratio.fit(real_train, gen, dr_cfg, on_epoch=on_epoch)
-        held_out = model.gen_split != "train"
-        report = density_ratio.diagnose(model, real_test, gen[held_out])
-        model.save(out / "classifier")
+            if dr_cfg.folds == 1:
+                model = density_ratio.fit(real_train, gen, dr_cfg, on_epoch=on_epoch)
+                report = density_ratio.diagnose(model, read_features(arts["real_test"])[1],
+                                                gen[model.gen_split != "train"])
+                models, logit, log_w = [model], model.logit(gen), model.log_weights(gen)
+                split, fold = model.gen_split, np.zeros(len(gen), np.int64)
+            else:
+                cf = density_ratio.cross_fit(real_train, gen, dr_cfg.folds, dr_cfg, on_epoch=on_epoch)
+                models, report, logit, log_w = cf.models, cf.report, cf.gen_logit, cf.log_weights
+                split, fold = np.full(len(gen), "out_of_fold"), cf.gen_fold
+        for k, model in enumerate(models):
+            model.save(out / "classifier" / f"fold-{k}")
         (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
-        return {"weights": tables.write_weights(out / "weights.parquet", ids, model.logit(gen),
-                                                model.log_weights(gen), model.gen_split)}
+        return {"weights": tables.write_weights(out / "weights.parquet", ids, logit, log_w, split, fold)}
     return featurizer.store.run(dr_cfg.STAGE, dr_cfg, write,
                                 inputs={k: a.key for k, a in arts.items()})
 
 
 def resample_weights(rs_cfg: ResampleConfig, weights: Artifact, store: ArtifactStore) -> Artifact:
-    """Flatten / clip the log-weights as configured, then resample the generated pool."""
+    """The one place raw log-weights become the weights every later stage uses, and the SIR set.
+
+    On the pool (``rs_cfg.pool``): flatten, smooth and clip once (``density_ratio.used_weights``),
+    then resample. ``resampled.parquet``: every row's used log-weight (-inf outside the pool)
+    and draw count; ``summary.json``: alpha and ESS / ESS fraction / k-hat of the raw and the
+    used weights. Warns when the used weights' k-hat exceeds ``khat_threshold``.
+    """
     def write(out: Path) -> dict[str, int]:
         table = tables.read_weights(weights.file("weights.parquet"))
-        log_w, alpha = density_ratio.flattened(table["log_weight"], rs_cfg)
-        n = rs_cfg.num_samples or len(log_w)
-        idx = resample.resample(log_w, n, rs_cfg.method, np.random.default_rng(rs_cfg.seed))
-        counts = np.bincount(idx, minlength=len(log_w))
-        summary = {
-            "method": rs_cfg.method, "alpha": alpha, "num_samples": int(n),
-            "pool": int(len(log_w)), "unique_drawn": int((counts > 0).sum()),
-            "max_count": int(counts.max()),
-            "ess_fraction_raw": density_ratio.ess_fraction(table["log_weight"]),
-            "ess_fraction_used": density_ratio.ess_fraction(log_w),
-        }
+        pool = table["split"] != "train" if rs_cfg.pool == "held_out" else np.ones(len(table["split"]), bool)
+        if pool.sum() < 2:
+            raise ValueError(f"resample.pool={rs_cfg.pool} leaves {int(pool.sum())} generated rows")
+        used, stats = density_ratio.used_weights(table["log_weight"][pool], rs_cfg)
+        if stats["khat_used"] > stats["khat_limit"]:
+            warnings.warn(f"resample: PSIS k-hat of the used weights {stats['khat_used']:.2f} > "
+                          f"{stats['khat_limit']:.2f}: estimates from them are unreliable (lower "
+                          "alpha, set smoothing: psis, or clip)", stacklevel=2)
+        n = rs_cfg.num_samples or len(used)
+        counts = np.zeros(len(pool), np.int64)
+        counts[pool] = np.bincount(resample.resample(used, n, rs_cfg.method, np.random.default_rng(rs_cfg.seed)),
+                                   minlength=len(used))
+        log_w = np.full(len(pool), -np.inf)
+        log_w[pool] = used
+        summary = {"method": rs_cfg.method, "pool_kind": rs_cfg.pool, "num_samples": int(n),
+                   "unique_drawn": int((counts > 0).sum()), "max_count": int(counts.max())} | stats
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
-        return {"resampled": tables.write_counts(out / "resampled.parquet", table["sample_id"], counts)}
+        return {"resampled": tables.write_resampled(out / "resampled.parquet", table["sample_id"], pool, log_w,
+                                                    counts)}
     return store.run(rs_cfg.STAGE, rs_cfg, write, inputs={"weights": weights.key})
 
 
@@ -274,18 +297,21 @@ def quality_report(cfg: PipelineConfig, arts: dict[str, Artifact], featurizer: F
     """Score real, raw, resampled and importance-weighted sets (``raydgm.pipeline.quality``), draw the
     figures and log everything to MLflow (``raydgm.pipeline.report``); cached like every stage.
 
-    ``arts``: the pipeline's ``samples`` and ``density_ratio`` artifacts.
+    ``arts``: the pipeline's ``samples``, ``density_ratio`` and ``resample`` artifacts. The
+    reference is the real test split; the floor row, the real train split.
     """
     from raydgm.pipeline import report
     q = cfg.quality
-    feats = {"reference": featurizer.real(q.features, "train"),
-             "real_test": featurizer.real(q.features, "test"),
+    feats = {"reference": featurizer.real(q.features, "test"),
+             "real_floor": featurizer.real(q.features, "train"),
              "generated": featurizer.samples(q.features, arts["samples"])}
 
     def write(out: Path) -> dict[str, int]:
         data = featurizer.dataset
         inputs: dict[str, Any] = {k: read_features(a) for k, a in feats.items()}
         inputs["weights"] = tables.read_weights(arts["density_ratio"].file("weights.parquet"))
+        inputs["used"] = tables.read_resampled(arts["resample"].file("resampled.parquet"))
+        inputs["resample"] = json.loads(arts["resample"].file("summary.json").read_text())
         inputs["dr_report"] = json.loads(arts["density_ratio"].file("report.json").read_text())
         inputs["real_images"] = data.split("test")[0]
         inputs["gen_images"] = tables.read_samples(arts["samples"].file("samples"))[2]
@@ -294,7 +320,7 @@ def quality_report(cfg: PipelineConfig, arts: dict[str, Artifact], featurizer: F
         return report.build(out, cfg, inputs, log)
     keys = {k: a.key for k, a in feats.items()}
     return featurizer.store.run(q.STAGE, q, write, inputs=keys | {
-        "density_ratio": arts["density_ratio"].key, "resample": cfg.resample.content_hash()})
+        "density_ratio": arts["density_ratio"].key, "resample": arts["resample"].key})
 
 
 def run_pipeline(cfg: PipelineConfig, store: ArtifactStore | None = None, log: Log = print,

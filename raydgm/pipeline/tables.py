@@ -3,8 +3,10 @@
 - samples:   ``sample_id, seed, image`` (image: fixed-shape uint8 tensor (C, H, W))
 - features:  ``sample_id, features`` and, for extractors with classes, ``logits``
              (fixed-shape float32 tensors (D,) and (K,))
-- weights:   ``sample_id, logit, log_weight, split``
-- resampled: ``sample_id, count``
+- weights:   ``sample_id, logit, log_weight, split, fold`` (the classifier's raw weights)
+- resampled: ``sample_id, in_pool, log_weight, count``: every generated row, whether it is in
+             the resample stage's pool, its used log-weight (-inf outside the pool) and how
+             often the resampler drew it
 
 Readers check the columns and dtypes they expect and name the file when something is off.
 """
@@ -111,8 +113,10 @@ def image_shape(path: str | Path) -> tuple[int, ...]:
 
 
 def write_weights(path: str | Path, sample_ids: np.ndarray, logit: np.ndarray,
-                  log_weight: np.ndarray, split: np.ndarray) -> int:
-    """Write per-sample classifier logits and log importance weights; returns N."""
+                  log_weight: np.ndarray, split: np.ndarray, fold: np.ndarray) -> int:
+    """Write per-sample classifier logits and log importance weights, each row's split
+    (``train`` / ``val`` / ``calib`` of a single fit, ``out_of_fold`` under cross-fitting)
+    and the fold whose model weighted it; returns N."""
     logit, log_weight = np.asarray(logit, np.float64), np.asarray(log_weight, np.float64)
     if np.isnan(logit).any() or np.isnan(log_weight).any():
         raise ValueError(f"refusing to write NaN weights to {path}")
@@ -121,34 +125,41 @@ def write_weights(path: str | Path, sample_ids: np.ndarray, logit: np.ndarray,
         "logit": pa.array(logit),
         "log_weight": pa.array(log_weight),
         "split": pa.array(np.asarray(split, dtype=str)),
+        "fold": pa.array(np.asarray(fold, dtype=np.int64)),
     })
     pq.write_table(table, path)
     return len(logit)
 
 
 def read_weights(path: str | Path) -> dict[str, np.ndarray]:
-    table = _read(path, ("sample_id", "logit", "log_weight", "split"))
+    table = _read(path, ("sample_id", "logit", "log_weight", "split", "fold"))
     out = {"sample_id": _np(table, "sample_id", np.int64),
            "logit": _np(table, "logit", np.float64),
            "log_weight": _np(table, "log_weight", np.float64),
-           "split": np.asarray(table.column("split").to_pylist(), dtype=str)}
+           "split": np.asarray(table.column("split").to_pylist(), dtype=str),
+           "fold": _np(table, "fold", np.int64)}
     if np.isnan(out["log_weight"]).any():
         raise ValueError(f"{path}: column 'log_weight' holds NaN")
     return out
 
 
-def write_counts(path: str | Path, sample_ids: np.ndarray, counts: np.ndarray) -> int:
-    """Write how often each sample was drawn by a resampler (zeros omitted); returns rows."""
-    counts = np.asarray(counts, dtype=np.int64)
-    keep = counts > 0
-    ids = np.asarray(sample_ids, dtype=np.int64)[keep]
-    pq.write_table(pa.table({"sample_id": _ids(ids, len(ids)), "count": pa.array(counts[keep])}), path)
-    return int(keep.sum())
+def write_resampled(path: str | Path, sample_ids: np.ndarray, in_pool: np.ndarray, log_weight: np.ndarray,
+                    counts: np.ndarray) -> int:
+    """Write every generated row's pool membership, used log-weight and draw count; returns the
+    rows drawn."""
+    log_weight, counts = np.asarray(log_weight, np.float64), np.asarray(counts, dtype=np.int64)
+    if np.isnan(log_weight).any():
+        raise ValueError(f"refusing to write NaN weights to {path}")
+    pq.write_table(pa.table({"sample_id": _ids(sample_ids, len(counts)),
+                             "in_pool": pa.array(np.asarray(in_pool, dtype=bool)),
+                             "log_weight": pa.array(log_weight), "count": pa.array(counts)}), path)
+    return int((counts > 0).sum())
 
 
-def read_counts(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    table = _read(path, ("sample_id", "count"))
-    return _np(table, "sample_id", np.int64), _np(table, "count", np.int64)
+def read_resampled(path: str | Path) -> dict[str, np.ndarray]:
+    table = _read(path, ("sample_id", "in_pool", "log_weight", "count"))
+    return {"sample_id": _np(table, "sample_id", np.int64), "in_pool": _np(table, "in_pool", bool),
+            "log_weight": _np(table, "log_weight", np.float64), "count": _np(table, "count", np.int64)}
 
 
 def _ids(sample_ids: np.ndarray, n: int) -> pa.Array:

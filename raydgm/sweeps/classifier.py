@@ -7,8 +7,11 @@ train split vs every generated sample), then scores that classifier at every fla
 exponent of ``alphas`` (weights w -> w^alpha). Alpha changes no fit, so each classifier is
 fitted once and scored ``len(alphas)`` times; a *grid point* is (trial, alpha).
 
-Scores are held out, as in the pipeline's ``density_ratio`` stage: the real *test* split vs
-the generated rows the network did not train on (its val + calib rows).
+Scores are out of sample, as in the pipeline's ``density_ratio`` stage: with
+``density_ratio.folds`` >= 2 (the default), the cross-fitted out-of-fold predictions of every
+real train and generated row, so isotonic calibration never grades itself on its own
+calibration rows; with ``folds`` = 1, the real *test* split vs the generated rows the network
+did not train on (its val + calib rows).
 
 - ``ece``, ``brier``, ``classifier_accuracy``, ``roc_auc``, ``mean_weight``: the calibrated
   classifier's (``density_ratio.diagnose``); the same at every alpha.
@@ -22,7 +25,7 @@ one child run per grid point: flat params (``hidden_units``, ``learning_rate``,
 ``calibration``, ``seed``, ``alpha``, ``density_ratio.*``) and flat metrics, comparable side by
 side (filter on ``params.alpha``); train / val BCE per epoch (``step=epoch``); the
 classifier's calibration curve (``calibration_curve.png`` + ``.json``) and the histogram of
-the flattened log-weights (``weight_histogram.json``). Runs of one fit share the tag
+the flattened log-weights (``weight_histogram.json``); the loss curves are fold 0's. Runs of one fit share the tag
 ``raydgm.fit``; runs are keyed by (parent, grid point), so a retried or resumed trial (it
 refits from scratch: fits are short) writes into the runs it has. Tune gets the losses after
 every epoch and a final report with a checkpoint of the fit's history and scores; the driver
@@ -41,7 +44,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from ray.tune import Callback
@@ -67,9 +70,9 @@ CURVE = ("reliability_prob_pred", "reliability_prob_true")
 class ClassifierData:
     """The features every trial fits and scores on: float ``(N, D)`` arrays of one extractor.
 
-    ``real_train``: the real train split (fitted); ``real_test``: the real test split (held
-    out, scored); ``generated``: every generated sample in sample_id order (the classifier
-    splits them train / val / calib itself; val + calib are scored).
+    ``real_train``: the real train split (fitted; scored out of fold when cross-fitting);
+    ``real_test``: the real test split (scored by a single fit, ``folds`` = 1); ``generated``:
+    every generated sample in sample_id order.
     """
 
     real_train: np.ndarray
@@ -116,10 +119,11 @@ def check_grid(cfg: ClassifierSweepConfig, dataset: Dataset) -> None:
 
 @dataclass(frozen=True)
 class Scores:
-    """What a trial measured. ``fit``: the classifier's held-out metrics (``CLASSIFIER_METRICS``)
-    and ``best_epoch``, ``epochs``, ``best_val_loss``; ``weights``: per alpha, ``alpha``,
-    ``ess_frac``, ``ess``, ``psis_khat``; ``report``: the DensityRatioReport (calibration curve,
-    warnings); ``log_w``: float ``(N,)`` log w of the N scored generated rows."""
+    """What a trial measured. ``fit``: the classifier's out-of-sample metrics
+    (``CLASSIFIER_METRICS``) and ``best_epoch``, ``epochs``, ``best_val_loss`` (means over the
+    folds' models); ``weights``: per alpha, ``alpha``, ``ess_frac``, ``ess``, ``psis_khat``;
+    ``report``: the DensityRatioReport (calibration curve, warnings); ``log_w``: float ``(N,)``
+    log w of the N scored generated rows."""
 
     fit: dict[str, float]
     weights: list[dict[str, float]]
@@ -127,16 +131,31 @@ class Scores:
     log_w: np.ndarray
 
 
-def score(model: density_ratio.DensityRatioModel, data: ClassifierData, alphas: Sequence[float]) -> Scores:
-    """Score ``model`` on held-out rows: ``data.real_test`` vs the generated rows it did not
-    train on (``model.gen_split != "train"``). Per alpha: ``ess_frac`` = ``density_ratio.ess_fraction`` of
-    alpha x log w, ``ess`` = N x ``ess_frac``, ``psis_khat`` (NaN below 25 rows); at alpha = 1
-    they are the report's ``ess_fraction``, ``ess``, ``khat`` (to rounding)."""
-    held_out = data.generated[model.gen_split != "train"]
+def fit_and_score(cfg: DensityRatioConfig, data: ClassifierData, alphas: Sequence[float],
+                  on_epoch: Callable[[dict], None] | None = None) -> tuple[list[dict], Scores]:
+    """(fold 0's per-epoch history, the scores) of one fit, scored on predictions from models
+    that never saw the rows: ``cfg.folds`` >= 2, the out-of-fold predictions of
+    ``density_ratio.cross_fit`` (every real train and generated row); ``folds`` = 1, the real
+    *test* split vs the generated rows the single fit did not train on (its val + calib rows)."""
     with warnings.catch_warnings():          # k-hat > 0.7 is a result here, not a warning
         warnings.simplefilter("ignore")
-        rep = density_ratio.diagnose(model, data.real_test, held_out)
-    log_w = model.log_weights(held_out)
+        if cfg.folds == 1:
+            model = density_ratio.fit(data.real_train, data.generated, cfg, on_epoch=on_epoch)
+            held_out = data.generated[model.gen_split != "train"]
+            rep, models = density_ratio.diagnose(model, data.real_test, held_out), [model]
+            log_w = model.log_weights(held_out)
+        else:
+            cf = density_ratio.cross_fit(data.real_train, data.generated, cfg.folds, cfg, on_epoch=on_epoch)
+            rep, models, log_w = cf.report, cf.models, cf.log_weights
+    return models[0].history, score(rep, log_w, models, alphas)
+
+
+def score(rep: DensityRatioReport, log_w: np.ndarray, models: Sequence[density_ratio.DensityRatioModel],
+          alphas: Sequence[float]) -> Scores:
+    """Scores from a report and the out-of-sample log-weights ``log_w`` it was made from. Per
+    alpha: ``ess_frac`` = ``density_ratio.ess_fraction`` of alpha x log w, ``ess`` = N x
+    ``ess_frac``, ``psis_khat`` (NaN below 25 rows); at alpha = 1 they are the report's
+    ``ess_fraction``, ``ess``, ``khat`` (to rounding)."""
     rows = []
     for alpha in alphas:
         flat = density_ratio.flatten(log_w, float(alpha))
@@ -144,8 +163,9 @@ def score(model: density_ratio.DensityRatioModel, data: ClassifierData, alphas: 
         khat = density_ratio.psis_khat(flat) if flat.size >= 25 else math.nan
         rows.append({"alpha": float(alpha), "ess_frac": frac, "ess": frac * flat.size, "psis_khat": khat})
     fit = {name: float(getattr(rep, key)) for name, key in CLASSIFIER_METRICS.items()} | {
-        "best_epoch": model.best_epoch, "epochs": len(model.history),
-        "best_val_loss": model.history[model.best_epoch]["val_loss"]}
+        "best_epoch": float(np.mean([m.best_epoch for m in models])),
+        "epochs": sum(len(m.history) for m in models),
+        "best_val_loss": float(np.mean([m.history[m.best_epoch]["val_loss"] for m in models]))}
     return Scores(fit, rows, rep, log_w)
 
 
@@ -166,11 +186,10 @@ def classifier_trial(config: dict[str, Any], *, data: ClassifierData, base: dict
     def on_epoch(row: dict[str, Any]) -> None:
         report({"epoch": row["epoch"], "train_loss": row["train_loss"], "val_loss": row["val_loss"]})
 
-    model = density_ratio.fit(data.real_train, data.generated, cfg, on_epoch=on_epoch)
-    scores = score(model, data, alphas)
+    history, scores = fit_and_score(cfg, data, alphas, on_epoch)
     flat = {f"{k}@{w['alpha']!r}": w[k] if math.isfinite(w[k]) else None
             for w in scores.weights for k in WEIGHT_METRICS}
-    state = {"history": model.history, "fit": scores.fit, "weights": scores.weights,
+    state = {"history": history, "fit": scores.fit, "weights": scores.weights,
              "report": dataclasses.asdict(scores.report), "log_w": torch.from_numpy(scores.log_w)}
     report(scores.fit | flat | {k: getattr(scores.report, k) for k in CURVE}
            | {"scored": 1, "device": cfg.device}, state)
@@ -357,7 +376,8 @@ def run_classifier_sweep(cfg: ClassifierSweepConfig, resume: bool = False, log: 
             f"{len(cfg.seeds)} seeds), each scored at {len(cfg.alphas)} alphas "
             f"({len(grid) * len(cfg.alphas)} grid points); {resources} each; Tune state in {folder}")
         base = cfg.pipeline.density_ratio.to_dict()
-        callbacks: list[Any] = [FitProgress(len(grid), cfg.pipeline.density_ratio.max_epochs, fit_name)]
+        dr = cfg.pipeline.density_ratio
+        callbacks: list[Any] = [FitProgress(len(grid), dr.max_epochs * dr.folds, fit_name)]
         if parent.run is not None:
             callbacks.append(FitRuns(track.to_dict() | {"tracking_uri": uri}, parent.run_id, cfg.name, base))
         result_grid = tune_grid(classifier_trial, grid, folder, restored, cfg.resources, resources, log,

@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from ray.tune import Callback
 
-from raydgm import density_ratio, tracking
+from raydgm import tracking
 from raydgm.config import UNLABELED_SOURCES, ConfigError, SSLConfig, SweepConfig, TrackingConfig
 from raydgm.data import Dataset, labeled_subset
 from raydgm.metrics import format_pm
@@ -60,23 +60,23 @@ def check_labeled_sizes(cfg: SweepConfig, dataset: Dataset) -> None:
 
 
 def ssl_data(dataset: Dataset, arts: dict[str, Any], cfg: SweepConfig) -> ssl.SSLData:
-    """The arrays every trial needs: real splits, generated images, flattened log-weights and
-    the resample stage's SIR set (indices into the generated images)."""
+    """The arrays every trial needs: real splits and the resample stage's pool: its generated
+    images, used log-weights and SIR set (indices into those images). Every unlabeled source
+    draws from that one pool; the sweep recomputes no weight."""
     ids, _, images = tables.read_samples(arts["samples"].file("samples"))
-    weights = tables.read_weights(arts["density_ratio"].file("weights.parquet"))
-    count_ids, counts = tables.read_counts(arts["resample"].file("resampled.parquet"))
-    pos = np.searchsorted(ids, count_ids)
-    if not np.array_equal(weights["sample_id"], ids) or not np.array_equal(ids[np.minimum(pos, len(ids) - 1)], count_ids):
-        raise ValueError("samples, weights and resampled counts cover different sample ids; "
+    used = tables.read_resampled(arts["resample"].file("resampled.parquet"))
+    if not np.array_equal(used["sample_id"], ids):
+        raise ValueError("samples and the resample stage's weights cover different sample ids; "
                          "rerun the pipeline in a fresh RAYDGM_HOME")
-    counts = np.bincount(pos, weights=counts, minlength=len(ids)).astype(np.int64)
-    log_w, _ = density_ratio.flattened(weights["log_weight"], cfg.pipeline.resample)
+    pool = used["in_pool"]
+    counts = used["count"][pool]
     split = {name: dataset.split(name) for name in ("train", "val", "test")}
     return ssl.SSLData(train_images=split["train"][0], train_labels=split["train"][1],
                        val_images=split["val"][0], val_labels=split["val"][1],
                        test_images=split["test"][0], test_labels=split["test"][1],
-                       num_classes=dataset.num_classes, generated=images, log_weights=log_w,
-                       resampled=np.repeat(np.arange(len(ids), dtype=np.int64), counts))
+                       num_classes=dataset.num_classes, generated=images[pool],
+                       log_weights=used["log_weight"][pool],
+                       resampled=np.repeat(np.arange(len(counts), dtype=np.int64), counts))
 
 
 TRIAL_METRICS = ("train_loss", "supervised_loss", "semantic_loss", "val_accuracy", "test_accuracy_epoch",
