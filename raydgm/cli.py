@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _command(sub, "quality", _quality,
              help="score raw, resampled and importance-weighted samples (FID/KID/IS/PRDC)",
-             description="Run (or reuse) every stage up to the density ratio, then score against "
-             "the real train split, on quality.num_blocks blocks: the real test split (the floor), "
+             description="Run (or reuse) every stage up to the resample stage, then score against "
+             "the real test split (images neither the generator nor the classifier trained on), on "
+             "quality.num_blocks blocks: the real train split (the floor), "
              "the raw generated pool, the pool resampled by each of quality.methods, and the "
              "importance-weighted pool. Prints the table (mean ± std over blocks), writes the "
              "figures (sample grids, weight histogram, ESS vs flattening exponent, reliability "

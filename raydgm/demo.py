@@ -37,24 +37,27 @@ def run_demo(cfg: PipelineConfig, home: Path | None = None) -> dict:
     quality = json.loads(arts["quality"].file("quality.json").read_text())
     summary = {"report": {k: dr_report[k] for k in REPORT_KEYS}, "resample": resampled,
                "quality": quality, "table": arts["quality"].file("table.md").read_text()}
-    print_summary(summary, dr_report.get("warnings", []))
+    print_summary(summary, dr_report.get("warnings", []), cfg.density_ratio.folds)
     print_quality(arts["quality"], uri, run_ids.get("quality"))
     print(f"done in {time.perf_counter() - start:.1f} s. Run it again to see every stage reused.")
     return summary
 
 
-def print_summary(summary: dict, warnings: list[str]) -> None:
-    """The classifier's held-out diagnostics and what resampling kept."""
+def print_summary(summary: dict, warnings: list[str], folds: int) -> None:
+    """The classifier's out-of-sample diagnostics and the weights the later stages use."""
     r, s, q = summary["report"], summary["resample"], summary["quality"]
-    print("\nreal-vs-generated classifier (real test split vs held-out generated samples):")
+    how = (f"out-of-fold predictions of {folds} cross-fitted classifiers, real train split vs every "
+           "generated sample" if folds > 1 else "real test split vs held-out generated samples")
+    print(f"\nreal-vs-generated classifier ({how}):")
     print("  " + "  ".join(f"{k}={r[k]:.4g}" for k in REPORT_KEYS))
     for w in warnings:
         print(f"  warning: {w}")
     if "noise_baseline_auc" in q:
         print(f"  sanity baseline, same classifier vs random noise: AUC={q['noise_baseline_auc']:.4f}")
-    print(f"\nresampling ({s['method']}): ESS fraction of the raw weights {s['ess_fraction_raw']:.4f}; "
-          f"flattened w^alpha with alpha={s['alpha']:.3g} -> ESS fraction {s['ess_fraction_used']:.4f}")
-    print(f"  {s['num_samples']} draws from {s['pool']} samples: {s['unique_drawn']} distinct, "
+    print(f"\nweights used downstream (pool {s['pool_kind']}: {s['pool']} samples): raw ESS fraction "
+          f"{s['ess_fraction_raw']:.4f}, k-hat {s['khat_raw']:.2f}; w^alpha with alpha={s['alpha']:.3g} -> "
+          f"ESS fraction {s['ess_fraction_used']:.4f}, k-hat {s['khat_used']:.2f}")
+    print(f"  {s['method']} resampling, {s['num_samples']} draws: {s['unique_drawn']} distinct, "
           f"most-drawn sample x{s['max_count']}")
 
 

@@ -114,7 +114,7 @@ def test_notebook_quality_table_lists_every_sample_set(executed, smoke_sweep):
     _, found = runs(smoke_sweep.uri)
     quality_run = next(r for r in found if r.data.tags.get("raydgm.stage") == "quality")
     fid = {k.split("/")[0]: v for k, v in quality_run.data.metrics.items() if k.endswith("/fid_domain_mean")}
-    assert {"real_test", "raw", "importance_weighted"} <= set(fid)
+    assert {"real_train", "raw", "importance_weighted"} <= set(fid)
     assert any(s.startswith("resampled_") for s in fid)
     rows = {r["set"]: r for r in probe["quality"]}
     assert set(rows) == set(fid)
@@ -202,9 +202,9 @@ def test_quality_table_rows_columns_and_missing_values():
            "metrics.importance_weighted/fid_domain_mean": 4.0, "metrics.importance_weighted/kid_domain_mean": np.nan,
            "metrics.raw/fid_domain_mean": 3.0, "metrics.raw/fid_domain_std": 0.3, "metrics.raw/kid_domain_mean": 0.2,
            "metrics.raw/precision_domain_mean": 0.9, "metrics.resampled_systematic/fid_domain_mean": 2.0,
-           "metrics.resampled_residual/fid_domain_mean": 2.5, "metrics.real_test/fid_domain_mean": 1.0}
+           "metrics.resampled_residual/fid_domain_mean": 2.5, "metrics.real_train/fid_domain_mean": 1.0}
     table = compare.quality_table(pd.DataFrame([run]))
-    assert table.index.tolist() == ["real_test", "raw", "resampled_residual", "resampled_systematic",
+    assert table.index.tolist() == ["real_train", "raw", "resampled_residual", "resampled_systematic",
                                     "importance_weighted"]
     assert table.columns.tolist() == ["fid_mean", "fid_std", "kid_mean", "kid_std", "is_mean", "is_std"]
     assert table.loc["raw", "fid_std"] == 0.3 and math.isnan(table.loc["importance_weighted", "kid_mean"])

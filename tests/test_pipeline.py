@@ -9,7 +9,7 @@ from raydgm import density_ratio
 from raydgm.cli import main
 from raydgm.config import PipelineConfig, ResampleConfig
 from raydgm.pipeline import tables
-from raydgm.pipeline.stages import run_pipeline
+from raydgm.pipeline.stages import load_data, run_pipeline
 from raydgm.pipeline.store import ArtifactStore
 
 SMALL = {"data": {"name": "digits"},
@@ -34,13 +34,20 @@ def test_pipeline_writes_consistent_tables_and_reuses_them(tmp_path, cfg, ray_lo
     assert images.shape == (600, 1, 8, 8) and images.dtype == np.uint8
     weights = tables.read_weights(arts["density_ratio"].file("weights.parquet"))
     np.testing.assert_array_equal(weights["sample_id"], ids)
-    assert set(weights["split"]) == {"train", "val", "calib"}
+    assert set(weights["split"]) == {"out_of_fold"} and np.bincount(weights["fold"]).tolist() == [120] * 5
     assert np.isfinite(weights["log_weight"]).all()
-    rid, counts = tables.read_counts(arts["resample"].file("resampled.parquet"))
-    assert counts.sum() == 400 and set(rid) <= set(ids)
-    assert arts["resample"].rows == {"resampled": len(rid)}
+    used = tables.read_resampled(arts["resample"].file("resampled.parquet"))
+    np.testing.assert_array_equal(used["sample_id"], ids)
+    assert used["in_pool"].all() and used["count"].sum() == 400     # cross-fitted: every row is held out
+    assert arts["resample"].rows == {"resampled": int((used["count"] > 0).sum())}
+    summary = json.loads(arts["resample"].file("summary.json").read_text())
+    expected, stats = density_ratio.used_weights(weights["log_weight"], cfg.resample)
+    np.testing.assert_array_equal(used["log_weight"], expected)
+    assert {k: summary[k] for k in stats} == stats
     report = json.loads(arts["density_ratio"].file("report.json").read_text())
     assert 0.5 <= report["roc_auc"] <= 1.0 and report["ess"] >= 1.0
+    n_train = len(load_data(cfg.data).split("train")[0])
+    assert (report["n_real"], report["n_gen"]) == (n_train, 600)     # out of fold: every row
     assert not any(a.reused for a in arts.values())
     again = run_pipeline(cfg, store, log=lines.append)
     assert all(a.reused for a in again.values())
@@ -59,17 +66,36 @@ def test_a_change_upstream_recomputes_downstream_only(tmp_path, cfg, ray_local):
     assert not any(new_gen[k].reused for k in ("samples", "density_ratio", "resample"))
 
 
-def test_flattening_reaches_the_target_ess_and_clips():
-    log_w = np.random.default_rng(0).normal(scale=3.0, size=2000)
-    out, alpha = density_ratio.flattened(log_w, ResampleConfig(target_ess_fraction=0.3))
-    assert 0 < alpha < 1
-    assert density_ratio.effective_sample_size(out) / 2000 == pytest.approx(0.3, abs=0.01)
-    np.testing.assert_allclose(out, alpha * log_w)
-    clipped, _ = density_ratio.flattened(log_w, ResampleConfig(log_clip_max=1.0, log_clip_min=-1.0))
-    assert clipped.max() == 1.0 and clipped.min() == -1.0
-    # alpha = 0 (what alpha_for_ess returns for an unreachable target) keeps zero weights zero
-    uniform, _ = density_ratio.flattened(np.array([0.5, -np.inf, 2.0]), ResampleConfig(alpha=0.0))
-    np.testing.assert_array_equal(uniform, [0.0, -np.inf, 0.0])
+def test_a_single_split_keeps_its_train_rows_out_of_the_pool(tmp_path, cfg, ray_local):
+    """folds = 1: the rows the classifier trained on get no used weight (-inf) and are never
+    drawn; the quality stage and the sweeps see the same pool."""
+    cfg = cfg.replace(density_ratio={**SMALL["density_ratio"], "folds": 1})
+    arts = run_pipeline(cfg, ArtifactStore(tmp_path), log=lambda _: None)
+    weights = tables.read_weights(arts["density_ratio"].file("weights.parquet"))
+    used = tables.read_resampled(arts["resample"].file("resampled.parquet"))
+    trained = weights["split"] == "train"
+    assert set(weights["split"]) == {"train", "val", "calib"} and not weights["fold"].any()
+    np.testing.assert_array_equal(used["in_pool"], ~trained)
+    assert np.isneginf(used["log_weight"][trained]).all() and not used["count"][trained].any()
+    quality = json.loads(arts["quality"].file("quality.json").read_text())
+    assert quality["pool_rows"] == (~trained).sum() == json.loads(arts["resample"].file("summary.json").read_text())["pool"]
+
+
+def test_the_quality_reference_is_real_data_the_classifier_never_saw(tmp_path, cfg, ray_local):
+    """The classifier's inputs are features of the real train split and the samples only; the
+    quality reference is the real test split, whose rows are disjoint from the train split's."""
+    from raydgm.pipeline.stages import Featurizer
+    store = ArtifactStore(tmp_path)
+    arts = run_pipeline(cfg, store, log=lambda _: None)
+    dataset = load_data(cfg.data)
+    feat = Featurizer(cfg.data, cfg.features, store, dataset, progress=False)
+    classifier_inputs = set(arts["density_ratio"].manifest["inputs"].values())
+    assert classifier_inputs == {feat.real(cfg.density_ratio.features, "train").key,
+                                 feat.samples(cfg.density_ratio.features, arts["samples"]).key}
+    assert arts["quality"].manifest["inputs"]["reference"] == feat.real(cfg.quality.features, "test").key
+    assert not set(dataset.splits["test"]) & set(dataset.splits["train"])
+    quality = json.loads(arts["quality"].file("quality.json").read_text())
+    assert (quality["reference"], quality["floor"]) == ("real test split", "real train split")
 
 
 def test_cli_help_explains_every_command(capsys):
@@ -185,7 +211,8 @@ def test_cli_import_samples_and_use_them(tmp_path, capsys, ray_local):
     ids, seeds, back = tables.read_samples(next(home.glob("import_samples/*/samples")))
     np.testing.assert_array_equal(back[:, 0], images)
     assert (seeds == -1).all()
-    cfg = PipelineConfig.from_dict({**SMALL, "import_samples": str(tmp_path / "mine.npz")})
+    cfg = PipelineConfig.from_dict({**SMALL, "import_samples": str(tmp_path / "mine.npz"),  # 15 epochs: unconverged
+                                    "density_ratio": {**SMALL["density_ratio"], "max_epochs": 40}})
     arts = run_pipeline(cfg, ArtifactStore(home), log=lambda _: None)
     assert "generator" not in arts and arts["samples"].reused
     report = json.loads(arts["density_ratio"].file("report.json").read_text())

@@ -41,24 +41,24 @@ def test_raw_fid_is_the_squared_mean_shift_and_correction_removes_it(scored):
     rows, _ = scored
     # equal covariances: FID -> |mu_p - mu_q|^2 = D mu^2 = 0.5, plus small-sample bias
     assert rows["raw"]["fid_mean"] == pytest.approx(D * MU ** 2, abs=0.06)
-    for name in ("real test", "resampled (systematic)", "resampled (multinomial)",
+    for name in ("real train", "resampled (systematic)", "resampled (multinomial)",
                  "importance-weighted"):
         assert rows[name]["fid_mean"] < 0.1 * rows["raw"]["fid_mean"], name
-    assert rows["real test"]["fid_mean"] < 0.1
+    assert rows["real train"]["fid_mean"] < 0.1
 
 
 def test_kid_and_prdc_rank_the_sets(scored):
     rows, _ = scored
     assert rows["raw"]["kid_mean"] > 10 * abs(rows["resampled (systematic)"]["kid_mean"])
     assert rows["raw"]["precision_mean"] < rows["resampled (systematic)"]["precision_mean"]
-    assert rows["real test"]["coverage_mean"] > rows["raw"]["coverage_mean"]
+    assert rows["real train"]["coverage_mean"] > rows["raw"]["coverage_mean"]
     assert "kid_mean" not in rows["importance-weighted"]        # not defined for weighted sets
 
 
 def test_importance_weighted_is_matches_resampled_is(scored):
     rows, _ = scored
     assert rows["importance-weighted"]["is_mean"] == pytest.approx(
-        rows["real test"]["is_mean"], rel=0.05)
+        rows["real train"]["is_mean"], rel=0.05)
 
 
 def test_rows_carry_block_statistics(scored):
@@ -69,7 +69,7 @@ def test_rows_carry_block_statistics(scored):
         assert row["fid_mean"] == pytest.approx(np.mean(fids))
         assert row["fid_std"] == pytest.approx(np.std(fids, ddof=1))
         assert row["n"] == 500
-    assert rows["raw"]["disjoint"] and rows["real test"]["disjoint"]
+    assert rows["raw"]["disjoint"] and rows["real train"]["disjoint"]
     assert not rows["resampled (systematic)"]["disjoint"]
 
 
@@ -79,13 +79,18 @@ def test_uniform_weights_make_weighted_equal_raw():
     by = {r["set"]: r for r in rows}
     assert by["importance-weighted"]["fid_mean"] == pytest.approx(by["raw"]["fid_mean"], rel=1e-9)
     assert by["importance-weighted"]["is_mean"] == pytest.approx(by["raw"]["is_mean"], rel=1e-9)
+    # distinct images in a block of 500 drawn from 2,000 equal weights: systematic draws every
+    # 4th row (all distinct); multinomial keeps N (1 - (1 - 1/N)^n) = 442.5 in expectation
+    assert by["resampled (systematic)"]["distinct"] == 500
+    assert by["resampled (multinomial)"]["distinct"] == pytest.approx(2000 * (1 - (1 - 1 / 2000) ** 500), rel=0.03)
+    assert "distinct" not in by["raw"] and "distinct" not in by["real train"]
 
 
 def test_default_eval_size_prefers_disjoint_blocks():
     cfg = QualityConfig(num_blocks=10)
     assert quality.default_eval_size(500, 2000, cfg) == 200      # 10 disjoint blocks of the pool
     assert quality.default_eval_size(500, 500, cfg) == 100       # never below MIN_BLOCK
-    assert quality.default_eval_size(60, 5000, cfg) == 60        # capped by the real test split
+    assert quality.default_eval_size(60, 5000, cfg) == 60        # capped by the real floor set
     with pytest.raises(ValueError, match="eval_size=900 exceeds"):
         quality.default_eval_size(500, 5000, cfg.replace(eval_size=900))
 

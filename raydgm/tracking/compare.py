@@ -8,7 +8,7 @@ turns them into tables with these functions; the MLflow calls stay in the notebo
 - ``ssl_trial`` runs: params ``labeled_size``, ``unlabeled``, ``semantic_weight``, ``seed``;
   metric ``test_accuracy`` (at the epoch with the best validation accuracy).
 - ``quality`` runs: metrics ``<set>/<metric>_<features>_mean`` and ``_std`` (``raw/fid_domain_mean``),
-  one set per sample set (``real_test``, ``raw``, ``resampled_<method>``, ``importance_weighted``).
+  one set per sample set (``real_train`` (the floor), ``raw``, ``resampled_<method>``, ``importance_weighted``).
 - the parent run: metrics ``test_accuracy/n<size>_<source>_w<weight>`` (means over seeds).
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pandas as pd
 from raydgm.config import UNLABELED_SOURCES
 from raydgm.metrics import format_pm
 
-SET_ORDER = ("real_test", "raw", "resampled", "importance_weighted")    # prefixes of quality sets
+SET_ORDER = ("real_train", "raw", "resampled", "importance_weighted")    # prefixes of quality sets
 QUALITY_METRICS = ("fid", "kid", "is")
 TRIAL_KEYS = ("labeled_size", "unlabeled", "semantic_weight", "seed")
 GROUP_KEYS = ("labeled_size", "unlabeled", "semantic_weight")
@@ -174,7 +174,7 @@ def quality_table(quality_runs: pd.DataFrame, metrics: Iterable[str] = QUALITY_M
     read from the run's ``<set>/<metric>_<features>_<mean|std>`` metrics (a quality run scores
     on one extractor's features, ``params.config.features``).
 
-    Index: ``set`` (the metric prefix: real_test, raw, resampled_<method>, importance_weighted),
+    Index: ``set`` (the metric prefix: real_train, raw, resampled_<method>, importance_weighted),
     or (``run``, ``set``) when there are several quality runs. RunsNotFound if there is none.
     """
     metrics = tuple(metrics)

@@ -9,9 +9,11 @@ and adds nothing.
 - ``train_generator``: the generator config; per-epoch losses (``step=epoch``).
 - ``generate``: sample counts.
 - ``density_ratio``: ``classifier_accuracy``, ``roc_auc``, ``ece``, ``brier``, ``ess_frac``,
-  ``psis_khat`` on the held-out rows; ``calibration_curve.png`` and its points as a table;
+  ``psis_khat`` out of sample (out of fold when cross-fitted); ``calibration_curve.png`` and its
+  points as a table;
   the weight histogram (picture and counts).
-- ``resample``: alpha, ESS fractions, distinct draws.
+- ``resample``: alpha, ESS, ESS fraction and k-hat of the raw and of the used weights,
+  distinct draws.
 - ``quality``: FID / KID / IS (and precision / recall / density / coverage) per sample set,
   named with their features (``raw/fid_domain_mean``),
   the table, every figure with the data behind it.
@@ -99,7 +101,7 @@ def _log_density_ratio(run: tracking.Run, art: Artifact) -> None:
         run.table(points, "calibration_curve.json")
         ess = rep["ess_fraction"]
         run.file(plots.weight_histogram(log_w, Path(tmp) / "weight_histogram.png",
-                                        f"log-weights of {len(log_w)} samples: held-out ESS fraction {ess:.2g}"))
+                                        f"log-weights of {len(log_w)} samples: out-of-sample ESS fraction {ess:.2g}"))
         run.table(plots.weight_histogram_table(log_w), "weight_histogram.json")
 
 
