@@ -306,7 +306,16 @@ def _cfg(path, **model):
                                            "checkpoint": str(path), "epochs": 3})
 
 
-def test_stage_imports_keyed_by_content_and_generation_loads_it(tmp_path, capsys):
+def test_cli_help_explains_import_generator(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["import-generator", "--help"])
+    assert exit_.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "pclucas14/pixel-cnn-pp" in out and "weights_only=True" in out and "sha256" in out
+    assert "generator.checkpoint=FILE" in out and "--format {pclucas14}" in out
+
+
+def test_stage_imports_keyed_by_content_and_generation_uses_it(tmp_path, capsys, ray_local):
     from raydgm.config import DataConfig
     ref = reference(1, seed=3)
     torch.save({"module." + k: v for k, v in ref.state_dict().items()}, tmp_path / "pcnn.pth")
@@ -330,6 +339,12 @@ def test_stage_imports_keyed_by_content_and_generation_loads_it(tmp_path, capsys
         torch.testing.assert_close(load_generator(art.file("model.pt"))(x.float() / 127.5 - 1),
                                    ref(x.float() / 127.5 - 1), rtol=0, atol=1e-5)
     assert json.loads(art.file("history.json").read_text()) == []
+    # generate reuses the import (nothing trained) and draws from the imported network
+    assert main(["generate", "--home", str(home), *sets, "--set", f"generator.checkpoint={tmp_path / 'moved.pth'}",
+                 "--set", "generate.num_samples=6", "--set", "generate.batch_size=3"]) == 0
+    out = capsys.readouterr().out
+    assert "reused the import of" in out and "wrote 6 samples (0 dropped as NaN/Inf) from pixelcnnpp" in out
+    assert "epoch 1/" not in out
 
 
 def test_stage_validates_before_it_computes(tmp_path):
@@ -345,6 +360,15 @@ def test_stage_validates_before_it_computes(tmp_path):
     assert not [p for p in (tmp_path / "home" / "train_generator").iterdir() if not p.name.startswith(".")]
     assert main(["import-generator", str(tmp_path / "rgb.pth"), "--set", "data.name=digits",
                  "--home", str(tmp_path / "home")]) == 2      # default model kind: baseline
+
+
+def test_paper_preset_takes_the_checkpoint():
+    from raydgm.config import SweepConfig
+    from raydgm.sweeps.cli import load_sweep
+    assert load_sweep(SweepConfig, "paper").pipeline.generator.checkpoint is None
+    cfg = load_sweep(SweepConfig, "paper", overrides=("pipeline.generator.checkpoint=/m/pcnn_889.pth",))
+    gen = cfg.pipeline.generator
+    assert gen.checkpoint == "/m/pcnn_889.pth" and (gen.model.nr_resnet, gen.model.nr_filters) == (5, 160)
 
 
 def test_configs_without_a_checkpoint_keep_their_hash():
