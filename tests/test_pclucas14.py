@@ -292,6 +292,12 @@ def test_a_file_that_does_not_fit_is_an_error_naming_the_tensor():
 
 
 def test_a_pickle_of_code_is_refused_weights_only(tmp_path):
+    ref = reference(3)   # the 2018 file predates torch's zip format: the legacy one loads too
+    torch.save(ref.state_dict(), tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    x = images(3).float() / 127.5 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(load_pclucas14(tmp_path / "legacy.pth", (3, 8, 8), **TINY)(x), ref(x),
+                                   rtol=0, atol=1e-5)
     path = tmp_path / "evil.pth"
     torch.save({"u_init.conv.bias": argparse.Namespace(a=1)}, path)
     with pytest.raises(ValueError, match="weights-only"):
