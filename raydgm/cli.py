@@ -96,6 +96,23 @@ def build_parser() -> argparse.ArgumentParser:
     _home_arg(imp)
     imp.set_defaults(func=_import_samples)
 
+    gen = _command(
+        sub, "import-generator", _import_generator,
+        help="bring a pretrained PixelCNN++ (pclucas14/pixel-cnn-pp .pth) in as the generator",
+        description="Import a pretrained generator instead of training one: FILE is the PyTorch "
+        "state dict of pclucas14/pixel-cnn-pp's PixelCNN (e.g. its CIFAR-10 model, 5 resnets / 160 "
+        "filters / 10 mixtures, 2.95 bits/dim), loaded with torch.load(weights_only=True), its "
+        "weight norm folded into plain weights. generator.model must be kind pixelcnnpp with the "
+        "file's nr_resnet / nr_filters / nr_logistic_mix; a tensor that does not fit is an error "
+        "that names it. Writes the train_generator artifact (model.pt, 0 epochs) keyed by the "
+        "file's sha256, which generate, demo, quality and the sweeps reuse when the config sets "
+        "generator.checkpoint=FILE.",
+        epilog="example: raydgm import-generator pcnn_lr.0.00040_nr-resnet5_nr-filters160_889.pth "
+        "--config configs/pixelcnnpp_cifar10.yaml --set data.path=/data/cifar10")
+    gen.add_argument("file", type=Path, help="the .pth state dict")
+    gen.add_argument("--format", choices=["pclucas14"], default="pclucas14",
+                     help="whose layout FILE has (default: pclucas14)")
+
     data = sub.add_parser("data", help="summarize a dataset: shape, classes, splits",
                           description="Load a dataset as the pipeline would and print a summary.")
     _config_args(data)
@@ -178,6 +195,19 @@ def _import_samples(args: argparse.Namespace) -> int:
           f"from {args.file}")
     print(f"samples: {art.file('samples')}")
     print(f"use them: raydgm demo --set import_samples={args.file}")
+    return 0
+
+
+def _import_generator(args: argparse.Namespace) -> int:
+    from raydgm.pipeline.stages import load_data, log_artifact, train_generator
+    from raydgm.pipeline.store import ArtifactStore
+    cfg = PipelineConfig.load(args.config, args.overrides)
+    cfg = cfg.replace(generator=cfg.generator.to_dict() | {"checkpoint": str(args.file),
+                                                           "checkpoint_format": args.format})
+    art = log_artifact(print, train_generator(cfg.data, cfg.generator, ArtifactStore(args.home),
+                                              load_data(cfg.data), log=print))
+    print(f"checkpoint (pixelcnnpp): {art.file('model.pt')}")
+    print(f"use it: --set generator.checkpoint={args.file}")
     return 0
 
 

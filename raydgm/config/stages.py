@@ -72,10 +72,19 @@ ModelConfig = Annotated[Union[BaselineModelConfig, VAEConfig, PixelCNNConfig],
 
 
 class TrainGeneratorConfig(Config):
-    """Fit a generator on the real train split (``raydgm.training.generators``); one checkpoint per epoch."""
+    """Fit a generator on the real train split (``raydgm.training.generators``); one checkpoint per epoch.
+
+    ``checkpoint``: a pretrained file to import instead of training (0 epochs; the training
+    keys are then ignored), in ``checkpoint_format``: ``pclucas14`` is the PyTorch state dict
+    of pclucas14/pixel-cnn-pp (``model.kind`` pixelcnnpp with the file's nr_resnet /
+    nr_filters / nr_logistic_mix). The stage keys it by the file's sha256, not its path. Both
+    keys are left out of the content hash while unset, so configs that train keep their keys.
+    """
 
     STAGE: ClassVar[str] = "train_generator"
     model: ModelConfig = BaselineModelConfig()
+    checkpoint: str | None = Field(None, min_length=1, exclude_if=lambda v: v is None)
+    checkpoint_format: Literal["pclucas14"] = Field("pclucas14", exclude_if=lambda v: v == "pclucas14")
     epochs: int = Field(10, ge=1)                # ignored by the baseline (closed-form fit)
     batch_size: int = Field(64, ge=1)
     learning_rate: float = Field(1e-3, gt=0.0)   # Adam
@@ -84,6 +93,13 @@ class TrainGeneratorConfig(Config):
     max_train_images: int | None = Field(None, ge=1)  # first N of the (shuffled) train split
     device: str = "cpu"
     seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainGeneratorConfig":
+        if self.checkpoint is not None and self.model.kind != "pixelcnnpp":
+            raise ValueError(f"checkpoint: a {self.checkpoint_format} file holds a PixelCNN++, but "
+                             f"model.kind is {self.model.kind!r}; set model.kind=pixelcnnpp")
+        return self
 
 
 class ActorPool(Config):

@@ -43,9 +43,19 @@ def train_generator(data_cfg: DataConfig, cfg: TrainGeneratorConfig, store: Arti
 
     Per-epoch checkpoints live in a work directory that survives a kill; running the stage
     again resumes from the last one. The artifact holds ``model.pt`` (what generation
-    actors load) and ``history.json``.
+    actors load) and ``history.json``. With ``cfg.checkpoint`` set the file is imported
+    instead (0 epochs; ``import.json`` names it), keyed by its sha256.
     """
     from raydgm.training import generators
+    if cfg.checkpoint is not None:   # a pretrained file: imported, not trained
+        shape = tuple((dataset or load_data(data_cfg)).images.shape[1:])
+        digest = file_sha256(generators.check_import(cfg, shape))
+        art = store.run(cfg.STAGE, generators.import_key(cfg, digest),
+                        lambda out: generators.import_generator(cfg, shape, out, digest))
+        if log is not None:
+            log(f"train_generator: {'reused the import of' if art.reused else 'imported'} "
+                f"{cfg.checkpoint} ({cfg.checkpoint_format}, sha256 {digest[:12]}): 0 training epochs")
+        return art
     inputs = {"data": data_cfg.content_hash()}
     work = store.workdir(cfg.STAGE, stage_key(cfg, inputs))
 

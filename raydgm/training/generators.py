@@ -10,11 +10,15 @@ and the initial weights from (seed, 0),
 so a resumed run ends with the same weights as an uninterrupted one on the same machine
 and thread count.
 
+A pretrained checkpoint (``config.checkpoint``) is imported instead of trained
+(``import_generator``).
+
 Checkpoints hold only tensors, numbers, strings, lists and dicts: they load with
 ``torch.load(..., weights_only=True)``.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import uuid
@@ -181,6 +185,52 @@ def _atomic_save(obj: Any, path: Path) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- imported checkpoints
+# ``config.checkpoint`` names a pretrained file: the stage imports it instead of training. It
+# is stored under ``import_key`` (the file's sha256, not its path) with the same files as a
+# trained generator, so ``generate`` and the sweeps use it alike.
+
+def check_import(config: TrainGeneratorConfig, image_shape: tuple[int, ...]) -> Path:
+    """``config.checkpoint`` as a path, after the checks that need no loading: the file exists,
+    the model is a PixelCNN++ (the config checks that too), the data's (C, H, W) fits one."""
+    if config.checkpoint is None:
+        raise ValueError("generator.checkpoint is not set: there is nothing to import")
+    path = Path(config.checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"generator.checkpoint not found: {path}")
+    if config.model.kind != "pixelcnnpp":
+        raise ValueError(f"generator.checkpoint holds a PixelCNN++, but generator.model.kind is "
+                         f"{config.model.kind!r}")
+    c, h, w = image_shape
+    if c not in (1, 3) or h % 4 or w % 4:
+        raise ValueError(f"a PixelCNN++ models 1- or 3-channel images with sides divisible by 4; "
+                         f"the data's images have shape {tuple(image_shape)}")
+    return path
+
+
+def import_key(config: TrainGeneratorConfig, sha256: str) -> TrainGeneratorConfig:
+    """The config an imported generator is stored under: the model, the format and
+    ``sha256:<hex>`` of the file in place of its path (a moved file keeps its key); the
+    training keys, unused, at their defaults."""
+    return TrainGeneratorConfig.from_dict({"model": config.model.to_dict(), "checkpoint": f"sha256:{sha256}",
+                                           "checkpoint_format": config.checkpoint_format})
+
+
+def import_generator(config: TrainGeneratorConfig, image_shape: tuple[int, int, int], out: Path,
+                     sha256: str) -> dict[str, int]:
+    """Import ``config.checkpoint`` (``torch.load(..., weights_only=True)``) into ``out``:
+    ``model.pt`` as ``save_generator`` writes it, ``history.json`` (no epochs) and
+    ``import.json`` (source path, format, sha256). Returns the manifest's row counts."""
+    from raydgm.models.pixelcnnpp import load_pclucas14
+    model = load_pclucas14(config.checkpoint, tuple(image_shape), **model_kwargs(config))
+    save_generator(model, config.model.kind, model_kwargs(config), out / MODEL)
+    (out / "history.json").write_text("[]")
+    (out / "import.json").write_text(json.dumps({
+        "source": str(Path(config.checkpoint).resolve()), "format": config.checkpoint_format,
+        "sha256": sha256}, indent=2))
+    return {"epochs": 0, "parameters": sum(p.numel() for p in model.parameters())}
 
 
 # --------------------------------------------------------------------------- baseline

@@ -20,8 +20,11 @@ every block. Departures: weight normalization and its data-dependent init are SK
 it conditions the next channel/pixel, so samples follow exactly the pmf that ``loss`` scores.
 
 Modules: ``layers`` (causal convolutions, gated ResNet), ``mixture`` (the discretized
-logistic mixture), ``network`` (the model and its sampler).
+logistic mixture), ``network`` (the model and its sampler), ``checkpoint`` (the import of
+pclucas14/pixel-cnn-pp's pretrained weights, weight norm folded in: ``from_pclucas14``).
 """
+from raydgm.models.pixelcnnpp.checkpoint import (
+    fold_weight_norm, from_pclucas14, load_pclucas14, pclucas14_hyperparameters)
 from raydgm.models.pixelcnnpp.layers import (
     DownRightShiftedConv2d, DownRightShiftedDeconv2d, DownShiftedConv2d, DownShiftedDeconv2d, GatedResnet,
     concat_elu, down_shift, right_shift)
@@ -33,4 +36,5 @@ from raydgm.models.pixelcnnpp.network import PixelCNNpp
 __all__ = ["PixelCNNpp", "DownShiftedConv2d", "DownRightShiftedConv2d", "DownShiftedDeconv2d",
            "DownRightShiftedDeconv2d", "GatedResnet", "concat_elu", "down_shift", "right_shift",
            "params_per_mixture", "unpack_params", "discretized_logistic_log_probs",
-           "discretized_mix_logistic_log_prob", "quantize", "sample_discretized_mix_logistic"]
+           "discretized_mix_logistic_log_prob", "quantize", "sample_discretized_mix_logistic",
+           "from_pclucas14", "load_pclucas14", "pclucas14_hyperparameters", "fold_weight_norm"]
