@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterable
 
 from raydgm.config.base import Config, ConfigError, merge, parse_override, read_mapping
-from raydgm.config.stages import (UNLABELED_SOURCES, ActorPool, BaselineModelConfig,
+from raydgm.config.stages import (UNLABELED_SOURCES, ActorPool, AutoencoderConfig, BaselineModelConfig,
                                   Calibration, DataConfig, DensityRatioConfig, DomainClassifierConfig,
                                   ExtractConfig, Extractor, FeaturesConfig, GenerateConfig,
                                   ImportSamplesConfig, ModelConfig, PipelineConfig, PixelCNNConfig,
@@ -24,7 +24,7 @@ from raydgm.config.sweeps import ClassifierSweepConfig, SweepConfig, TrialResour
 
 STAGE_CONFIGS: dict[str, type[Config]] = {
     c.STAGE: c for c in (DataConfig, TrainGeneratorConfig, GenerateConfig, DomainClassifierConfig,
-                         FeaturesConfig, DensityRatioConfig, ResampleConfig, QualityConfig,
+                         AutoencoderConfig, FeaturesConfig, DensityRatioConfig, ResampleConfig, QualityConfig,
                          TrackingConfig, PipelineConfig, SSLConfig, SweepConfig,
                          ClassifierSweepConfig)
 }
@@ -37,7 +37,7 @@ def load_config(stage: str, path: str | Path | None = None, overrides: Iterable[
     return STAGE_CONFIGS[stage].load(path, overrides)
 
 
-__all__ = ["STAGE_CONFIGS", "UNLABELED_SOURCES", "ActorPool", "BaselineModelConfig",
+__all__ = ["STAGE_CONFIGS", "UNLABELED_SOURCES", "ActorPool", "AutoencoderConfig", "BaselineModelConfig",
            "Calibration", "ClassifierSweepConfig", "Config", "ConfigError", "DataConfig",
            "DensityRatioConfig", "DomainClassifierConfig", "ExtractConfig", "Extractor",
            "FeaturesConfig", "GenerateConfig", "ImportSamplesConfig", "ModelConfig",

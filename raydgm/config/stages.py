@@ -134,7 +134,7 @@ class ImportSamplesConfig(Config):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
-Extractor = Literal["pixels", "domain", "inception"]
+Extractor = Literal["pixels", "domain", "autoencoder", "inception"]
 
 
 class DomainClassifierConfig(Config):
@@ -162,6 +162,32 @@ class DomainClassifierConfig(Config):
         return self
 
 
+class AutoencoderConfig(Config):
+    """The ``autoencoder`` feature extractor: a small conv autoencoder trained on the real train
+    split's images without their labels (``raydgm.models.autoencoder``).
+
+    Its bottleneck (``feature_dim`` units) gives features; there are no logits, so no
+    Inception-Score analogue. Loss: binary cross-entropy of the sigmoid reconstruction against
+    the pixels x / 255; early stopping keeps the epoch with the lowest validation loss.
+    """
+
+    STAGE: ClassVar[str] = "autoencoder"
+    channels: tuple[int, ...] = (16, 32)     # one conv3x3 (stride 2 while >= 2x2) + ReLU each
+    feature_dim: int = Field(32, ge=2)       # the bottleneck: the features
+    epochs: int = Field(6, ge=1)             # mnist5k: val MSE 0.0077 (mean image: 0.0506) in ~9 s on 2 cores
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(2e-3, gt=0.0)   # Adam
+    patience: int = Field(2, ge=1)
+    device: str = "cpu"
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "AutoencoderConfig":
+        if not self.channels or min(self.channels) < 1:
+            raise ValueError("channels must list at least one positive channel count")
+        return self
+
+
 class FeaturesConfig(ActorPool):
     """How features are extracted and cached (``raydgm.pipeline.features``), shared by every extractor.
 
@@ -174,6 +200,7 @@ class FeaturesConfig(ActorPool):
     STAGE: ClassVar[str] = "features"
     inception_weights: str | None = None    # TorchScript file; None: $RAYDGM_INCEPTION_WEIGHTS, ...
     domain: DomainClassifierConfig = DomainClassifierConfig()
+    autoencoder: AutoencoderConfig = AutoencoderConfig()
     batch_size: int = Field(200, ge=1)
     device: str = "auto"                    # auto: cuda when available
     ray_min_rows: int = Field(20_000, ge=0)

@@ -3,8 +3,10 @@
 Extractors (``build_extractor``):
 
 - ``pixels``: flattened pixels in [0, 1]; for tests and the pixel-space classifier.
-- ``domain``: a small CNN trained on the real train split (``raydgm.models.domain``); its
-  penultimate layer gives features and its softmax an Inception-Score analogue.
+- ``domain``: a small CNN trained on the real train split's labels (``raydgm.models.domain``);
+  its penultimate layer gives features and its softmax an Inception-Score analogue.
+- ``autoencoder``: a small conv autoencoder trained on the real train images without labels
+  (``raydgm.models.autoencoder``); its bottleneck gives features, and there are no logits.
 - ``inception``: clean-fid's protocol on the TorchScript Inception-V3 (``raydgm.pipeline.inception``):
   2048-d pool features and, with the full weights file, the 1008 logits for IS.
 
@@ -60,40 +62,48 @@ class PixelExtractor:
         return pixels(images), None
 
 
-class DomainExtractor:
-    """The domain CNN's penultimate features and class logits, in batches, without grad."""
+class NetworkExtractor:
+    """A trained extractor network's features and, with a class head, logits; in batches, no grad.
 
-    name = "domain"
+    ``domain``: the DomainCNN's penultimate features (N, feature_dim) and class logits;
+    ``autoencoder``: the ConvAutoencoder's bottleneck (N, feature_dim) and no logits.
+    """
 
-    def __init__(self, checkpoint: str | Path, device: str = "cpu", batch_size: int = 200):
-        from raydgm.training.extractors import load_domain_classifier
-        self.model = load_domain_classifier(checkpoint, device).eval()
-        self.device, self.batch_size = device, batch_size
-        self.num_classes = self.model.num_classes
+    def __init__(self, name: str, checkpoint: str | Path, device: str = "cpu", batch_size: int = 200):
+        from raydgm.training.extractors import load_network
+        self.model = load_network(checkpoint, name, device)
+        self.name, self.device, self.batch_size = name, device, batch_size
+        self.num_classes = getattr(self.model, "num_classes", None)
 
     def __call__(self, images: np.ndarray) -> Features:
-        images = check_uint8(images, "domain features")
+        images = check_uint8(images, f"{self.name} features")
         feats, logits = [], []
         with torch.no_grad():
             for start in range(0, len(images), self.batch_size):
                 x = torch.from_numpy(np.array(images[start:start + self.batch_size])).to(self.device)
-                f, lg = self.model.features_and_logits(x)
+                if self.num_classes is None:
+                    f, lg = self.model.features(x), None
+                else:
+                    f, lg = self.model.features_and_logits(x)
                 feats.append(f.float().cpu().numpy())
-                logits.append(lg.float().cpu().numpy())
-        return np.concatenate(feats), np.concatenate(logits)
+                logits.append(None if lg is None else lg.float().cpu().numpy())
+        return np.concatenate(feats), (None if logits[0] is None else np.concatenate(logits))
 
 
 def build_extractor(name: str, *, domain_checkpoint: str | Path | None = None,
+                    autoencoder_checkpoint: str | Path | None = None,
                     inception_weights: str | None = None, device: str = "cpu",
                     batch_size: int = 200) -> Callable[[np.ndarray], Features]:
-    """The extractor ``name``; ``domain`` needs the trained CNN's checkpoint."""
+    """The extractor ``name``; ``domain`` and ``autoencoder`` need their trained network's checkpoint."""
+    from raydgm.training.extractors import NETWORKS
     if name == "pixels":
         return PixelExtractor()
-    if name == "domain":
-        if domain_checkpoint is None:
-            raise ValueError("the domain extractor needs a trained domain classifier checkpoint "
-                             "(raydgm.pipeline.stages.domain_classifier makes one)")
-        return DomainExtractor(domain_checkpoint, raydata.resolve_device(device), batch_size)
+    if name in NETWORKS:
+        checkpoint = {"domain": domain_checkpoint, "autoencoder": autoencoder_checkpoint}[name]
+        if checkpoint is None:
+            raise ValueError(f"the {name} extractor needs a trained {NETWORKS[name][1]} checkpoint "
+                             "(raydgm.pipeline.stages.train_extractor makes one)")
+        return NetworkExtractor(name, checkpoint, raydata.resolve_device(device), batch_size)
     if name == "inception":
         from raydgm.pipeline.inception import InceptionExtractor
         return InceptionExtractor(inception_weights, device=raydata.resolve_device(device), batch_size=batch_size)

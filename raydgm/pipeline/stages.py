@@ -21,8 +21,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from raydgm import density_ratio, resample
-from raydgm.config import (DataConfig, DensityRatioConfig, DomainClassifierConfig, ExtractConfig,
-                           FeaturesConfig, GenerateConfig, ImportSamplesConfig, PipelineConfig,
+from raydgm.config import (AutoencoderConfig, DataConfig, DensityRatioConfig, DomainClassifierConfig,
+                           ExtractConfig, FeaturesConfig, GenerateConfig, ImportSamplesConfig, PipelineConfig,
                            ResampleConfig, TrainGeneratorConfig)
 from raydgm.data import Dataset, load_dataset, read_npz
 from raydgm.pipeline import features, tables
@@ -118,26 +118,23 @@ def import_samples(path: str | Path, store: ArtifactStore) -> Artifact:
     return store.run(cfg.STAGE, cfg, write)
 
 
-def domain_classifier(data_cfg: DataConfig, cfg: DomainClassifierConfig, store: ArtifactStore,
-                      dataset: Dataset | None = None, progress: bool = True) -> Artifact:
-    """Train (or reuse) the ``domain`` extractor's CNN on the real train split's labels.
+def train_extractor(data_cfg: DataConfig, cfg: DomainClassifierConfig | AutoencoderConfig,
+                    store: ArtifactStore, dataset: Dataset | None = None, progress: bool = True) -> Artifact:
+    """Train (or reuse) an extractor's network on the real train split: ``domain``'s CNN on its
+    labels (``cfg`` a DomainClassifierConfig) or ``autoencoder``'s on the images alone.
 
-    The validation split drives early stopping. The artifact holds ``model.pt`` and
-    ``history.json`` (per-epoch loss and accuracy).
+    The validation split drives early stopping. The artifact (stage ``cfg.STAGE``) holds
+    ``model.pt`` and ``history.json`` (per-epoch losses and accuracy or MSE).
     """
     from raydgm.training import extractors, generators
 
     def write(out: Path) -> dict[str, int]:
         data = dataset or load_data(data_cfg)
-        (x, y), (xv, yv) = data.split("train"), data.split("val")
-        if (y < 0).any():
-            raise ValueError(f"the domain extractor trains on class labels, but {data.name}'s "
-                             "train split is unlabelled; use features=inception or pixels")
-        model, history = extractors.fit_domain_classifier(
-            x, y, xv if len(xv) else None, yv if len(xv) else None, cfg, progress=progress)
-        extractors.save_domain_classifier(model, out / generators.MODEL)
+        model, history = extractors.fit_network(cfg, data.split("train"), data.split("val"),
+                                                progress=progress, where=data.name)
+        extractors.save_network(model, out / generators.MODEL)
         (out / "history.json").write_text(json.dumps(history, indent=2))
-        return {"train_images": len(x), "epochs": len(history)}
+        return {"train_images": len(data.split("train")[0]), "epochs": len(history)}
     return store.run(cfg.STAGE, cfg, write, inputs={"data": data_cfg.content_hash()})
 
 
@@ -165,11 +162,12 @@ class Featurizer:
         if name not in self._identity:
             kwargs: dict[str, Any] = {"device": self.cfg.device, "batch_size": self.cfg.batch_size}
             inputs: dict[str, str] = {}
-            if name == "domain":
-                art = self._logged(domain_classifier(self.data_cfg, self.cfg.domain, self.store,
-                                                     self.dataset, self.progress))
-                inputs["domain_classifier"] = art.key
-                kwargs["domain_checkpoint"] = str(art.file("model.pt"))
+            if name in ("domain", "autoencoder"):
+                net_cfg = getattr(self.cfg, name)     # its weights: the key of its training stage
+                art = self._logged(train_extractor(self.data_cfg, net_cfg, self.store, self.dataset,
+                                                   self.progress))
+                inputs[net_cfg.STAGE] = art.key
+                kwargs[f"{name}_checkpoint"] = str(art.file("model.pt"))
             elif name == "inception":
                 from raydgm.pipeline.inception import resolve_weights
                 path, _ = resolve_weights(self.cfg.inception_weights)

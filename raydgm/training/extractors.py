@@ -1,27 +1,58 @@
-"""Fit loops for the feature extractors' networks.
+"""Fit loops for the feature extractors' networks, and their checkpoints.
 
-``domain``: a ``raydgm.models.domain.DomainCNN`` trained on real images' labels. Seeding as in
-``generators.fit_generator``: initial weights from (seed, 0), epoch e's shuffling permutation
-from ``default_rng([seed, e])``; the network has no dropout, so nothing else draws. Saved in
-``generators.save_generator``'s file layout (kind ``domain_cnn``); it loads with
-``torch.load(..., weights_only=True)``.
+``domain``: a ``raydgm.models.domain.DomainCNN`` trained on real images' labels (cross-entropy;
+early stopping on validation accuracy). ``autoencoder``: a
+``raydgm.models.autoencoder.ConvAutoencoder`` trained on the images alone (binary cross-entropy
+of the reconstruction; early stopping on validation loss). Both run the one loop ``_fit``,
+seeded as ``generators.fit_generator``: initial weights from (seed, 0), epoch e's shuffling
+permutation from ``default_rng([seed, e])``; neither network has dropout, so nothing else
+draws. Saved in ``generators.save_generator``'s file layout (kinds ``domain_cnn`` and
+``conv_autoencoder``); they load with ``torch.load(..., weights_only=True)``.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from raydgm.config import DomainClassifierConfig
+from raydgm.config import AutoencoderConfig, DomainClassifierConfig
 from raydgm.data import check_labels
+from raydgm.models.autoencoder import ConvAutoencoder
 from raydgm.models.domain import DomainCNN
 from raydgm.training.common import check_finite, checked_images, derived_seed
 from raydgm.training.generators import OnEpoch, load_model, save_generator
 
-DOMAIN_KIND = "domain_cnn"   # the ``kind`` written into a domain-classifier checkpoint
+DOMAIN_KIND = "domain_cnn"             # the ``kind`` written into a domain-classifier checkpoint
+AUTOENCODER_KIND = "conv_autoencoder"  # ... and into an autoencoder checkpoint
+NETWORKS: dict[str, tuple[str, str, type[torch.nn.Module]]] = {   # extractor -> (kind, what, class)
+    "domain": (DOMAIN_KIND, "domain classifier", DomainCNN),
+    "autoencoder": (AUTOENCODER_KIND, "autoencoder", ConvAutoencoder)}
+NetworkConfig = DomainClassifierConfig | AutoencoderConfig
+# (model, batch tensors) -> (mean loss to minimise, {statistic: its sum over the batch's rows})
+BatchStats = Callable[..., tuple[torch.Tensor, dict[str, float]]]
+
+
+def fit_network(cfg: NetworkConfig, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
+                progress: bool = True, where: str = "the dataset"
+                ) -> tuple[DomainCNN | ConvAutoencoder, list[dict[str, float]]]:
+    """The network ``cfg`` configures, fitted on a dataset's (images, labels) train split.
+
+    DomainClassifierConfig: a DomainCNN on the labels (ValueError when the train split is
+    unlabelled, labels -1); AutoencoderConfig: a ConvAutoencoder on the images, labels unused.
+    An empty ``val`` split means no early stopping.
+    """
+    (x, y), (xv, yv) = train, val
+    xv, yv = (xv, yv) if len(xv) else (None, None)
+    if isinstance(cfg, AutoencoderConfig):
+        return fit_autoencoder(x, xv, cfg, progress=progress)
+    if (np.asarray(y) < 0).any():
+        raise ValueError(f"the domain extractor trains on class labels, but {where}'s train split "
+                         "is unlabelled; use features=autoencoder, inception or pixels")
+    return fit_domain_classifier(x, y, xv, yv, cfg, progress=progress)
 
 
 def fit_domain_classifier(images: np.ndarray, labels: np.ndarray, val_images: np.ndarray | None,
@@ -41,28 +72,82 @@ def fit_domain_classifier(images: np.ndarray, labels: np.ndarray, val_images: np
     x, y, k = _domain_data(images, labels, "train")
     val = None if val_images is None and val_labels is None else _domain_data(
         val_images, val_labels, "validation", num_classes=k)
-    device = torch.device(cfg.device)
-    with torch.random.fork_rng(devices=[]):   # seeded init, global state left as it was
+    model = _seeded(cfg, lambda: DomainCNN(tuple(x.shape[1:]), k, tuple(cfg.channels), cfg.feature_dim))
+    history = _fit(model, _classify, (x, y), None if val is None else val[:2], cfg,
+                   "domain classifier", "val_accuracy", progress, on_epoch)
+    return model.eval(), history
+
+
+def fit_autoencoder(images: np.ndarray, val_images: np.ndarray | None, cfg: AutoencoderConfig,
+                    progress: bool = True, on_epoch: OnEpoch | None = None
+                    ) -> tuple[ConvAutoencoder, list[dict[str, float]]]:
+    """Train a ConvAutoencoder on uint8 (N, C, H, W) ``images``; no labels are involved.
+
+    Adam on the binary cross-entropy between the reconstruction and the pixels x / 255 in
+    [0, 1] (continuous targets), averaged over every pixel. History rows: ``epoch``,
+    ``train_loss`` and ``train_mse`` (per pixel, on [0, 1], averaged over the epoch's batches
+    while the weights moved) and, with ``val_images``, ``val_loss`` / ``val_mse`` of the weights
+    at the epoch's end. With validation images training stops after ``cfg.patience`` epochs
+    without a lower validation loss and the best epoch's weights (the first, on ties) are
+    returned; without them every epoch runs. The model comes back in eval mode on ``cfg.device``.
+    """
+    x = checked_images(images, "train images")
+    val = None if val_images is None else (checked_images(val_images, "validation images"),)
+    if val is not None and val[0].shape[1:] != x.shape[1:]:
+        raise ValueError(f"validation images have shape {val[0].shape[1:]} but the train "
+                         f"images {x.shape[1:]}; they must match")
+    model = _seeded(cfg, lambda: ConvAutoencoder(tuple(x.shape[1:]), tuple(cfg.channels), cfg.feature_dim))
+    history = _fit(model, _reconstruct, (x,), val, cfg, "autoencoder", "val_loss", progress, on_epoch)
+    return model.eval(), history
+
+
+def _classify(model: DomainCNN, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    return loss, {"loss": loss.item() * len(x), "accuracy": float((logits.argmax(dim=1) == y).sum())}
+
+
+def _reconstruct(model: ConvAutoencoder, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    logits = model.decode_logits(model.features(x))
+    target = x.to(logits.dtype) / 255.0
+    loss = F.binary_cross_entropy_with_logits(logits, target)
+    mse = F.mse_loss(torch.sigmoid(logits), target)
+    return loss, {"loss": loss.item() * len(x), "mse": mse.item() * len(x)}
+
+
+def _seeded(cfg: NetworkConfig, make: Callable[[], torch.nn.Module]) -> Any:
+    """``make()`` with torch's global generator seeded from (cfg.seed, 0), then restored; on cfg.device."""
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derived_seed(cfg.seed, 0))
-        model = DomainCNN(tuple(x.shape[1:]), k, tuple(cfg.channels), cfg.feature_dim).to(device)
+        return make().to(torch.device(cfg.device))
+
+
+def _fit(model: torch.nn.Module, batch_stats: BatchStats, train: tuple[np.ndarray, ...],
+         val: tuple[np.ndarray, ...] | None, cfg: NetworkConfig, what: str, monitor: str,
+         progress: bool, on_epoch: OnEpoch | None) -> list[dict[str, float]]:
+    """Adam epochs over the row-aligned arrays ``train``, early stopping on history key ``monitor``
+    (``*_loss``: lower is better, else higher) when ``val`` is given; the best epoch's weights
+    (the first, on ties) are loaded back. Returns the history."""
+    device = next(model.parameters()).device
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
-    x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
-    val_t = None if val is None else (torch.from_numpy(val[0]).to(device), torch.from_numpy(val[1]).to(device))
+    train_t = tuple(torch.from_numpy(a).to(device) for a in train)
+    val_t = None if val is None else tuple(torch.from_numpy(a).to(device) for a in val)
+    sign = -1.0 if monitor.endswith("loss") else 1.0
     history: list[dict[str, float]] = []
-    best_acc, best_state, since_best = -1.0, None, 0
-    bar = tqdm(range(cfg.epochs), desc="domain classifier", unit="epoch", disable=not progress)
+    best, best_state, since_best = -float("inf"), None, 0
+    bar = tqdm(range(cfg.epochs), desc=what, unit="epoch", disable=not progress)
     for epoch in bar:
-        row = _domain_epoch(model, opt, x, y, cfg, epoch)
+        row = {"epoch": epoch + 1} | _train_epoch(model, opt, batch_stats, train_t, cfg, epoch, what)
         if val_t is not None:
-            row.update(_domain_evaluate(model, *val_t, cfg.batch_size))
+            row.update(_evaluate(model, batch_stats, val_t, cfg.batch_size))
         history.append(row)
-        bar.set_postfix({k_: f"{v:.3f}" for k_, v in row.items() if k_ != "epoch"})
+        bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k != "epoch"})
         if on_epoch is not None:
             on_epoch(row)
         if val_t is None:
             continue
-        if row["val_accuracy"] > best_acc:
-            best_acc, since_best = row["val_accuracy"], 0
+        if sign * row[monitor] > best:
+            best, since_best = sign * row[monitor], 0
             best_state = {n: t.detach().clone() for n, t in model.state_dict().items()}
         else:
             since_best += 1
@@ -71,7 +156,38 @@ def fit_domain_classifier(images: np.ndarray, labels: np.ndarray, val_images: np
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
-    return model.eval(), history
+    return history
+
+
+def _train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, batch_stats: BatchStats,
+                 tensors: tuple[torch.Tensor, ...], cfg: NetworkConfig, epoch: int,
+                 what: str) -> dict[str, float]:
+    model.train()
+    n = len(tensors[0])
+    perm = torch.from_numpy(np.random.default_rng([cfg.seed, epoch]).permutation(n)).to(tensors[0].device)
+    sums: dict[str, float] = {}
+    for start in range(0, n, cfg.batch_size):
+        idx = perm[start:start + cfg.batch_size]
+        loss, stats = batch_stats(model, *(t[idx] for t in tensors))
+        check_finite(loss.detach(), f"{what} loss", epoch, f"lower learning_rate (now {cfg.learning_rate})",
+                     batch=start // cfg.batch_size)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sums = {k: sums.get(k, 0.0) + v for k, v in stats.items()}
+    return {f"train_{k}": v / n for k, v in sums.items()}
+
+
+@torch.no_grad()
+def _evaluate(model: torch.nn.Module, batch_stats: BatchStats, tensors: tuple[torch.Tensor, ...],
+              batch_size: int) -> dict[str, float]:
+    model.eval()
+    n = len(tensors[0])
+    sums: dict[str, float] = {}
+    for start in range(0, n, batch_size):
+        _, stats = batch_stats(model, *(t[start:start + batch_size] for t in tensors))
+        sums = {k: sums.get(k, 0.0) + v for k, v in stats.items()}
+    return {f"val_{k}": v / n for k, v in sums.items()}
 
 
 def _domain_data(images: Any, labels: Any, where: str,
@@ -88,51 +204,37 @@ def _domain_data(images: Any, labels: Any, where: str,
     return images, labels, k
 
 
-def _domain_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
-                  y: torch.Tensor, cfg: DomainClassifierConfig, epoch: int) -> dict[str, float]:
-    model.train()
-    perm = torch.from_numpy(np.random.default_rng([cfg.seed, epoch]).permutation(len(x))).to(x.device)
-    total, correct = 0.0, 0
-    for start in range(0, len(x), cfg.batch_size):
-        idx = perm[start:start + cfg.batch_size]
-        logits = model(x[idx])
-        loss = torch.nn.functional.cross_entropy(logits, y[idx])
-        check_finite(loss, "domain classifier loss", epoch, f"lower learning_rate (now {cfg.learning_rate})",
-                     batch=start // cfg.batch_size)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        total += loss.item() * len(idx)
-        correct += int((logits.argmax(dim=1) == y[idx]).sum())
-    return {"epoch": epoch + 1, "train_loss": total / len(x), "train_accuracy": correct / len(x)}
+def save_network(model: DomainCNN | ConvAutoencoder, path: str | Path) -> None:
+    """Write a DomainCNN or ConvAutoencoder (kind, image shape, constructor arguments, weights)
+    atomically, in :func:`save_generator`'s file layout; it loads with ``weights_only=True``."""
+    kind = next((k for k, _, cls in NETWORKS.values() if type(model) is cls), None)
+    if kind is None:
+        raise TypeError(f"not a feature-extractor network: {type(model).__name__}")
+    save_generator(model, kind, model.constructor_kwargs(), path)  # type: ignore[arg-type]
 
 
-@torch.no_grad()
-def _domain_evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
-                     batch_size: int) -> dict[str, float]:
-    model.eval()
-    total, correct = 0.0, 0
-    for start in range(0, len(x), batch_size):
-        logits = model(x[start:start + batch_size])
-        target = y[start:start + batch_size]
-        total += torch.nn.functional.cross_entropy(logits, target, reduction="sum").item()
-        correct += int((logits.argmax(dim=1) == target).sum())
-    return {"val_loss": total / len(x), "val_accuracy": correct / len(x)}
+def load_network(path: str | Path, extractor: str, device: str | torch.device = "cpu") -> Any:
+    """Rebuild the network of ``extractor`` (a key of ``NETWORKS``) written by :func:`save_network`,
+    in eval mode on ``device``."""
+    kind, what, cls = NETWORKS[extractor]
+
+    def make(state: dict) -> torch.nn.Module:
+        if state.get("kind") != kind:
+            raise KeyError(f"kind is {state.get('kind')!r}, not {kind!r}")
+        return cls(tuple(state["image_shape"]), **state["model_kwargs"])
+    return load_model(path, what, make).to(device).eval()
 
 
 def save_domain_classifier(model: DomainCNN, path: str | Path) -> None:
-    """Write a DomainCNN (kind, image shape, constructor arguments, weights) atomically.
-
-    The same file layout as :func:`save_generator`, with kind ``"domain_cnn"``; it loads with
-    ``torch.load(..., weights_only=True)``.
-    """
-    save_generator(model, DOMAIN_KIND, model.constructor_kwargs(), path)  # type: ignore[arg-type]
+    """:func:`save_network` for a DomainCNN (kind ``"domain_cnn"``)."""
+    save_network(model, path)
 
 
 def load_domain_classifier(path: str | Path, device: str | torch.device = "cpu") -> DomainCNN:
-    """Rebuild a DomainCNN written by :func:`save_domain_classifier`, in eval mode on ``device``."""
-    def make(state: dict) -> DomainCNN:
-        if state.get("kind") != DOMAIN_KIND:
-            raise KeyError(f"kind is {state.get('kind')!r}, not {DOMAIN_KIND!r}")
-        return DomainCNN(tuple(state["image_shape"]), **state["model_kwargs"])
-    return load_model(path, "domain classifier", make).to(device).eval()
+    """A DomainCNN written by :func:`save_domain_classifier`, in eval mode on ``device``."""
+    return load_network(path, "domain", device)
+
+
+def load_autoencoder(path: str | Path, device: str | torch.device = "cpu") -> ConvAutoencoder:
+    """A ConvAutoencoder written by :func:`save_network`, in eval mode on ``device``."""
+    return load_network(path, "autoencoder", device)
