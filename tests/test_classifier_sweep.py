@@ -199,7 +199,8 @@ def test_smoke_script_logs_a_parent_and_one_run_per_grid_point(smoke):
         saved = Path(smoke.client.download_artifacts(run.info.run_id, "config.json")).read_text()
         assert DensityRatioConfig.from_dict(json.loads(saved)).calibration == cal      # every run: its config
         steps = [m.step for m in smoke.client.get_metric_history(run.info.run_id, "val_loss")]
-        assert sorted(steps) == list(range(int(run.data.metrics["epochs"])))
+        # the loss curve is fold 0's; "epochs" counts every fold's (5 folds, up to 15 each)
+        assert sorted(steps) == list(range(len(steps))) and len(steps) < run.data.metrics["epochs"] <= 75
     logged = {a.path for a in smoke.client.list_artifacts(parent.info.run_id)}
     assert {"summary.md", "summary.csv", "ece_vs_ess.png", "calibration_curves.png",
             "calibration_curves.json"} <= logged

@@ -1,4 +1,5 @@
-"""Typed configs, one per stage (``stages``) and one per sweep (``sweeps``), on one base (``base``).
+"""Typed configs, one per stage (``stages``), the semi-supervised learner's (``ssl``) and one per
+sweep (``sweeps``), on one base (``base``).
 
 Every config is a frozen pydantic model validated in strict JSON mode: unknown keys, wrong
 types (``"3"`` for an int, ``2.5`` for an int) and out-of-range values are errors that name
@@ -13,13 +14,12 @@ from pathlib import Path
 from typing import Iterable
 
 from raydgm.config.base import Config, ConfigError, merge, parse_override, read_mapping
-from raydgm.config.stages import (UNLABELED_SOURCES, ActorPool, AutoencoderConfig, BaselineModelConfig,
-                                  Calibration, DataConfig, DensityRatioConfig, DomainClassifierConfig,
-                                  ExtractConfig, Extractor, FeaturesConfig, GenerateConfig,
-                                  ImportSamplesConfig, ModelConfig, PipelineConfig, PixelCNNConfig,
-                                  QualityConfig, ResampleConfig, ResampleMethod, ResNetConfig,
-                                  SSLConfig, SSLTrainingConfig, TrackingConfig, TrainGeneratorConfig,
-                                  Unlabeled, VAEConfig)
+from raydgm.config.ssl import UNLABELED_SOURCES, ResNetConfig, SSLConfig, SSLTrainingConfig, Unlabeled
+from raydgm.config.stages import (ActorPool, AutoencoderConfig, BaselineModelConfig, Calibration, DataConfig,
+                                  DensityRatioConfig, DomainClassifierConfig, ExtractConfig, Extractor,
+                                  FeaturesConfig, GenerateConfig, ImportSamplesConfig, ModelConfig,
+                                  PipelineConfig, PixelCNNConfig, QualityConfig, ResampleConfig,
+                                  ResampleMethod, TrackingConfig, TrainGeneratorConfig, VAEConfig)
 from raydgm.config.sweeps import ClassifierSweepConfig, SweepConfig, TrialResources, check_grid_axes
 
 STAGE_CONFIGS: dict[str, type[Config]] = {

@@ -6,7 +6,8 @@ from typing import ClassVar, Iterable
 from pydantic import Field, model_validator
 
 from raydgm.config.base import Config
-from raydgm.config.stages import Calibration, PipelineConfig, SSLTrainingConfig, Unlabeled
+from raydgm.config.ssl import SSLTrainingConfig, Unlabeled
+from raydgm.config.stages import Calibration, PipelineConfig
 
 
 class TrialResources(Config):
