@@ -109,7 +109,7 @@ def test_features_shape_and_batch_size_invariance(fitted, unlabelled, tmp_path):
 def test_any_image_shape_reconstructs_at_its_own_size(shape, strides):
     model = ConvAutoencoder(shape, channels=(4, 8, 8), feature_dim=5)
     convs = [m for m in model.encoder if isinstance(m, torch.nn.Conv2d)]
-    assert sum(m.stride == (2, 2) for m in convs) == strides   # 8 -> 4 -> 2 then stride 1; 9x7 -> 5x4 -> 3x2 then 1
+    assert sum(m.stride == (2, 2) for m in convs) == strides  # 8 -> 4 -> 2, 9x7 -> 5x4 -> 3x2, then 1
     x = torch.randint(0, 256, (3, *shape), dtype=torch.uint8)
     out = model(x)
     assert out.shape == (3, *shape) and ((out >= 0) & (out <= 1)).all()

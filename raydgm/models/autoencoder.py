@@ -27,7 +27,7 @@ from raydgm.models.base import check_images
 class ConvAutoencoder(nn.Module):
     """uint8 (N, C, H, W) -> bottleneck features (N, feature_dim) -> reconstruction in [0, 1]."""
 
-    def __init__(self, image_shape: tuple[int, int, int], channels: tuple[int, ...] = (16, 32),
+    def __init__(self, image_shape: tuple[int, int, int], channels: tuple[int, ...] = (8, 16),
                  feature_dim: int = 32) -> None:
         super().__init__()
         C, H, W = (int(s) for s in image_shape)
