@@ -72,6 +72,8 @@ def test_presets_load_and_differ():
     ("labeled_sizes=[55]", "not divisible by the number of classes 10"),
     ("pipeline.tracking.tracking_uri=http://127.0.0.1:9", "http://127.0.0.1:9 is unreachable"),
     ("resources.storage_path=s3://bucket/tune", "must be a directory; on a cluster"),
+    ("pipeline.density_ratio.features=domain", "pipeline.density_ratio.features=domain leaks labels into "
+                                               "the weights"),
 ])
 def test_bad_config_fails_before_any_compute(tmp_path, capsys, override, message):
     home = tmp_path / "home"
