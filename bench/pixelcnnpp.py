@@ -61,7 +61,6 @@ def machine() -> str:
     return f"{model}, torch {torch.__version__}"
 
 
-@torch.no_grad()
 def load() -> str:
     return " ".join(f"{v:.1f}" for v in os.getloadavg()) + f" on {os.cpu_count()} cores"
 
@@ -130,7 +129,8 @@ def main(argv=None) -> int:
         ratios[n] = t_naive / t_cached
         rows.append((n, t_naive, t_cached))
         print(f"  batch {n}: naive {t_naive:,.1f} s, cached {t_cached:,.1f} s", flush=True)
-    print(f"\n{'batch':>5} | {'naive s/batch':>13} | {'cached s/batch':>14} | {'cached samples/s':>16} | ratio")
+    print(f"\n{'batch':>5} | {'naive s/batch':>13} | {'cached s/batch':>14} | "
+          f"{'cached samples/s':>16} | ratio")
     print(f"{'-' * 5}-+-{'-' * 13}-+-{'-' * 14}-+-{'-' * 16}-+-------")
     for n, t_naive, t_cached in rows:
         print(f"{n:>5} | {t_naive:>13,.1f} | {t_cached:>14,.2f} | {n / t_cached:>16,.3f} | "
