@@ -5,7 +5,7 @@
     python bench/pixelcnnpp.py --quick    # 2 resnets / 32 filters / 5 mixtures, 3x16x16: < 1 min
 
 Both samplers run on the same untrained model in eval mode (sampling cost does not depend on
-the weights), at batch 1 and 16, with ``--threads`` torch threads.
+the weights), at batch 1 and 16, with ``--threads`` torch threads (default 1).
 
 - cached: ``PixelCNNpp.decode(noise, sampler="cached")``, every pixel of the image, timed end to
   end. Its mixture parameters are checked against one full network pass on the canvas it drew
@@ -46,7 +46,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="a smaller model, under a minute")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 16],
                    help="batch sizes (default 1 16; the last line uses 16)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: on a shared, loaded 2-core box two threads "
+                        "made both samplers up to 10x slower and erratic, as tests/conftest.py says)")
     p.add_argument("--cache-batch", type=int, default=256,
                    help="batch for the cache-size line (default 256, the config's)")
     p.add_argument("--naive-full", action="store_true",
