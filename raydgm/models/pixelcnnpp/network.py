@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from raydgm.models.base import GenerativeModel, nan_where_invalid, to_unit
+from raydgm.models.pixelcnnpp.cached import sample_cached
 from raydgm.models.pixelcnnpp.layers import (
     DownRightShiftedConv2d, DownRightShiftedDeconv2d, DownShiftedConv2d, DownShiftedDeconv2d, GatedResnet,
     down_shift, right_shift)
@@ -82,25 +83,33 @@ class PixelCNNpp(GenerativeModel):
         return {"mix": u_mix.clamp(1e-5, 1 - 1e-5), "logistic": u_logistic.clamp(1e-5, 1 - 1e-5)}
 
     @torch.no_grad()
-    def decode(self, noise: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Autoregressive sampling in raster order, one network pass per pixel -> float
-        (n, C, H, W) integer levels in [0, 255]; NaN for samples whose network output was
-        non-finite at any pixel."""
+    def decode(self, noise: dict[str, torch.Tensor], sampler: str = "cached") -> torch.Tensor:
+        """Autoregressive sampling in raster order -> float (n, C, H, W) integer levels in
+        [0, 255]; NaN for samples whose network output was non-finite at any pixel.
+
+        ``sampler="cached"`` (default) evaluates every layer once per position from per-layer
+        caches (``raydgm.models.pixelcnnpp.cached``); ``"naive"``, the reference, runs one
+        network pass per pixel. Same noise, same levels."""
+        if sampler not in ("cached", "naive"):
+            raise ValueError(f"decode: sampler must be 'cached' or 'naive', got {sampler!r}")
         device = self.out.weight.device
         u_mix, u_logistic = noise["mix"].to(device), noise["logistic"].to(device)
         n, (C, H, W) = len(u_mix), self.image_shape
-        canvas = torch.zeros(n, C, H, W, device=device)
-        seen = torch.zeros(n, self.out.out_channels, H, W, device=device)
         was_training = self.training
         self.eval()
         try:
-            for i in range(H):
-                rows = min(H, (i // 4 + 1) * 4)  # causal: rows below i cannot matter
-                for j in range(W):
-                    params = self(canvas[:, :, :rows])[:, :, i, j]  # (n, K_out)
-                    seen[:, :, i, j] = params
-                    canvas[:, :, i, j] = sample_discretized_mix_logistic(
-                        params, u_mix[:, :, i, j], u_logistic[:, :, i, j])
+            if sampler == "cached":
+                canvas, seen = sample_cached(self, u_mix, u_logistic)
+            else:
+                canvas = torch.zeros(n, C, H, W, device=device)
+                seen = torch.zeros(n, self.out.out_channels, H, W, device=device)
+                for i in range(H):
+                    rows = min(H, (i // 4 + 1) * 4)  # causal: rows below i cannot matter
+                    for j in range(W):
+                        params = self(canvas[:, :, :rows])[:, :, i, j]  # (n, K_out)
+                        seen[:, :, i, j] = params
+                        canvas[:, :, i, j] = sample_discretized_mix_logistic(
+                            params, u_mix[:, :, i, j], u_logistic[:, :, i, j])
         finally:
             self.train(was_training)
         return nan_where_invalid(torch.round((canvas + 1) * 127.5), seen)
