@@ -42,6 +42,7 @@ bench: $(STAMP)  ## benchmarks: each prints ours vs a baseline, measured side by
 	$(BIN)/python bench/resample.py
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/features.py
+	$(BIN)/python bench/pixelcnnpp.py --quick
 
 bench-gpu: $(STAMP)  ## PixelCNN++ cached sampling on a CUDA GPU: samples/s at batch 64/256/1,024, fp32 and bf16; 250 samples vs the thesis's 57 min
 	$(BIN)/python bench/gpu_pixelcnnpp.py

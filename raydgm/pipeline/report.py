@@ -24,8 +24,10 @@ NOISE_MAX_IMAGES = 2000  # a sanity check: Inception features of 45,000 noise im
 def build(out: Path, cfg: PipelineConfig, inputs: dict[str, Any], log: Callable[[str], None]) -> dict[str, int]:
     """Compute the report into ``out``; returns row counts for the manifest.
 
-    ``inputs``: ``reference``/``real_test``/``generated``: (sample_id, features, logits);
-    ``weights``: the density-ratio stage's weights table; ``dr_report``: its report dict;
+    ``inputs``: ``reference`` (the real test split) / ``real_floor`` (the real train split) /
+    ``generated``: (sample_id, features, logits); ``weights``: the density-ratio stage's raw
+    weights table; ``used`` / ``resample``: the resample stage's table (pool, used weights,
+    counts) and summary; ``dr_report``: the density-ratio report dict;
     ``real_images``/``gen_images``: uint8 arrays for the grids (gen sorted by sample_id);
     ``noise_auc``: a callable giving the noise baseline's AUC (or None).
     """
