@@ -29,7 +29,7 @@ pipeline-demo: $(STAMP)  ## every pipeline stage alone (no sweep), with the qual
 	$(BIN)/raydgm demo --config configs/demo.yaml
 
 test: $(STAMP)  ## fast CPU tests (slow and gpu tests are excluded)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test-slow: $(STAMP) install-inception  ## only the tests marked slow (real Inception weights; MLflow on PostgreSQL when initdb is installed)
 	$(BIN)/python -m pip install --quiet -e '.[postgres]'

