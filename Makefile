@@ -31,7 +31,7 @@ pipeline-demo: $(STAMP)  ## every pipeline stage alone (no sweep), with the qual
 test: $(STAMP)  ## fast CPU tests (slow and gpu tests are excluded)
 	$(BIN)/python -m pytest -q --durations=15
 
-test-slow: $(STAMP) install-inception  ## only the tests marked slow (real Inception weights; MLflow on PostgreSQL when initdb is installed)
+test-slow: $(STAMP) install-inception  ## only the tests marked slow (real Inception weights; the 3-node Ray cluster and real-server smoke sweeps; MLflow on PostgreSQL when initdb is installed)
 	$(BIN)/python -m pip install --quiet -e '.[postgres]'
 	$(BIN)/python -m pytest -q -m slow
 

@@ -36,6 +36,7 @@ def _only(home, pattern):
     return found[0]
 
 
+@pytest.mark.slow   # ~200 s (a 3-node Ray cluster, then the sweep): make test-slow, to keep make test under 15 min
 def test_smoke_sweep_on_three_nodes_spreads_work_and_matches_one_node(cluster, smoke_sweep, tmp_path):
     c, workers = cluster
     assert smoke_sweep.returncode == 0, smoke_sweep.output[-3000:]

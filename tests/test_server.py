@@ -228,6 +228,7 @@ class Server:
         return self.out.read_text()[-3000:] + self.err.read_text()[-3000:]
 
 
+@pytest.mark.slow   # ~130 s (a whole smoke sweep through the server): make test-slow, to keep make test under 15 min
 def test_smoke_sweep_logs_through_a_real_server(tmp_path):
     """The semantic smoke sweep with MLFLOW_TRACKING_URI at a server on a tmp sqlite database:
     every run lands in that database, every artifact is uploaded through the server into the
