@@ -148,19 +148,27 @@ def psis_khat(log_weights: Any) -> float:
     variance; 0.5-0.7: usable; > 0.7: importance-sampling estimates are unreliable.
     Returns -inf when the tail weights are all equal (no tail at all). Needs N >= 25.
     """
-    lw = check_log_weights(log_weights)
+    return _pareto_tail(check_log_weights(log_weights))[3]
+
+
+def _pareto_tail(lw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """The generalized Pareto fit behind ``psis_khat`` and ``pareto_smooth``, done once: (the
+    indices of the M largest of ``lw``, ascending; the cutoff then those M log-weights; their
+    weights scaled to a maximum of 1; shrunk k-hat (-inf when the tail is flat); sigma in
+    those scaled units)."""
     n = lw.size
     if n < MIN_PSIS_WEIGHTS:
         raise ValueError(f"psis_khat needs at least {MIN_PSIS_WEIGHTS} log-weights "
                          f"(a tail of >= 5), got {n}")
     m = int(math.ceil(min(0.2 * n, 3.0 * math.sqrt(n))))
-    top = np.sort(lw)[-(m + 1):]                           # cutoff, then the M largest
+    order = np.argsort(lw, kind="stable")
+    top = lw[order[-(m + 1):]]                             # cutoff, then the M largest
     w = np.exp(top - top[-1])                              # in (0, 1], overflow-free
     x = w[1:] - w[0]
     if x[-1] <= 0.0:
-        return float("-inf")
-    k = gpd_fit_zhang_stephens(x)[0]
-    return float((m * k + 10.0 * 0.5) / (m + 10.0))
+        return order[-m:], top, w, float("-inf"), 0.0
+    k, sigma = gpd_fit_zhang_stephens(x)
+    return order[-m:], top, w, float((m * k + 10.0 * 0.5) / (m + 10.0)), sigma
 
 
 def khat_threshold(n: int) -> float:
@@ -180,20 +188,15 @@ def pareto_smooth(log_weights: Any) -> tuple[np.ndarray, float]:
     returns the weights unchanged and k-hat -inf when the tail weights are all equal.
     """
     lw = check_log_weights(log_weights)
-    k_hat = psis_khat(lw)
+    tail, top, w, k_hat, sigma = _pareto_tail(lw)
     if not np.isfinite(k_hat):
         return lw.copy(), k_hat
-    n = lw.size
-    m = int(math.ceil(min(0.2 * n, 3.0 * math.sqrt(n))))
-    order = np.argsort(lw, kind="stable")
-    top = lw[order[-(m + 1):]]                             # cutoff, then the M largest, ascending
-    w = np.exp(top - top[-1])
-    sigma = gpd_fit_zhang_stephens(w[1:] - w[0])[1]
+    m = tail.size
     p = (np.arange(1, m + 1) - 0.5) / m
     q = -sigma * np.log1p(-p) if k_hat == 0 else sigma / k_hat * np.expm1(-k_hat * np.log1p(-p))
     out = lw.copy()
-    out[order[-m:]] = np.log(np.minimum(w[0] + q, 1.0)) + top[-1]
-    return out, float(k_hat)
+    out[tail] = np.log(np.minimum(w[0] + q, 1.0)) + top[-1]
+    return out, k_hat
 
 
 def weight_stats(log_weights: Any) -> dict[str, float]:
@@ -331,8 +334,7 @@ def build_report(lw_real: np.ndarray, lw_gen: np.ndarray, rng: np.random.Generat
     prob_true, prob_pred = reliability_curve(c, y_bal)
     y_all = np.concatenate([np.ones(lw_real.size), np.zeros(lw_gen.size)])
     size, rho, raw, adjusted = mix_curve(lw_real, lw_gen, rng)
-    ess = effective_sample_size(lw_gen)
-    khat = psis_khat(lw_gen) if lw_gen.size >= MIN_PSIS_WEIGHTS else float("nan")
+    stats = weight_stats(lw_gen)
     report = DensityRatioReport(
         n_real=int(lw_real.size), n_gen=int(lw_gen.size),
         accuracy=float(np.mean((c > 0.5) == (y_bal == 1))),
@@ -341,7 +343,7 @@ def build_report(lw_real: np.ndarray, lw_gen: np.ndarray, rng: np.random.Generat
         reliability_prob_true=prob_true.tolist(), reliability_prob_pred=prob_pred.tolist(),
         mix_size=size, mix_rho=rho, mix_mean_prob=raw, mix_mean_prob_prior_adjusted=adjusted,
         mean_weight=float(np.exp(logsumexp(lw_gen) - math.log(lw_gen.size))),
-        ess=ess, ess_fraction=ess_fraction(lw_gen), khat=khat, warnings=[])
+        ess=stats["ess"], ess_fraction=stats["ess_fraction"], khat=stats["khat"], warnings=[])
     report.warnings = report_warnings(report)
     return report
 
