@@ -159,9 +159,9 @@ def score(rep: DensityRatioReport, log_w: np.ndarray, models: Sequence[density_r
     rows = []
     for alpha in alphas:
         flat = density_ratio.flatten(log_w, float(alpha))
-        frac = density_ratio.ess_fraction(flat)
-        khat = density_ratio.psis_khat(flat) if flat.size >= 25 else math.nan
-        rows.append({"alpha": float(alpha), "ess_frac": frac, "ess": frac * flat.size, "psis_khat": khat})
+        st = density_ratio.weight_stats(flat)
+        rows.append({"alpha": float(alpha), "ess_frac": st["ess_fraction"], "ess": st["ess_fraction"] * flat.size,
+                     "psis_khat": st["khat"]})
     fit = {name: float(getattr(rep, key)) for name, key in CLASSIFIER_METRICS.items()} | {
         "best_epoch": float(np.mean([m.best_epoch for m in models])),
         "epochs": sum(len(m.history) for m in models),
