@@ -73,7 +73,8 @@ class Dataset:
 
 
 def load_dataset(name: str = "mnist5k", path: PathLike | None = None, *, seed: int = 0,
-                 val_fraction: float = 0.1, test_fraction: float = 0.1, download: bool = False) -> Dataset:
+                 val_fraction: float = 0.1, test_fraction: float = 0.1, download: bool = False,
+                 stratify: bool = False) -> Dataset:
     """Load a dataset and split it with ``np.random.default_rng(seed)``.
 
     Args:
@@ -88,6 +89,9 @@ def load_dataset(name: str = "mnist5k", path: PathLike | None = None, *, seed: i
             test split (``test_fraction`` is ignored) and ``val_fraction`` is taken
             from the 50,000 training images.
         download: cifar10 only: fetch with torchvision when ``path`` holds no data.
+        stratify: split each class on its own (``make_splits``), so every split holds each
+            class in proportion: CIFAR-10's 45,000 train images are then 4,500 per class, and
+            "all labels" can be drawn class-balanced.
 
     Raises:
         ValueError: unknown name, bad fractions/seed, malformed or corrupt data.
@@ -100,29 +104,45 @@ def load_dataset(name: str = "mnist5k", path: PathLike | None = None, *, seed: i
         raise ValueError(f"dataset {name!r} needs path= (a {'directory' if name == 'cifar10' else 'file'})")
     if name == "cifar10":
         images, labels, num_classes, n_test = _load_cifar10(Path(path), download)  # type: ignore[arg-type]
-        splits = _cifar_splits(len(labels) - n_test, n_test, seed, val_fraction)
+        splits = _cifar_splits(labels, n_test, seed, val_fraction, stratify)
         return Dataset(name, images, labels, num_classes, splits)
     if name == "npz":
         images, labels, num_classes = read_npz(Path(path))  # type: ignore[arg-type]
     else:
         images, labels, num_classes = _load_mnist5k() if name == "mnist5k" else _load_digits()
-    splits = make_splits(len(labels), seed, val_fraction, test_fraction)
+    splits = make_splits(len(labels), seed, val_fraction, test_fraction,
+                         labels=labels if stratify else None)
     return Dataset(name, images, labels, num_classes, splits)
 
 
-def make_splits(n: int, seed: int, val_fraction: float, test_fraction: float) -> dict[str, np.ndarray]:
+def make_splits(n: int, seed: int, val_fraction: float, test_fraction: float,
+                labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Split ``range(n)`` into disjoint sorted int64 train/val/test index arrays.
 
     One permutation from ``np.random.default_rng(seed)``: its first round(n*test_fraction)
     entries are test, the next round(n*val_fraction) are val, the rest train (non-empty).
+    ``labels`` (int (n,)): stratified instead: the rows of each class value (ascending) are
+    split the same way, with ``default_rng([seed, c])`` and round(n_c * fraction) rows.
     """
     _check_split_args(seed, val_fraction, test_fraction)
-    n_test, n_val = round(n * test_fraction), round(n * val_fraction)
-    if n - n_test - n_val < 1:
-        raise ValueError(f"no training rows left: n={n}, val={n_val}, test={n_test}; lower the fractions")
-    perm = np.random.default_rng(seed).permutation(n).astype(np.int64)
-    parts = {"test": perm[:n_test], "val": perm[n_test : n_test + n_val], "train": perm[n_test + n_val :]}
-    return {k: np.sort(parts[k]) for k in SPLIT_NAMES}
+    if labels is None:
+        groups = [(np.arange(n, dtype=np.int64), np.random.default_rng(seed))]
+    else:
+        labels = np.asarray(labels)
+        groups = [(np.flatnonzero(labels == c).astype(np.int64), np.random.default_rng([seed, int(c) + 1]))
+                  for c in np.unique(labels)]
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in SPLIT_NAMES}
+    for rows, rng in groups:
+        n_test, n_val = round(len(rows) * test_fraction), round(len(rows) * val_fraction)
+        perm = rows[rng.permutation(len(rows))]
+        for k, part in (("test", perm[:n_test]), ("val", perm[n_test:n_test + n_val]),
+                        ("train", perm[n_test + n_val:])):
+            parts[k].append(part)
+    out = {k: np.sort(np.concatenate(parts[k])) for k in SPLIT_NAMES}
+    if len(out["train"]) < 1:
+        raise ValueError(f"no training rows left: n={n}, val={len(out['val'])}, test={len(out['test'])}; "
+                         "lower the fractions")
+    return out
 
 
 def labeled_subset(
@@ -390,8 +410,10 @@ def _load_cifar10(path: Path, download: bool) -> tuple[np.ndarray, np.ndarray, i
     return images, labels, num_classes, len(parts[-1][1])
 
 
-def _cifar_splits(n_train: int, n_test: int, seed: int, val_fraction: float) -> dict[str, np.ndarray]:
+def _cifar_splits(labels: np.ndarray, n_test: int, seed: int, val_fraction: float,
+                  stratify: bool) -> dict[str, np.ndarray]:
     """Official test rows (the last ``n_test``) are test; val is drawn from the training rows."""
-    pool = make_splits(n_train, seed, val_fraction, 0.0)
+    n_train = len(labels) - n_test
+    pool = make_splits(n_train, seed, val_fraction, 0.0, labels=labels[:n_train] if stratify else None)
     return {"train": pool["train"], "val": pool["val"],
             "test": np.arange(n_train, n_train + n_test, dtype=np.int64)}

@@ -27,11 +27,11 @@ presets (raydgm/sweeps/presets/*.yaml): classifier (mnist5k, the default), class
 (--smoke-test)."""
 
 
-def run(cfg: ClassifierSweepConfig, resume: bool):
+def run(cfg: ClassifierSweepConfig, resume: bool, pipeline_only: bool = False):
     from raydgm.sweeps.classifier import run_classifier_sweep   # Ray loads here, not for --help
-    return run_classifier_sweep(cfg, resume=resume)
+    return run_classifier_sweep(cfg, resume=resume, pipeline_only=pipeline_only)
 
 
 if __name__ == "__main__":
     sys.exit(main(None, ClassifierSweepConfig, run, "classifier.py", DESCRIPTION,
-                  EPILOG, smoke="classifier_smoke", default="classifier", quality=False))
+                  EPILOG, smoke="classifier_smoke", default="classifier"))

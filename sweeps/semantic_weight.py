@@ -26,9 +26,9 @@ presets (raydgm/sweeps/presets/*.yaml): default (mnist5k, 100 and 1,000 labels, 
 smoke (--smoke-test), paper (CIFAR-10, the thesis's grid, for a GPU cluster)."""
 
 
-def run(cfg: SweepConfig, resume: bool):
+def run(cfg: SweepConfig, resume: bool, pipeline_only: bool = False):
     from raydgm.sweeps.semantic import run_semantic_sweep   # Ray loads here, not for --help
-    return run_semantic_sweep(cfg, resume=resume)
+    return run_semantic_sweep(cfg, resume=resume, pipeline_only=pipeline_only)
 
 
 if __name__ == "__main__":

@@ -142,9 +142,11 @@ def test_bad_config_exits_2_before_ray_starts(override, message, tmp_path, monke
 
 
 def test_presets_share_the_pipelines_of_the_other_sweeps():
+    """The classifier sweep's pipeline is the semantic sweep's baseline one: cached once."""
     for mine, theirs in (("classifier", "default"), ("classifier_smoke", "smoke")):
         from raydgm.config import SweepConfig
-        assert load_sweep(ClassifierSweepConfig, mine).pipeline == load_sweep(SweepConfig, theirs).pipeline
+        assert load_sweep(ClassifierSweepConfig, mine).pipeline == \
+            load_sweep(SweepConfig, theirs).pipelines()["baseline"]
 
 
 # --------------------------------------------------------------------------- end to end

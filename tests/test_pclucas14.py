@@ -371,9 +371,9 @@ def test_stage_validates_before_it_computes(tmp_path):
 def test_paper_preset_takes_the_checkpoint():
     from raydgm.config import SweepConfig
     from raydgm.sweeps.cli import load_sweep
-    assert load_sweep(SweepConfig, "paper").pipeline.generator.checkpoint is None
-    cfg = load_sweep(SweepConfig, "paper", overrides=("pipeline.generator.checkpoint=/m/pcnn_889.pth",))
-    gen = cfg.pipeline.generator
+    assert load_sweep(SweepConfig, "paper").generators["pixelcnnpp"].checkpoint is None
+    cfg = load_sweep(SweepConfig, "paper", overrides=("generators.pixelcnnpp.checkpoint=/m/pcnn_889.pth",))
+    gen = cfg.pipelines()["pixelcnnpp"].generator
     assert gen.checkpoint == "/m/pcnn_889.pth" and (gen.model.nr_resnet, gen.model.nr_filters) == (5, 160)
 
 

@@ -36,28 +36,50 @@ def test_grid_runs_supervised_only_once_per_size_and_seed():
     assert len({tuple(sorted(g.items())) for g in grid}) == len(grid)
     assert all(g["semantic_weight"] == 0.0 for g in grid if g["unlabeled"] == "none")
     assert sum(g["unlabeled"] == "none" for g in grid) == 2 * 3
+    assert {g["generator"] for g in grid} == {"-", "baseline"}       # pipeline.generator, by its kind
 
 
-def test_summary_is_mean_and_sample_std_over_seeds_and_one_seed_shows_no_spread():
-    trials = [{"labeled_size": 100, "unlabeled": "resampled", "semantic_weight": 0.5, "seed": s, "test_accuracy": a}
-              for s, a in enumerate([0.80, 0.84, 0.88])]
-    trials += [{"labeled_size": 100, "unlabeled": "none", "semantic_weight": 0.0, "seed": 0, "test_accuracy": 0.7}]
-    rows = semantic.summarize(trials)
-    assert [r["unlabeled"] for r in rows] == ["none", "resampled"]               # the sweep's order
-    assert rows[1]["test_accuracy_mean"] == pytest.approx(0.84)
-    assert rows[1]["test_accuracy_std"] == pytest.approx(0.04)                  # ddof=1: sqrt(0.0032/2)
-    table = semantic.format_summary(rows).splitlines()
-    assert table[2] == "| 100 | none | 0 | 0.7000 | 1 |"
-    assert table[3] == "| 100 | resampled | 0.5 | 0.8400 ± 0.0400 | 3 |"
+def test_grid_runs_generated_sources_per_generator_and_none_and_real_once():
+    """sizes x (none + generators x generated-sources x weights + real x weights) x seeds."""
+    cfg = SweepConfig.from_dict({
+        "generators": {"weak": {"model": {"kind": "baseline"}}, "vae": {"model": {"kind": "vae"}}},
+        "labeled_sizes": [10, 20], "semantic_weights": [0.01, 0.1, 1.0], "seeds": [0, 1],
+        "unlabeled": ["none", "generated", "resampled", "weighted", "real"]})
+    grid = semantic.trial_grid(cfg)
+    assert len(grid) == 2 * (1 + 2 * 3 * 3 + 3) * 2
+    assert len({tuple(sorted(g.items())) for g in grid}) == len(grid)
+    by_source = {u: {g["generator"] for g in grid if g["unlabeled"] == u} for u in cfg.unlabeled}
+    assert by_source == {"none": {"-"}, "real": {"-"}, "generated": {"weak", "vae"},
+                         "resampled": {"weak", "vae"}, "weighted": {"weak", "vae"}}
+    pipes = cfg.pipelines()
+    assert list(pipes) == ["weak", "vae"] and pipes["vae"].generator.model.kind == "vae"
+    assert pipes["weak"].replace(generator=pipes["vae"].generator.to_dict()) == pipes["vae"]  # only the generator differs
+    names = {semantic.trial_name(g) for g in grid}
+    assert {"n10-none-s0", "n10-real-w0.1-s1", "n20-vae-resampled-w0.01-s0"} <= names and len(names) == len(grid)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"generators": {}}, "generators must name at least one generator"),
+    ({"generators": {"a-b": {}}}, "generators: name 'a-b' must be letters"),
+    ({"generators": {"vae": {"model": {"kind": "vae"}}}, "pipeline": {"generator": {"epochs": 3}}},
+     "set either generators (a sweep axis) or pipeline.generator"),
+    ({"generators": {"vae": {"model": {"kind": "vae"}, "epocs": 3}}}, "unknown key 'generators.vae.epocs'"),
+])
+def test_generator_axis_refuses_bad_configs(changes, message):
+    with pytest.raises(ValueError) as err:
+        SweepConfig.from_dict(changes)
+    assert message in str(err.value)
 
 
 def test_presets_load_and_differ():
     smoke, default, paper = (cli.load_sweep(SweepConfig, p) for p in ("smoke", "default", "paper"))
     assert smoke.pipeline.data.name == "digits" and default.pipeline.data.name == "mnist5k"
-    assert paper.pipeline.data.name == "cifar10" and 0.0005 in paper.semantic_weights
+    assert paper.pipeline.data.name == "cifar10" and 0.000166 in paper.semantic_weights
     assert paper.ssl.epochs == 20 and paper.ssl.batch_size == 32 and paper.ssl.learning_rate == 1e-3
-    assert set(default.unlabeled) >= {"none", "generated", "resampled", "weighted"}
-    assert len(default.seeds) >= 3 and set(default.labeled_sizes) == {100, 1000}
+    for cfg in (smoke, default, paper):
+        assert list(cfg.pipelines())[-1] == "vae" and len(cfg.pipelines()) == 2
+    assert set(default.unlabeled) >= {"none", "generated", "resampled"}
+    assert len(default.seeds) >= 3 and len([w for w in default.semantic_weights if w > 0]) >= 3
     with pytest.raises(ValueError, match="unknown preset 'nope'; known presets: .*default"):
         cli.load_sweep(SweepConfig, "nope")
 

@@ -20,6 +20,8 @@ class DataConfig(Config):
     seed: int = Field(0, ge=0)
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.1, ge=0.0, lt=1.0)   # cifar10: the official test_batch instead
+    # split each class alike (CIFAR-10: 4,500 train images per class); left out of the cache key when off
+    stratify: bool = Field(False, exclude_if=lambda v: not v)
 
     @model_validator(mode="after")
     def _check(self) -> "DataConfig":

@@ -1,13 +1,14 @@
 """The sweeps' configs: what each Ray Tune trial reserves, and the two grids."""
 from __future__ import annotations
 
+import re
 from typing import ClassVar, Iterable
 
 from pydantic import Field, model_validator
 
 from raydgm.config.base import Config
 from raydgm.config.ssl import SSLTrainingConfig, Unlabeled
-from raydgm.config.stages import Calibration, PipelineConfig
+from raydgm.config.stages import Calibration, PipelineConfig, TrainGeneratorConfig
 
 
 class TrialResources(Config):
@@ -33,20 +34,28 @@ def check_grid_axes(cfg: Config, names: Iterable[str]) -> None:
 
 
 WEIGHTED_SOURCES = {"resampled", "weighted"}   # unlabeled sources chosen with the density ratio
+GENERATED_SOURCES = {"generated", *WEIGHTED_SOURCES}   # sources drawn from a generator's samples
+NO_GENERATOR = "-"   # the generator of the arms that use none (unlabeled none and real)
 
 
 class SweepConfig(Config):
-    """The semantic-loss sweep (``raydgm.sweeps.semantic``): the pipeline, then a Ray Tune grid
-    of ``labeled_sizes`` x (``unlabeled`` x ``semantic_weights``) x ``seeds`` semi-supervised runs.
+    """The semantic-loss sweep (``raydgm.sweeps.semantic``): a pipeline per generator, then a
+    Ray Tune grid of ``labeled_sizes`` x (``generators`` x ``unlabeled`` x ``semantic_weights``)
+    x ``seeds`` semi-supervised runs.
 
-    ``unlabeled='none'`` (supervised only) runs once per labeled size and seed, at weight 0.
-    Each trial's config is ``ssl`` with its four grid values put in; ``ssl`` itself refuses
-    them (``ssl.semantic_weight`` would be overwritten: set ``semantic_weights``).
+    ``generators``: name -> generator config; each name gets ``pipeline`` with that generator
+    (``pipelines()``), cached once. None: the one generator of ``pipeline.generator``, named
+    after its kind. The arms that use no generated image, ``unlabeled='none'`` (supervised
+    only, once per labeled size and seed, at weight 0: the weight-0 point of every curve) and
+    ``real``, run once per labeled size, weight and seed, with generator ``"-"``. Each trial's
+    config is ``ssl`` with its four grid values put in; ``ssl`` itself refuses them
+    (``ssl.semantic_weight`` would be overwritten: set ``semantic_weights``).
     """
 
     STAGE: ClassVar[str] = "sweep"
     name: str = Field("semantic_weight", pattern=r"^[A-Za-z0-9_.-]+$")   # MLflow experiment, Tune folder
     pipeline: PipelineConfig = PipelineConfig()
+    generators: dict[str, TrainGeneratorConfig] | None = Field(None, exclude_if=lambda v: v is None)
     ssl: SSLTrainingConfig = SSLTrainingConfig()
     labeled_sizes: tuple[int, ...] = (100, 1000)
     semantic_weights: tuple[float, ...] = (0.5,)
@@ -63,6 +72,7 @@ class SweepConfig(Config):
             raise ValueError(f"semantic_weights must be >= 0, got {list(self.semantic_weights)}")
         if min(self.seeds) < 0:
             raise ValueError(f"seeds must be >= 0, got {list(self.seeds)}")
+        self._check_generators()
         if self.pipeline.density_ratio.features == "domain" and set(self.unlabeled) & WEIGHTED_SOURCES:
             raise ValueError(
                 "pipeline.density_ratio.features=domain leaks labels into the weights: the domain CNN "
@@ -71,6 +81,28 @@ class SweepConfig(Config):
                 "Use a label-free extractor (autoencoder, inception or pixels); domain may still score "
                 "samples (quality.features)")
         return self
+
+    def _check_generators(self) -> None:
+        if self.generators is None:
+            return
+        if not self.generators:
+            raise ValueError("generators must name at least one generator (or be left out: "
+                             "pipeline.generator)")
+        for name in self.generators:
+            if not re.fullmatch(r"[A-Za-z0-9_.]+", name):
+                raise ValueError(f"generators: name {name!r} must be letters, digits, '_' or '.'")
+        if self.pipeline.generator != TrainGeneratorConfig():
+            raise ValueError("set either generators (a sweep axis) or pipeline.generator (one "
+                             "generator), not both")
+        if self.pipeline.import_samples is not None:
+            raise ValueError("pipeline.import_samples replaces the generator; leave generators out")
+
+    def pipelines(self) -> dict[str, PipelineConfig]:
+        """Generator name -> the pipeline that trains it and weights its samples, in order."""
+        if self.generators is None:
+            name = "imported" if self.pipeline.import_samples else self.pipeline.generator.model.kind
+            return {name: self.pipeline}
+        return {name: self.pipeline.replace(generator=g.to_dict()) for name, g in self.generators.items()}
 
 
 class ClassifierSweepConfig(Config):

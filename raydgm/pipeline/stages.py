@@ -33,7 +33,8 @@ Log = Callable[[str], None]
 
 def load_data(config: DataConfig) -> Dataset:
     return load_dataset(config.name, config.path, seed=config.seed, download=config.download,
-                        val_fraction=config.val_fraction, test_fraction=config.test_fraction)
+                        val_fraction=config.val_fraction, test_fraction=config.test_fraction,
+                        stratify=config.stratify)
 
 
 def train_generator(data_cfg: DataConfig, cfg: TrainGeneratorConfig, store: ArtifactStore,

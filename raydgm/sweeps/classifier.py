@@ -56,8 +56,9 @@ from raydgm.config import (ClassifierSweepConfig, ConfigError, DensityRatioConfi
 from raydgm.data import Dataset
 from raydgm.metrics import format_pm
 from raydgm.pipeline import plots
-from raydgm.sweeps.tuning import (Log, Parent, Progress, SweepResult, checkpoint_state, finished,
-                                  prologue, report, trial_resources, tune_grid, write_tables)
+from raydgm.sweeps.tuning import (Log, Parent, Progress, SweepResult, checked_data, checkpoint_state,
+                                  finished, prologue, report, run_pipeline_only, trial_resources,
+                                  tune_grid, write_tables)
 
 FIT_KEYS = ("hidden_units", "learning_rate", "calibration", "seed")
 CLASSIFIER_METRICS = {"ece": "ece", "brier": "brier", "classifier_accuracy": "accuracy",
@@ -356,13 +357,18 @@ def write_summary(folder: Path, run: tracking.Run | None, rows: list[dict], poin
 
 # --------------------------------------------------------------------------- the sweep
 
-def run_classifier_sweep(cfg: ClassifierSweepConfig, resume: bool = False, log: Log = print) -> SweepResult:
+def run_classifier_sweep(cfg: ClassifierSweepConfig, resume: bool = False, log: Log = print,
+                         pipeline_only: bool = False) -> SweepResult | None:
     """Pipeline (no quality report), then the Tune grid of classifier fits; see the module
     docstring. Raises ConfigError / TrackingError before Ray starts, SweepIncomplete when some
-    trials did not finish (rerun with ``resume=True``)."""
+    trials did not finish (rerun with ``resume=True``). ``pipeline_only``: the checks, then
+    the pipeline only (no MLflow, no Tune); returns None."""
     from raydgm.pipeline import raydata
     from raydgm.pipeline.stages import run_pipeline
     from raydgm.pipeline.store import ArtifactStore
+    if pipeline_only:
+        run_pipeline_only([cfg.pipeline], checked_data(cfg, check_grid), quality=False, log=log)
+        return None
     track, uri, dataset, folder, restored, grid = prologue(cfg, resume, check_grid, trial_grid)
     with raydata.session() as ray:
         resources, device = trial_resources(cfg.resources, ray.cluster_resources())

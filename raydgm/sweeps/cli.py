@@ -59,11 +59,11 @@ def parse_args(argv: list[str] | None, prog: str, description: str, epilog: str,
 
 
 def main(argv: list[str] | None, cls: type[Config], run: Callable[..., Any], prog: str,
-         description: str, epilog: str, smoke: str, default: str, presets: tuple[str, ...] = (),
-         quality: bool = True) -> int:
+         description: str, epilog: str, smoke: str, default: str, presets: tuple[str, ...] = ()) -> int:
     """Parse, load and check the config, run the sweep, print what it made; an exit code.
-    ``presets``: the preset names this sweep accepts (``default`` first, ``smoke`` among them);
-    ``quality``: whether the sweep's pipeline includes the quality report."""
+    ``run(cfg, resume, pipeline_only=False)``: the sweep (with ``pipeline_only``: its checks and
+    its pipelines only); ``presets``: the preset names this sweep accepts (``default`` first,
+    ``smoke`` among them)."""
     import sys
 
     import yaml
@@ -78,8 +78,7 @@ def main(argv: list[str] | None, cls: type[Config], run: Callable[..., Any], pro
             return 0
         if args.pipeline_only:
             from raydgm.pipeline.store import default_root
-            from raydgm.sweeps.tuning import run_pipeline_only   # Ray loads here, not for --help
-            run_pipeline_only(cfg, quality)
+            run(cfg, resume=False, pipeline_only=True)      # the sweep's checks, then its pipelines
             print(f"pipeline ready in {default_root().resolve()}; the sweep with the same config "
                   "reuses every stage")
             return 0

@@ -1,15 +1,19 @@
 """The semantic-loss sweep: ``run_semantic_sweep``, what ``sweeps/semantic_weight.py`` calls.
 
 1. check the config, the tracking store and the labeled sizes against the data (before any
-   compute or Ray);
-2. run or reuse the cached pipeline: generator, samples, features, density ratio,
-   resampling, quality (``raydgm.pipeline.stages``);
-3. put the arrays a trial needs (``ssl.SSLData``) into Ray's object store once
-   (``tune.with_parameters``) and run a Tune grid over ``labeled_size`` x (``unlabeled``,
-   ``semantic_weight``) x ``seed``; each trial is ``raydgm.training.ssl.train`` with a checkpoint and
-   a report per epoch, which the driver logs to the trial's MLflow child run (``TrialRuns``);
-4. print and log the summary table (test accuracy, mean ± std over seeds) and the plot of
-   test accuracy vs semantic weight.
+   compute or Ray; ``--pipeline-only`` runs the same checks, less the tracking store);
+2. run or reuse one cached pipeline per generator (``SweepConfig.pipelines``): generator,
+   samples, features, density ratio, resampling, quality (``raydgm.pipeline.stages``);
+3. put the arrays the trials need (``ssl.SSLData``, one per generator, the real splits shared)
+   into Ray's object store once (``tune.with_parameters``) and run a Tune grid over
+   ``labeled_size`` x (``generator``, ``unlabeled``, ``semantic_weight``) x ``seed``; each
+   trial is ``raydgm.training.ssl.train`` with a checkpoint and a report per epoch, which the
+   driver logs to the trial's MLflow child run (``TrialRuns``), with the trial's test
+   predictions (``test_predictions.npy``, int8 per test image) when it finishes;
+4. print and log the statistics (``raydgm.sweeps.study``): per arm, test accuracy with a 95%
+   interval and paired differences vs ``none`` and vs ``generated``; the thesis-shaped tables
+   (Table 6.4: accuracy at the weight selected on validation; Table 6.3: sample quality per
+   generator); the plot of test accuracy vs semantic weight.
 
 Each invocation is one MLflow parent run in the experiment named after the sweep; stage
 runs and trial runs are its children. Tune's state lives in
@@ -20,6 +24,7 @@ from their last checkpoint, and they write into the MLflow runs they already hav
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -27,21 +32,44 @@ import numpy as np
 from ray.tune import Callback
 
 from raydgm import tracking
-from raydgm.config import UNLABELED_SOURCES, ConfigError, SSLConfig, SweepConfig, TrackingConfig
+from raydgm.config import ConfigError, SSLConfig, SweepConfig, TrackingConfig
+from raydgm.config.sweeps import GENERATED_SOURCES, NO_GENERATOR
 from raydgm.data import Dataset, labeled_subset
-from raydgm.metrics import format_pm
 from raydgm.pipeline import plots, tables
-from raydgm.sweeps.tuning import (Log, Parent, Progress, SweepResult, finished, last_state, prologue,
-                                  report, trial_resources, tune_grid, write_tables)
+from raydgm.sweeps import study
+from raydgm.sweeps.tuning import (Log, Parent, Progress, SweepResult, checked_data, checkpoint_state,
+                                  finished, last_state, prologue, report, run_pipeline_only,
+                                  trial_resources, tune_grid, write_csv, write_tables)
 from raydgm.training import ssl
 
 
 def trial_grid(cfg: SweepConfig) -> list[dict[str, Any]]:
-    """Every trial's grid values; ``none`` runs once per (labeled size, seed), at weight 0."""
-    arms = [(u, 0.0) if u == "none" else (u, w) for u in cfg.unlabeled
-            for w in (cfg.semantic_weights if u != "none" else (0.0,))]
-    return [{"labeled_size": n, "unlabeled": u, "semantic_weight": w, "seed": s}
-            for n in cfg.labeled_sizes for u, w in arms for s in cfg.seeds]
+    """Every trial's grid values, by labeled size, then arm (source, generator, weight), then
+    seed. ``none`` runs once per (labeled size, seed), at weight 0; ``none`` and ``real`` use
+    no generator (``NO_GENERATOR``); generated, resampled and weighted run per generator."""
+    arms: list[tuple[str, str, float]] = []
+    for source in cfg.unlabeled:
+        if source == "none":
+            arms.append((NO_GENERATOR, source, 0.0))
+        else:
+            gens = list(cfg.pipelines()) if source in GENERATED_SOURCES else [NO_GENERATOR]
+            arms += [(g, source, w) for g in gens for w in cfg.semantic_weights]
+    return [{"generator": g, "labeled_size": n, "unlabeled": u, "semantic_weight": w, "seed": s}
+            for n in cfg.labeled_sizes for g, u, w in arms for s in cfg.seeds]
+
+
+def check_grid(cfg: SweepConfig, dataset: Dataset) -> None:
+    """Every check that needs no compute, in every mode (``--pipeline-only`` too): the labeled
+    sizes against the data and every trial's SSL config."""
+    check_labeled_sizes(cfg, dataset)
+    for params in trial_grid(cfg):
+        ssl_config(cfg.ssl.to_dict(), params)
+
+
+def ssl_config(base: Mapping[str, Any], params: Mapping[str, Any], **changes: Any) -> SSLConfig:
+    """A trial's SSLConfig: ``base`` (an SSLTrainingConfig dict) with its grid values put in
+    (the generator picks the trial's data, not a training key)."""
+    return SSLConfig.from_dict(dict(base) | {k: v for k, v in params.items() if k != "generator"} | changes)
 
 
 def check_labeled_sizes(cfg: SweepConfig, dataset: Dataset) -> None:
@@ -59,41 +87,46 @@ def check_labeled_sizes(cfg: SweepConfig, dataset: Dataset) -> None:
             raise ConfigError(f"labeled_sizes: {size} leaves no unlabeled real images for unlabeled=real")
 
 
-def ssl_data(dataset: Dataset, arts: dict[str, Any], cfg: SweepConfig) -> ssl.SSLData:
-    """The arrays every trial needs: real splits and the resample stage's pool: its generated
-    images, used log-weights and SIR set (indices into those images). Every unlabeled source
-    draws from that one pool; the sweep recomputes no weight."""
-    ids, _, images = tables.read_samples(arts["samples"].file("samples"))
-    used = tables.read_resampled(arts["resample"].file("resampled.parquet"))
-    if not np.array_equal(used["sample_id"], ids):
-        raise ValueError("samples and the resample stage's weights cover different sample ids; "
-                         "rerun the pipeline in a fresh RAYDGM_HOME")
-    pool = used["in_pool"]
-    counts = used["count"][pool]
+def ssl_data(dataset: Dataset, arts: Mapping[str, dict[str, Any]]) -> dict[str, ssl.SSLData]:
+    """Generator name -> the arrays its trials need: the real splits and that generator's
+    resample-stage pool (its generated images, used log-weights and SIR set, indices into
+    those images); ``NO_GENERATOR`` -> the real splits alone. Every unlabeled source draws
+    from its generator's one pool; the sweep recomputes no weight. The real arrays are shared
+    (Ray's object store holds them once)."""
     split = {name: dataset.split(name) for name in ("train", "val", "test")}
-    return ssl.SSLData(train_images=split["train"][0], train_labels=split["train"][1],
-                       val_images=split["val"][0], val_labels=split["val"][1],
-                       test_images=split["test"][0], test_labels=split["test"][1],
-                       num_classes=dataset.num_classes, generated=images[pool],
-                       log_weights=used["log_weight"][pool],
-                       resampled=np.repeat(np.arange(len(counts), dtype=np.int64), counts))
+    real = dict(train_images=split["train"][0], train_labels=split["train"][1],
+                val_images=split["val"][0], val_labels=split["val"][1],
+                test_images=split["test"][0], test_labels=split["test"][1], num_classes=dataset.num_classes)
+    out = {NO_GENERATOR: ssl.SSLData(**real)}
+    for name, a in arts.items():
+        ids, _, images = tables.read_samples(a["samples"].file("samples"))
+        used = tables.read_resampled(a["resample"].file("resampled.parquet"))
+        if not np.array_equal(used["sample_id"], ids):
+            raise ValueError(f"generator {name!r}: samples and the resample stage's weights cover "
+                             "different sample ids; rerun the pipeline in a fresh RAYDGM_HOME")
+        pool = used["in_pool"]
+        counts = used["count"][pool]
+        out[name] = ssl.SSLData(**real, generated=images[pool], log_weights=used["log_weight"][pool],
+                                resampled=np.repeat(np.arange(len(counts), dtype=np.int64), counts))
+    return out
 
 
+PREDICTIONS = "test_predictions.npy"   # each trial run's artifact: int8 (N_test,) predicted classes
 TRIAL_METRICS = ("train_loss", "supervised_loss", "semantic_loss", "val_accuracy", "test_accuracy_epoch",
                  "best_epoch", "best_val_accuracy", "test_accuracy")
 
 
-def ssl_trial(config: dict[str, Any], *, data: ssl.SSLData, base: dict[str, Any], device: str | None,
-              threads: int) -> None:
-    """One Tune trial: ``base`` (an SSLConfig dict) with the trial's grid values, trained with a
-    checkpoint and a Tune report after every epoch. It does not talk to MLflow: the driver
+def ssl_trial(config: dict[str, Any], *, data: dict[str, ssl.SSLData], base: dict[str, Any],
+              device: str | None, threads: int) -> None:
+    """One Tune trial: ``base`` (an SSLConfig dict) with the trial's grid values, trained on
+    ``data[generator]`` with a checkpoint and a Tune report after every epoch. It does not talk to MLflow: the driver
     logs its reports (``TrialRuns``). ``device`` "auto": CUDA if this process sees a GPU;
     None: ``base``'s device."""
     import torch
     torch.set_num_threads(threads)
     from raydgm.pipeline import raydata
     params = config["trial"]
-    cfg = SSLConfig.from_dict(base | params | ({"device": raydata.resolve_device(device)} if device else {}))
+    cfg = ssl_config(base, params, **({"device": raydata.resolve_device(device)} if device else {}))
     where = {"node_id": raydata.node_id() or "", "device": cfg.device, "gpus": raydata.assigned_gpus()}
 
     def on_epoch(row: dict[str, Any], checkpoint: Callable[[], dict]) -> None:
@@ -103,7 +136,7 @@ def ssl_trial(config: dict[str, Any], *, data: ssl.SSLData, base: dict[str, Any]
                    "best_val_accuracy": row["best_val_accuracy"], "test_accuracy": row["test_accuracy_at_best"]}
         report(metrics | {"epoch": int(row["epoch"])} | where, checkpoint())
 
-    ssl.train(cfg, data, on_epoch=on_epoch, state=last_state())
+    ssl.train(cfg, data[params["generator"]], on_epoch=on_epoch, state=last_state())
 
 
 class TrialRuns(Callback):
@@ -129,10 +162,11 @@ class TrialRuns(Callback):
         if trial.trial_id not in self._runs:
             params = trial.config["trial"]
             key = f"{self.parent}:" + ":".join(f"{k}={params[k]}" for k in sorted(params))
-            cfg = SSLConfig.from_dict(self.base | params | {"device": result["device"]})
+            cfg = ssl_config(self.base, params, device=result["device"])
             run = tracking.Run.find_or_create(TrackingConfig(**self.track), key, trial_name(params),
                                               parent=self.parent, experiment=self.experiment,
-                                              tags={"raydgm.stage": "ssl_trial"})
+                                              tags={"raydgm.stage": "ssl_trial",
+                                                    "raydgm.generator": params["generator"]})
             run.params(dict(params) | {"ssl": cfg.to_dict()})
             run.text(json.dumps(cfg.to_dict(), indent=2), "config.json")
             run.tags({"raydgm.node_id": result.get("node_id", ""), "raydgm.device": cfg.device,
@@ -149,7 +183,14 @@ class TrialRuns(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if trial.trial_id in self._runs:
-            self._runs.pop(trial.trial_id)[0].end("FINISHED")
+            run = self._runs.pop(trial.trial_id)[0]
+            state = checkpoint_state(trial.checkpoint)
+            if state is not None and "test_predictions" in state:
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = Path(tmp) / PREDICTIONS
+                    np.save(path, state["test_predictions"].numpy().astype(np.int8), allow_pickle=False)
+                    run.file(path)
+            run.end("FINISHED")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if trial.trial_id in self._runs:     # retried or resumed: found again by its key
@@ -157,55 +198,37 @@ class TrialRuns(Callback):
 
 
 def trial_name(params: Mapping[str, Any]) -> str:
-    """``n100-resampled-w0.5-s2``: labeled size, unlabeled source, weight, seed."""
-    return (f"n{params['labeled_size']}-{params['unlabeled']}-w{params['semantic_weight']:g}"
-            f"-s{params['seed']}")
+    """``n100-vae-resampled-w0.005-s2``: labeled size, generator, unlabeled source, weight,
+    seed; ``n100-none-s2`` for supervised only, ``n100-real-w0.005-s2`` for real images."""
+    gen = "" if params["generator"] == NO_GENERATOR else f"{params['generator']}-"
+    weight = "" if params["unlabeled"] == "none" else f"-w{params['semantic_weight']:g}"
+    return f"n{params['labeled_size']}-{gen}{params['unlabeled']}{weight}-s{params['seed']}"
 
 
-def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows per (labeled_size, unlabeled, semantic_weight): test accuracy mean and sample std
-    (ddof=1) over seeds, 0 for a single seed (the table then shows no ± for it)."""
-    groups: dict[tuple, list[float]] = {}
-    for r in results:
-        groups.setdefault((r["labeled_size"], r["unlabeled"], r["semantic_weight"]), []).append(r["test_accuracy"])
-    order = {source: i for i, source in enumerate(UNLABELED_SOURCES)}
-    rows = []
-    for (n, u, w), acc in sorted(groups.items(), key=lambda kv: (kv[0][0], order[kv[0][1]], kv[0][2])):
-        a = np.asarray(acc)
-        rows.append({"labeled_size": n, "unlabeled": u, "semantic_weight": w, "seeds": len(a),
-                     "test_accuracy_mean": float(a.mean()),
-                     "test_accuracy_std": float(a.std(ddof=1)) if len(a) > 1 else 0.0})
-    return rows
-
-
-def format_summary(rows: list[dict[str, Any]]) -> str:
-    """Markdown: labeled | unlabeled | weight | test accuracy (mean ± std, the std only over
-    more than one seed) | seeds."""
-    lines = ["| labeled | unlabeled | semantic weight | test accuracy | seeds |", "|---:|---|---:|---|---:|"]
-    for r in rows:
-        accuracy = format_pm(r["test_accuracy_mean"], r["test_accuracy_std"] if r["seeds"] > 1 else None,
-                                   ".4f")
-        lines.append(f"| {r['labeled_size']} | {r['unlabeled']} | {r['semantic_weight']:g} | {accuracy} | "
-                     f"{r['seeds']} |")
-    return "\n".join(lines)
-
-
-def run_semantic_sweep(cfg: SweepConfig, resume: bool = False, log: Log = print) -> SweepResult:
-    """Pipeline, then the Tune grid of semi-supervised trials; see the module docstring."""
+def run_semantic_sweep(cfg: SweepConfig, resume: bool = False, log: Log = print,
+                       pipeline_only: bool = False) -> SweepResult | None:
+    """Pipelines, then the Tune grid of semi-supervised trials; see the module docstring.
+    ``pipeline_only``: every check, then the pipelines only (no MLflow, no Tune); returns None."""
     from raydgm.pipeline import raydata
     from raydgm.pipeline.stages import run_pipeline
     from raydgm.pipeline.store import ArtifactStore
-    track, uri, dataset, folder, restored, grid = prologue(cfg, resume, check_labeled_sizes, trial_grid)
+    if pipeline_only:
+        run_pipeline_only(cfg.pipelines().values(), checked_data(cfg, check_grid), log=log)
+        return None
+    track, uri, dataset, folder, restored, grid = prologue(cfg, resume, check_grid, trial_grid)
+    pipelines = cfg.pipelines()
     with raydata.session() as ray:
         resources, device = trial_resources(cfg.resources, ray.cluster_resources())
-        arts = run_pipeline(cfg.pipeline, ArtifactStore(), log, dataset)
-        data = ssl_data(dataset, arts, cfg)
+        store = ArtifactStore()
+        arts = {g: run_pipeline(p, store, log, dataset) for g, p in pipelines.items()}
+        data = ssl_data(dataset, arts)
         for params in grid:                                     # every trial's config, before Tune
-            ssl.validate(SSLConfig.from_dict(cfg.ssl.to_dict() | params), data)
+            ssl.validate(ssl_config(cfg.ssl.to_dict(), params), data[params["generator"]])
         parent = Parent(track, cfg, folder, restored, cfg.name)
-        parent.log_stages(cfg.pipeline, arts, track, cfg.name)
+        for g, p in pipelines.items():
+            parent.log_stages(p, arts[g], track, cfg.name, label=g)
         log(f"sweep: {len(grid)} trials ({len(cfg.labeled_sizes)} labeled sizes x "
-            f"{len(grid) // len(cfg.labeled_sizes) // len(cfg.seeds)} unlabeled/weight arms x "
+            f"{len(grid) // len(cfg.labeled_sizes) // len(cfg.seeds)} generator/source/weight arms x "
             f"{len(cfg.seeds)} seeds), {resources} each; Tune state in {folder}")
         callbacks: list[Any] = [Progress(len(grid), cfg.ssl.epochs, trial_name)]
         if parent.run is not None:
@@ -216,24 +239,37 @@ def run_semantic_sweep(cfg: SweepConfig, resume: bool = False, log: Log = print)
                                 threads=max(1, int(resources["cpu"])), callbacks=callbacks)
     ok = finished(result_grid, len(grid), lambda m: m.get("epoch") == cfg.ssl.epochs, parent)
     trials = [r.config["trial"] | {"test_accuracy": r.metrics["test_accuracy"],
-                                   "val_accuracy": r.metrics["val_accuracy"]} for r in ok]
-    rows = summarize(trials)
-    table = format_summary(rows)
-    _write_summary(folder, parent.run, rows, trials, table)
+                                   "val_accuracy": r.metrics["best_val_accuracy"]} for r in ok]
+    quality_reports = {g: json.loads(a["quality"].file("quality.json").read_text()) for g, a in arts.items()}
+    rows, selected = study.summarize(trials), study.select_weights(trials)
+    tables_md = {"summary.md": study.format_summary(rows), "table_6_4.md": study.table_6_4(selected),
+                 "table_6_3.md": study.table_6_3(quality_reports)}
+    table = "\n\n".join(tables_md.values())
+    _write_summary(folder, parent.run, rows, selected, trials, tables_md)
     return SweepResult(rows, trials, table, folder, parent.run_id, uri, parent.experiment_id)
 
 
-def _write_summary(folder: Path, run: tracking.Run | None, rows: list[dict], trials: list[dict],
-                   table: str) -> None:
-    """summary.md / summary.csv / trials.json and the accuracy plot, in ``folder`` and the parent run."""
-    out = write_tables(folder, rows, trials, table)
+def _write_summary(folder: Path, run: tracking.Run | None, rows: list[dict], selected: list[dict],
+                   trials: list[dict], tables_md: dict[str, str]) -> None:
+    """summary.md / summary.csv / selected.csv / trials.json, the thesis-shaped tables and the
+    accuracy plot, in ``folder/summary`` and the parent run."""
+    out = write_tables(folder, rows, trials, tables_md["summary.md"])
+    write_csv(out / "selected.csv", selected)
+    for name, text in tables_md.items():
+        (out / name).write_text(text + "\n")
     png, data = plots.accuracy_vs_weight(rows, out / "accuracy_vs_weight.png")
     (out / "accuracy_vs_weight.json").write_text(json.dumps(data))
     if run is None:
         return
-    for name in ("summary.md", "summary.csv", "trials.json", "accuracy_vs_weight.png"):
+    for name in ("summary.csv", "selected.csv", "trials.json", "accuracy_vs_weight.png", *tables_md):
         run.file(out / name)
     run.table(data, "accuracy_vs_weight.json")
-    run.metrics({f"test_accuracy/n{r['labeled_size']}_{r['unlabeled']}_w{r['semantic_weight']:g}": r["test_accuracy_mean"]
-                 for r in rows})
+    run.metrics({parent_metric(r): r["test_accuracy_mean"] for r in rows})
     run.end("FINISHED")
+
+
+def parent_metric(row: Mapping[str, Any]) -> str:
+    """The parent run's metric for a summary row: ``test_accuracy/n100_resampled_w0.005_vae``
+    (no generator suffix for none and real)."""
+    gen = "" if row["generator"] == NO_GENERATOR else f"_{row['generator']}"
+    return f"test_accuracy/n{row['labeled_size']}_{row['unlabeled']}_w{row['semantic_weight']:g}{gen}"

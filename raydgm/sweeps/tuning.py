@@ -16,7 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 from ray.tune import Callback
 from tqdm.auto import tqdm
@@ -47,13 +47,20 @@ def prologue(cfg: Any, resume: bool, check: Callable[[Any, Dataset], None],
     """Both sweeps' first steps, cheapest first so bad input fails before any compute: the
     tracking server, the data, ``check(cfg, dataset)`` (the grid against the data), the Tune
     folder (``resume``: the interrupted one), then ``grid(cfg)``."""
-    from raydgm.pipeline.stages import load_data
     track = cfg.pipeline.tracking.replace(experiment=cfg.name)
     uri = tracking.check_reachable(track)
-    dataset = load_data(cfg.pipeline.data)
-    check(cfg, dataset)
+    dataset = checked_data(cfg, check)
     folder, restored = experiment_dir(cfg.resources.storage_path, cfg.name, cfg, resume)
     return Prologue(track, uri, dataset, folder, restored, grid(cfg))
+
+
+def checked_data(cfg: Any, check: Callable[[Any, Dataset], None]) -> Dataset:
+    """The sweep's real dataset, after ``check(cfg, dataset)``: every check that needs the data
+    but no compute, in every mode (``--pipeline-only`` too)."""
+    from raydgm.pipeline.stages import load_data
+    dataset = load_data(cfg.pipeline.data)
+    check(cfg, dataset)
+    return dataset
 
 
 def experiment_dir(storage: str | None, name: str, cfg: Config, resume: bool) -> tuple[Path, bool]:
@@ -226,10 +233,12 @@ class Parent:
     def experiment_id(self) -> str | None:
         return None if self.run is None else self.run.experiment_id
 
-    def log_stages(self, cfg: Any, arts: dict[str, Any], track: TrackingConfig, experiment: str) -> None:
-        """The pipeline's stages as child runs (``raydgm.tracking.runs``); found, not repeated, on resume."""
+    def log_stages(self, cfg: Any, arts: dict[str, Any], track: TrackingConfig, experiment: str,
+                   label: str | None = None) -> None:
+        """The pipeline's stages as child runs (``raydgm.tracking.runs``); found, not repeated, on
+        resume. ``label``: the generator's name in the sweep, put in the run names."""
         if self.run is not None:
-            runs.log_pipeline(cfg, arts, track, parent=self.run_id, experiment=experiment)
+            runs.log_pipeline(cfg, arts, track, parent=self.run_id, experiment=experiment, label=label)
 
 
 @dataclass
@@ -243,29 +252,37 @@ class SweepResult:
     experiment_id: str | None = None
 
 
-def run_pipeline_only(cfg: Any, quality: bool = True, log: Log = print) -> dict[str, Any]:
-    """Only the sweep's pipeline (``cfg.pipeline``), cached in ``$RAYDGM_HOME``; no MLflow, no
-    Tune. On a cluster whose head has no GPU, run this where one is (``ray job submit
-    --entrypoint-num-gpus 1``), then the sweep on the head reuses every stage."""
+def run_pipeline_only(pipelines: Iterable[Any], dataset: Dataset, quality: bool = True,
+                      log: Log = print) -> list[dict[str, Any]]:
+    """Only the sweep's pipelines (one per generator), cached in ``$RAYDGM_HOME``; no MLflow, no
+    Tune. Call it after the sweep's checks (``checked_data``). On a cluster whose head has no
+    GPU, run this where one is (``ray job submit --entrypoint-num-gpus 1``), then the sweep on
+    the head reuses every stage."""
     from raydgm.pipeline import raydata
-    from raydgm.pipeline.stages import load_data, run_pipeline
+    from raydgm.pipeline.stages import run_pipeline
     from raydgm.pipeline.store import ArtifactStore
-    dataset = load_data(cfg.pipeline.data)
     with raydata.session():
-        return run_pipeline(cfg.pipeline, ArtifactStore(), log, dataset, quality=quality)
+        store = ArtifactStore()
+        return [run_pipeline(p, store, log, dataset, quality=quality) for p in pipelines]
 
 
 def write_tables(folder: Path, rows: list[dict], trials: list[dict], table: str) -> Path:
     """``folder/summary/``: summary.md (``table``), summary.csv (``rows``) and trials.json."""
-    import csv
-    import io
     out = folder / "summary"
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.md").write_text(table + "\n")
+    write_csv(out / "summary.csv", rows)
+    (out / "trials.json").write_text(json.dumps(trials, indent=1))
+    return out
+
+
+def write_csv(path: Path, rows: list[dict]) -> Path:
+    """``rows`` (dicts with the first row's keys) as CSV with a header line."""
+    import csv
+    import io
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    (out / "summary.csv").write_text(buf.getvalue())
-    (out / "trials.json").write_text(json.dumps(trials, indent=1))
-    return out
+    path.write_text(buf.getvalue())
+    return path

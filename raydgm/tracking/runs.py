@@ -36,20 +36,24 @@ DR_METRICS = {"classifier_accuracy": "accuracy", "roc_auc": "roc_auc", "ece": "e
 
 
 def log_pipeline(cfg: PipelineConfig, arts: dict[str, Artifact], track: TrackingConfig | None = None,
-                 parent: str | None = None, experiment: str | None = None) -> dict[str, str]:
-    """Log each artifact of ``arts`` (by stage name) as a run; returns {stage: run id}."""
+                 parent: str | None = None, experiment: str | None = None,
+                 label: str | None = None) -> dict[str, str]:
+    """Log each artifact of ``arts`` (by stage name) as a run; returns {stage: run id}.
+    ``label``: the generator's name in a sweep (run names ``vae-quality-<key>``); a stage
+    shared by two generators (the same artifact) is one run, named after the first."""
     track = track or cfg.tracking
     loggers: dict[str, Callable[[tracking.Run, Artifact], None]] = {
         "generator": _log_generator, "samples": _log_samples, "density_ratio": _log_density_ratio,
         "resample": _log_resample, "quality": _log_quality}
-    tags = {"raydgm.dataset": cfg.data.name, "raydgm.generator": _generator_name(cfg)}
+    tags = {"raydgm.dataset": cfg.data.name, "raydgm.generator": label or _generator_name(cfg)}
+    prefix = f"{label}-" if label else ""
     out = {}
     for name, log in loggers.items():
         art = arts.get(name)
         if art is None:
             continue
         key = f"{parent or 'none'}:{art.stage}:{art.key}"
-        run = tracking.Run.find_or_create(track, key, run_name=f"{art.stage}-{art.key[:8]}",
+        run = tracking.Run.find_or_create(track, key, run_name=f"{prefix}{art.stage}-{art.key[:8]}",
                                           tags=tags | {"raydgm.stage": art.stage}, parent=parent,
                                           experiment=experiment)
         if run.previous_status != "FINISHED":
