@@ -388,3 +388,16 @@ def test_labeled_subset_num_classes_and_train_split(mnist: Dataset) -> None:
 def test_labeled_subset_errors(labels: np.ndarray, size: int, num_classes: int | None, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         labeled_subset(labels, size, 0, num_classes)
+
+
+def test_stratified_splits_split_every_class_alike_and_unstratified_ones_are_unchanged() -> None:
+    labels = np.repeat(np.arange(3), [100, 50, 30])                  # 180 rows, classes of 100/50/30
+    s = make_splits(len(labels), 7, 0.1, 0.2, labels=labels)
+    for name, fraction in (("val", 0.1), ("test", 0.2)):
+        assert np.bincount(labels[s[name]]).tolist() == [round(100 * fraction), round(50 * fraction),
+                                                         round(30 * fraction)]
+    assert np.bincount(labels[s["train"]]).tolist() == [70, 35, 21]
+    assert np.array_equal(np.sort(np.concatenate(list(s.values()))), np.arange(180))   # a partition
+    perm = np.random.default_rng(7).permutation(180)                # the unstratified rule, by hand
+    plain = make_splits(180, 7, 0.1, 0.2)
+    assert np.array_equal(plain["test"], np.sort(perm[:36])) and np.array_equal(plain["val"], np.sort(perm[36:54]))
