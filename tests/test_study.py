@@ -108,7 +108,8 @@ def test_summarize_one_seed_and_missing_reference():
 
 def test_summarize_generated_reference_is_same_weight_and_generator():
     trials = (arm("vae", 100, "generated", 0.1, [0.8, 0.8, 0.8]) + arm("vae", 100, "generated", 1.0, [0.7, 0.7, 0.7])
-              + arm("pcnn", 100, "generated", 1.0, [0.1, 0.1, 0.1]) + arm("vae", 100, "weighted", 1.0, [0.75, 0.75, 0.75]))
+              + arm("pcnn", 100, "generated", 1.0, [0.1, 0.1, 0.1])
+              + arm("vae", 100, "weighted", 1.0, [0.75, 0.75, 0.75]))
     rows = study.summarize(trials)
     assert [(r["generator"], r["unlabeled"], r["semantic_weight"]) for r in rows] == [
         ("vae", "generated", 0.1), ("vae", "generated", 1.0), ("pcnn", "generated", 1.0), ("vae", "weighted", 1.0)]
@@ -212,7 +213,8 @@ def test_table_6_4_cells():
     d, sd = 0.08 / 3, math.sqrt(((0.03 - 0.08 / 3) ** 2 * 2 + (0.02 - 0.08 / 3) ** 2) / 2)
     lo, hi = d - T2 * sd / math.sqrt(3), d + T2 * sd / math.sqrt(3)   # 0.0123, 0.0410: excludes 0
     half = T2 * math.sqrt(((0.83 - 2.51 / 3) ** 2 * 2 + (0.85 - 2.51 / 3) ** 2) / 2) / math.sqrt(3)
-    assert cell(4, 3) == f"{2.51 / 3:.3f} [{2.51 / 3 - half:.3f}, {2.51 / 3 + half:.3f}] w=1; Δ gen **+{d:.3f} [+{lo:.3f}, +{hi:.3f}]**"
+    accuracy = f"{2.51 / 3:.3f} [{2.51 / 3 - half:.3f}, {2.51 / 3 + half:.3f}]"
+    assert cell(4, 3) == f"{accuracy} w=1; Δ gen **+{d:.3f} [+{lo:.3f}, +{hi:.3f}]**"
     assert cell(5, 3) == "0.810 [0.785, 0.835] w=1; Δ gen +0.000 [-0.025, +0.025]"   # [0, 0.01, -0.01]
     assert lines[-2] == "" and "bold" in lines[-1]
 

@@ -177,7 +177,8 @@ def accuracy_vs_weight(rows: Sequence[Mapping[str, Any]], path: str | Path) -> t
 def zero_position(rows: Sequence[Mapping[str, Any]]) -> float:
     """Where weight 0 sits on the log weight axis: one decade left of the smallest positive
     weight of a non-none row (1.0 without one); a dotted line half a decade right of it."""
-    positive = [float(r["semantic_weight"]) for r in rows if r["unlabeled"] != "none" and float(r["semantic_weight"]) > 0]
+    weights = (float(r["semantic_weight"]) for r in rows if r["unlabeled"] != "none")
+    positive = [w for w in weights if w > 0]
     return min(positive) / 10 if positive else 1.0
 
 
