@@ -174,3 +174,74 @@ def test_format_quality_table_subset_and_errors():
     assert text.splitlines() == ["| set | images | FID |", "|---|---|---|", "| a\\|b | – | 0.5 |"]
     with pytest.raises(ValueError, match="rows is empty"):
         plots.format_quality_table([])
+
+
+# ------------------------------------------------------------------------ accuracy vs weight
+
+
+def accuracy_rows():
+    """study.summarize rows of a hand-made sweep: 2 labeled sizes, none / generated (weights
+    0, 0.01, 0.1) / resampled / real, seeds 0-2; resampled at n=10 has one seed (no band)."""
+    from raydgm.sweeps import study
+    trials = []
+    for n, base in ((10, 0.5), (100, 0.8)):
+        arms = [("-", "none", 0.0, 0.0), ("vae", "generated", 0.0, 0.0), ("vae", "generated", 0.01, 0.02),
+                ("vae", "generated", 0.1, 0.04), ("vae", "resampled", 0.01, 0.03), ("vae", "resampled", 0.1, 0.05),
+                ("-", "real", 0.1, 0.06)]
+        for g, u, w, gain in arms:
+            seeds = (0,) if (n, u) == (10, "resampled") else (0, 1, 2)
+            trials += [{"generator": g, "labeled_size": n, "unlabeled": u, "semantic_weight": w, "seed": s,
+                        "val_accuracy": 0.5, "test_accuracy": base + gain + 0.01 * s} for s in seeds]
+    return study.summarize(trials)
+
+
+def test_accuracy_vs_weight_table_and_png(tmp_path):
+    rows = accuracy_rows()
+    path, table = plots.accuracy_vs_weight(rows, tmp_path / "acc.png")
+    check_png(path)
+    check_columns(table, list(plots.ACCURACY_KEYS) + ["plot_x"])
+    assert table["test_accuracy_lo"] == [r["test_accuracy_lo"] for r in rows]
+    x = dict(zip(zip(table["labeled_size"], table["unlabeled"], table["semantic_weight"]), table["plot_x"]))
+    assert x[(10, "generated", 0.0)] == pytest.approx(0.01 / 10)          # one decade left of 0.01
+    assert x[(100, "generated", 0.1)] == 0.1 and math.isnan(x[(100, "none", 0.0)])
+
+
+def test_accuracy_figure_panels_log_axis_and_bands():
+    import matplotlib.pyplot as plt
+    rows = accuracy_rows()
+    fig = plots.accuracy_figure(rows)
+    try:
+        assert len(fig.axes) == 2                                          # one panel per labeled size
+        for ax, n in zip(fig.axes, (10, 100)):
+            assert ax.get_xscale() == "log" and ax.get_title() == f"{n} labeled images"
+            assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "0.01", "0.1"]
+            bands = {c.get_gid(): c for c in ax.collections if c.get_gid()}
+            gen = [r for r in rows if (r["labeled_size"], r["unlabeled"]) == (n, "generated")
+                   and r["semantic_weight"] > 0]
+            xy = {tuple(v) for v in bands["band:vae:generated"].get_paths()[0].vertices.round(12)}
+            for r in gen:                                                  # the band runs lo .. hi
+                w = r["semantic_weight"]
+                assert (w, round(r["test_accuracy_lo"], 12)) in xy and (w, round(r["test_accuracy_hi"], 12)) in xy
+            ys = [y for _, y in xy]
+            assert min(ys) == pytest.approx(min(r["test_accuracy_lo"] for r in gen))
+            assert max(ys) == pytest.approx(max(r["test_accuracy_hi"] for r in gen))
+            (none,) = [r for r in rows if (r["labeled_size"], r["unlabeled"]) == (n, "none")]
+            (span,) = [p for p in ax.patches if p.get_gid() == "band:-:none"]
+            assert (span.get_y(), span.get_y() + span.get_height()) == pytest.approx(
+                (none["test_accuracy_lo"], none["test_accuracy_hi"]))
+        resampled = [[c for c in ax.collections if c.get_gid() == "band:vae:resampled"] for ax in fig.axes]
+        assert [len(c[0].get_paths()) for c in resampled] == [0, 1]       # n=10 has one seed: no band
+    finally:
+        plt.close(fig)
+
+
+def test_accuracy_vs_weight_older_rows_and_rejects(tmp_path):
+    rows = [{"labeled_size": 50, "unlabeled": "none", "semantic_weight": 0.0, "seeds": 1, "test_accuracy_mean": 0.6,
+             "test_accuracy_std": 0.0},
+            {"labeled_size": 50, "unlabeled": "generated", "semantic_weight": 0.5, "seeds": 1,
+             "test_accuracy_mean": 0.7, "test_accuracy_std": 0.0}]
+    path, table = plots.accuracy_vs_weight(rows, tmp_path / "old.png")
+    check_png(path)
+    assert table["generator"] == ["-", "-"] and math.isnan(table["test_accuracy_lo"][1])
+    with pytest.raises(ValueError, match="rows is empty"):
+        plots.accuracy_vs_weight([], tmp_path / "x.png")

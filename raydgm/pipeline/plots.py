@@ -158,47 +158,102 @@ def quality_bars(rows: Sequence[Mapping[str, Any]], metric: str, path: str | Pat
     return _save(fig, path), {"set": sets, "mean": mean, "std": std}
 
 
+SOURCE_COLOURS = {"generated": "tab:blue", "resampled": "tab:orange", "weighted": "tab:green", "real": "tab:red"}
+ACCURACY_KEYS = ("generator", "labeled_size", "unlabeled", "semantic_weight", "seeds", "test_accuracy_mean",
+                 "test_accuracy_lo", "test_accuracy_hi")
+
+
 def accuracy_vs_weight(rows: Sequence[Mapping[str, Any]], path: str | Path) -> tuple[Path, Table]:
-    """Test accuracy (mean ± std over seeds) against the semantic-loss weight: one line per
-    (labeled size, unlabeled source); the supervised-only rows (``unlabeled='none'``) are a
-    dashed horizontal line of their labeled size's colour. ``rows``: ``sweeps.semantic.summarize``'s."""
+    """``accuracy_figure`` saved as a PNG. Table: ACCURACY_KEYS of every row, and ``plot_x``:
+    where the row is drawn on the weight axis (its weight; weight 0: ``zero_position``; NaN
+    for the none rows, drawn as a horizontal band)."""
+    fig = accuracy_figure(rows)
+    x0 = zero_position(rows)
+    table = {k: [_row_value(r, k) for r in rows] for k in ACCURACY_KEYS}
+    table["plot_x"] = [math.nan if r["unlabeled"] == "none" else float(r["semantic_weight"]) or x0 for r in rows]
+    return _save(fig, path), table
+
+
+def zero_position(rows: Sequence[Mapping[str, Any]]) -> float:
+    """Where weight 0 sits on the log weight axis: one decade left of the smallest positive
+    weight of a non-none row (1.0 without one); a dotted line half a decade right of it."""
+    weights = (float(r["semantic_weight"]) for r in rows if r["unlabeled"] != "none")
+    positive = [w for w in weights if w > 0]
+    return min(positive) / 10 if positive else 1.0
+
+
+def accuracy_figure(rows: Sequence[Mapping[str, Any]]) -> Any:
+    """Test accuracy against the semantic-loss weight (log axis), one panel per labeled size,
+    from ``sweeps.study.summarize``'s rows: one line per (generator, source) with its 95%
+    t-interval band (test_accuracy_lo .. _hi; no band under 2 seeds), the none arm (supervised
+    only) as a horizontal line with its interval band. Weight-0 rows of other sources cannot
+    sit on a log axis: they are open markers with error bars at ``zero_position``, left of a
+    dotted line. Bands carry the gid "band:<generator>:<source>". Returns the Figure."""
     if not rows:
         raise ValueError("rows is empty")
     sizes = sorted({int(r["labeled_size"]) for r in rows})
-    colours = {n: plt.cm.tab10(i % 10) for i, n in enumerate(sizes)}
-    styles = {"generated": "o-", "resampled": "s-", "weighted": "^-", "real": "D-"}
+    x0 = zero_position(rows)
+    fig, axes = plt.subplots(1, len(sizes), figsize=(3.6 * len(sizes) + 2.2, 3.8), sharey=True, squeeze=False)
+    for ax, n in zip(axes[0], sizes):
+        _accuracy_panel(ax, [r for r in rows if int(r["labeled_size"]) == n], x0)
+        ax.set_title(f"{n} labeled images", fontsize=9)
+        ax.set_xlabel("semantic-loss weight (log scale; 0 is left of the dotted line)", fontsize=8)
+    axes[0, 0].set_ylabel("test accuracy\n(mean, 95% t interval over seeds)", fontsize=8)
+    handles: dict[str, Any] = {}
+    for ax in axes[0]:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)            # an arm's line before its weight-0 marker
+    axes[0, -1].legend(handles.values(), handles.keys(), fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.suptitle("Semi-supervised classifier: test accuracy vs semantic-loss weight", fontsize=9)
+    return fig
+
+
+def _accuracy_panel(ax: Any, rows: Sequence[Mapping[str, Any]], x0: float) -> None:
+    """One labeled size: the none band, then each (generator, source) line, band and weight-0 marker."""
+    for r in (r for r in rows if r["unlabeled"] == "none"):
+        ax.axhline(r["test_accuracy_mean"], color="gray", ls="--", lw=1, label="supervised only (none)")
+        lo, hi = _row_value(r, "test_accuracy_lo"), _row_value(r, "test_accuracy_hi")
+        if np.isfinite(lo) and np.isfinite(hi):
+            ax.axhspan(lo, hi, color="gray", alpha=0.2, lw=0, gid="band:-:none")
+    arms = list(dict.fromkeys((_row_value(r, "generator"), r["unlabeled"]) for r in rows if r["unlabeled"] != "none"))
+    generators = list(dict.fromkeys(g for g, _ in arms))
+    for i, (g, u) in enumerate(arms):
+        sel = sorted((r for r in rows if (_row_value(r, "generator"), r["unlabeled"]) == (g, u)),
+                     key=lambda r: float(r["semantic_weight"]))
+        colour, marker = SOURCE_COLOURS.get(u, "black"), MARKERS[generators.index(g) % len(MARKERS)]
+        label = u if g == "-" else f"{g}: {u}"
+        pos = [r for r in sel if float(r["semantic_weight"]) > 0]
+        if pos:
+            w = [float(r["semantic_weight"]) for r in pos]
+            m, lo, hi = (np.array([_row_value(r, k) for r in pos], dtype=float) for k in
+                         ("test_accuracy_mean", "test_accuracy_lo", "test_accuracy_hi"))
+            ax.plot(w, m, "-" + marker, color=colour, ms=4, lw=1, label=label)
+            ax.fill_between(w, lo, hi, color=colour, alpha=0.15, lw=0, gid=f"band:{g}:{u}")
+            if len(w) == 1 and np.isfinite(lo).all() and np.isfinite(hi).all():   # a band of one weight has no width
+                ax.errorbar(w, m, yerr=[m - lo, hi - m], fmt="none", ecolor=colour, capsize=2, lw=1)
+        for r in (r for r in sel if float(r["semantic_weight"]) == 0):
+            m, lo, hi = (_row_value(r, k) for k in ("test_accuracy_mean", "test_accuracy_lo", "test_accuracy_hi"))
+            err = [[m - lo], [hi - m]] if np.isfinite(lo) and np.isfinite(hi) else None
+            ax.errorbar([x0 * 10 ** (0.05 * (i - (len(arms) - 1) / 2))], [m], yerr=err, fmt=marker, mfc="none",
+                        color=colour, capsize=2, ms=5, label=label)
+    _weight_axis(ax, rows, x0)
+
+
+def _weight_axis(ax: Any, rows: Sequence[Mapping[str, Any]], x0: float) -> None:
+    """Log x axis with a tick per weight swept; "0" at ``x0`` behind a dotted line when drawn."""
     weights = sorted({float(r["semantic_weight"]) for r in rows if r["unlabeled"] != "none"})
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for n in sizes:
-        for source in ["none", *styles]:
-            sel = sorted((r for r in rows if int(r["labeled_size"]) == n and r["unlabeled"] == source),
-                         key=lambda r: float(r["semantic_weight"]))
-            if not sel:
-                continue
-            mean = np.array([r["test_accuracy_mean"] for r in sel])
-            std = np.array([r["test_accuracy_std"] for r in sel])
-            if source == "none":
-                ax.axhline(mean[0], color=colours[n], ls="--", lw=1, label=f"{n} labels, supervised only")
-                if weights:
-                    ax.axhspan(mean[0] - std[0], mean[0] + std[0], color=colours[n], alpha=0.08)
-                continue
-            dodge = 10 ** (0.01 * (list(styles).index(source) - 1.5))   # keep overlapping bars apart
-            x = [float(r["semantic_weight"]) * dodge for r in sel]
-            ax.errorbar(x, mean, yerr=std, fmt=styles[source], color=colours[n], capsize=3, ms=5,
-                        label=f"{n} labels, + {source}")
-    if weights and min(weights) > 0 and max(weights) / min(weights) > 10:
-        ax.set_xscale("log")
-    if weights:
-        ax.set_xticks(weights, [f"{w:g}" for w in weights])   # the weights swept, nothing between
-        ax.minorticks_off()
-        if len(weights) == 1:
-            ax.set_xlim(weights[0] * 0.9, weights[0] * 1.1)
-    ax.set_xlabel("semantic-loss weight")
-    ax.set_ylabel("test accuracy (mean \u00b1 std over seeds)")
-    ax.set_title("Semi-supervised classifier: test accuracy vs semantic-loss weight", fontsize=9)
-    ax.legend(fontsize=7, loc="best")
-    keys = ("labeled_size", "unlabeled", "semantic_weight", "test_accuracy_mean", "test_accuracy_std", "seeds")
-    return _save(fig, path), {k: [r[k] for r in rows] for k in keys}
+    ax.set_xscale("log")
+    ticks = sorted({x0 if w == 0 else w for w in weights}) or [x0]
+    ax.set_xticks(ticks, ["0" if t == x0 and 0.0 in weights else f"{t:g}" for t in ticks], fontsize=7)
+    ax.minorticks_off()
+    if 0.0 in weights:
+        ax.axvline(x0 * 10 ** 0.5, color="gray", ls=":", lw=1)
+    ax.set_xlim(ticks[0] / 10 ** 0.35, ticks[-1] * 10 ** 0.35)
+
+
+def _row_value(row: Mapping[str, Any], key: str) -> Any:
+    """row[key]; a missing generator is "-", another missing key NaN (older summary rows)."""
+    return row.get(key, "-" if key == "generator" else math.nan)
 
 
 CALIBRATION_COLOURS = {"none": "tab:gray", "temperature": "tab:blue", "isotonic": "tab:orange"}

@@ -1,7 +1,8 @@
 """Tables that compare a sweep's MLflow runs: pure pandas over ``mlflow.search_runs`` frames.
 
 ``notebooks/compare_runs.ipynb`` fetches one sweep's runs (the parent run and its children) and
-turns them into tables with these functions; the MLflow calls stay in the notebook. Frames are
+turns them into tables with these functions; the MLflow calls stay in the notebook, except
+``download_predictions``, which downloads trial artifacts with a client the caller passes. Frames are
 ``mlflow.search_runs`` output: one row per run, columns ``run_id``, ``status``,
 ``params.<key>`` (strings), ``metrics.<key>`` (floats) and ``tags.<key>``.
 
@@ -10,16 +11,20 @@ turns them into tables with these functions; the MLflow calls stay in the notebo
 - ``quality`` runs: metrics ``<set>/<metric>_<features>_mean`` and ``_std`` (``raw/fid_domain_mean``),
   one set per sample set (``real_train`` (the floor), ``raw``, ``resampled_<method>``, ``importance_weighted``).
 - the parent run: metrics ``test_accuracy/n<size>_<source>_w<weight>`` (means over seeds).
+- ``ssl_trial`` artifact ``test_predictions.npy``: int8 (N_test,) predicted classes, read by
+  ``download_predictions`` and compared arm against arm with ``mcnemar`` / ``mcnemar_over_seeds``.
 """
 from __future__ import annotations
 
 import re
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from raydgm.config import UNLABELED_SOURCES
 from raydgm.metrics import format_pm
@@ -205,6 +210,66 @@ def mean_pm(table: pd.DataFrame, names: Iterable[str], digits: int = 4) -> pd.Da
     for name in names:
         out[name] = [format_pm(m, s, f".{digits}g") for m, s in zip(table[f"{name}_mean"], table[f"{name}_std"])]
     return out
+
+
+def mcnemar(pred_a: np.ndarray, pred_b: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Exact McNemar test of two classifiers on the same test images: int (N,) predicted
+    classes of a and of b and the true labels. b: images a gets right and b wrong; c: the
+    reverse; ``p_value``: the two-sided exact binomial p of b under Binomial(b + c, 1/2)
+    (``scipy.stats.binomtest``), 1 when b + c = 0. Keys: n, b, c, p_value, accuracy_a, accuracy_b."""
+    a, b_, y = (np.asarray(x) for x in (pred_a, pred_b, labels))
+    if not (a.ndim == b_.ndim == y.ndim == 1) or not (a.shape == b_.shape == y.shape) or y.size == 0:
+        raise ValueError(f"pred_a, pred_b and labels must be non-empty 1-D arrays of one length, got shapes "
+                         f"{a.shape}, {b_.shape}, {y.shape}")
+    right_a, right_b = a == y, b_ == y
+    b, c = int((right_a & ~right_b).sum()), int((~right_a & right_b).sum())
+    p = 1.0 if b + c == 0 else float(stats.binomtest(b, b + c, 0.5).pvalue)
+    return {"n": int(y.size), "b": b, "c": c, "p_value": p,
+            "accuracy_a": float(right_a.mean()), "accuracy_b": float(right_b.mean())}
+
+
+def mcnemar_over_seeds(preds_a: Mapping[int, np.ndarray], preds_b: Mapping[int, np.ndarray],
+                       labels: np.ndarray) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Arm a against arm b seed by seed (seed -> int (N_test,) predictions; the seeds both
+    have, ascending): a frame with columns seed, n, b, c, p_value, accuracy_a, accuracy_b, and
+    the pooled counts {"seeds", "n", "b", "c", "p_value"}: b and c summed over seeds with the
+    exact binomial p of the sums. The seeds share the test images, so the pooled pairs are not
+    independent: its p is descriptive; the per-seed tests are exact. ValueError without a
+    common seed."""
+    seeds = sorted(set(preds_a) & set(preds_b))
+    if not seeds:
+        raise ValueError(f"no seed in both arms (a: {sorted(preds_a)}, b: {sorted(preds_b)})")
+    rows = pd.DataFrame([{"seed": s} | mcnemar(preds_a[s], preds_b[s], labels) for s in seeds])
+    b, c = int(rows["b"].sum()), int(rows["c"].sum())
+    pooled = {"seeds": len(seeds), "n": int(rows["n"].sum()), "b": b, "c": c,
+              "p_value": 1.0 if b + c == 0 else float(stats.binomtest(b, b + c, 0.5).pvalue)}
+    return rows, pooled
+
+
+PREDICTIONS = "test_predictions.npy"
+
+
+def download_predictions(client: Any, run_ids: Iterable[str], artifact: str = PREDICTIONS) -> dict[str, np.ndarray]:
+    """run id -> the run's ``artifact`` (``test_predictions.npy``: int8 (N_test,) predicted
+    classes) as a numpy array, downloaded with ``client`` (an ``mlflow.MlflowClient``) into a
+    temporary folder and read with ``np.load(allow_pickle=False)``. ValueError if one is not 1-D."""
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, run_id in enumerate(run_ids):
+            path = client.download_artifacts(run_id, artifact, f"{tmp}/{i}")
+            out[run_id] = np.load(path, allow_pickle=False)
+            if out[run_id].ndim != 1:
+                raise ValueError(f"run {run_id}: {artifact} has shape {out[run_id].shape}, expected (N_test,)")
+    return out
+
+
+def predictions_by_seed(client: Any, arm: pd.DataFrame, artifact: str = PREDICTIONS) -> dict[int, np.ndarray]:
+    """seed -> test predictions of one arm's runs (rows of ``trials``: ``run_id``, ``seed``;
+    one run per seed, else ValueError), for ``mcnemar_over_seeds``."""
+    if arm["seed"].duplicated().any():
+        raise ValueError(f"one arm has several runs of seeds {sorted(arm.loc[arm['seed'].duplicated(), 'seed'])}")
+    preds = download_predictions(client, arm["run_id"], artifact)
+    return {int(s): preds[r] for r, s in zip(arm["run_id"], arm["seed"])}
 
 
 def mlflow_table(data: Mapping[str, Any]) -> pd.DataFrame:
