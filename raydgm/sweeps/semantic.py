@@ -37,6 +37,7 @@ from raydgm.config.sweeps import GENERATED_SOURCES, NO_GENERATOR
 from raydgm.data import Dataset, labeled_subset
 from raydgm.pipeline import plots, tables
 from raydgm.sweeps import study
+from raydgm.tracking.compare import PREDICTIONS   # each trial run's artifact: int8 (N_test,) classes
 from raydgm.sweeps.tuning import (Log, Parent, Progress, SweepResult, checked_data, checkpoint_state,
                                   finished, last_state, prologue, report, run_pipeline_only,
                                   trial_resources, tune_grid, write_csv, write_tables)
@@ -111,7 +112,6 @@ def ssl_data(dataset: Dataset, arts: Mapping[str, dict[str, Any]]) -> dict[str, 
     return out
 
 
-PREDICTIONS = "test_predictions.npy"   # each trial run's artifact: int8 (N_test,) predicted classes
 TRIAL_METRICS = ("train_loss", "supervised_loss", "semantic_loss", "val_accuracy", "test_accuracy_epoch",
                  "best_epoch", "best_val_accuracy", "test_accuracy")
 

@@ -32,10 +32,10 @@ import numpy as np
 from scipy import stats
 
 from raydgm.config import UNLABELED_SOURCES
+from raydgm.config.sweeps import NO_GENERATOR, WEIGHTED_SOURCES
 from raydgm.metrics import format_pm
 
-NO_GENERATOR = "-"
-VS_GENERATED = ("resampled", "weighted")    # the sources also compared with generated
+VS_GENERATED = WEIGHTED_SOURCES               # the sources also compared with generated
 TIE_ATOL = 1e-12                            # mean val accuracies this close are a tie
 DASH = "\u2013"
 Arm = tuple[str, int, str, float]           # generator, labeled_size, unlabeled, semantic_weight
