@@ -96,10 +96,10 @@ def test_notebook_runs_without_errors_and_draws_its_figures(executed):
 def test_notebook_accuracy_means_equal_the_sweeps_summary(executed, smoke_sweep):
     _, probe = executed
     expected = pd.read_csv(smoke_sweep.summary("summary.csv"))
-    got = {(r["labeled_size"], r["unlabeled"], r["semantic_weight"]): r for r in probe["summary"]}
-    assert len(got) == len(expected) == 4      # 50 labels x none / generated / resampled / weighted
+    got = {(r["generator"], r["labeled_size"], r["unlabeled"], r["semantic_weight"]): r for r in probe["summary"]}
+    assert len(got) == len(expected) == 8      # 50 labels x (none, 2 generators x 3 sources, real)
     for row in expected.itertuples():
-        mine = got[(row.labeled_size, row.unlabeled, row.semantic_weight)]
+        mine = got[(row.generator, row.labeled_size, row.unlabeled, row.semantic_weight)]
         assert mine["seeds"] == row.seeds
         assert mine["test_accuracy_mean"] == pytest.approx(row.test_accuracy_mean, rel=0, abs=1e-12)
         if row.seeds > 1:
@@ -112,17 +112,19 @@ def test_notebook_quality_table_lists_every_sample_set(executed, smoke_sweep):
     from smoke import runs
     nb, probe = executed
     _, found = runs(smoke_sweep.uri)
-    quality_run = next(r for r in found if r.data.tags.get("raydgm.stage") == "quality")
-    fid = {k.split("/")[0]: v for k, v in quality_run.data.metrics.items() if k.endswith("/fid_domain_mean")}
-    assert {"real_train", "raw", "importance_weighted"} <= set(fid)
-    assert any(s.startswith("resampled_") for s in fid)
-    rows = {r["set"]: r for r in probe["quality"]}
-    assert set(rows) == set(fid)
-    for name, value in fid.items():
-        assert rows[name]["fid_mean"] == pytest.approx(value, rel=1e-12)
-    assert math.isnan(rows["importance_weighted"]["kid_mean"])     # no KID for weighted sets
+    quality_runs = [r for r in found if r.data.tags.get("raydgm.stage") == "quality"]
+    assert sorted(r.data.tags["raydgm.generator"] for r in quality_runs) == ["baseline", "vae"]
     shown = text_of(next(c for c in nb.cells if c.get("id") == "quality"))
-    assert all(word in shown for word in ("FID", "KID", "IS", *fid))
+    for quality_run in quality_runs:
+        fid = {k.split("/")[0]: v for k, v in quality_run.data.metrics.items() if k.endswith("/fid_domain_mean")}
+        assert {"real_train", "raw", "importance_weighted"} <= set(fid)
+        assert any(s.startswith("resampled_") for s in fid)
+        rows = {r["set"]: r for r in probe["quality"] if r["run"] == quality_run.info.run_name}
+        assert set(rows) == set(fid)
+        for name, value in fid.items():
+            assert rows[name]["fid_mean"] == pytest.approx(value, rel=1e-12)
+        assert math.isnan(rows["importance_weighted"]["kid_mean"])     # no KID for weighted sets
+        assert all(word in shown for word in ("FID", "KID", "IS", quality_run.info.run_name, *fid))
 
 
 def test_notebook_names_a_missing_experiment(smoke_sweep, tmp_path):
@@ -138,11 +140,11 @@ def test_notebook_names_a_missing_experiment(smoke_sweep, tmp_path):
 
 # -- raydgm.tracking.compare on hand-made frames ----------------------------------------------------------
 
-def trial(size, source, weight, seed, acc, status="FINISHED", start=0):
-    return {"run_id": f"{size}-{source}-{weight}-{seed}-{start}", "status": status, "start_time": start,
-            "tags.raydgm.stage": "ssl_trial", "params.labeled_size": str(size), "params.unlabeled": source,
-            "params.semantic_weight": str(float(weight)), "params.seed": str(seed),
-            "metrics.test_accuracy": acc}
+def trial(size, source, weight, seed, acc, status="FINISHED", start=0, generator="-"):
+    return {"run_id": f"{size}-{source}-{weight}-{seed}-{start}-{generator}", "status": status,
+            "start_time": start, "tags.raydgm.stage": "ssl_trial", "params.labeled_size": str(size),
+            "params.unlabeled": source, "params.semantic_weight": str(float(weight)), "params.seed": str(seed),
+            "params.generator": generator, "metrics.test_accuracy": acc, "metrics.best_val_accuracy": acc - 0.01}
 
 
 def test_accuracy_summary_means_stds_and_order():
@@ -150,13 +152,16 @@ def test_accuracy_summary_means_stds_and_order():
         trial(100, "weighted", 0.5, 0, 0.70), trial(100, "generated", 0.5, 0, 0.80),
         trial(100, "generated", 0.5, 1, 0.90), trial(100, "none", 0, 0, 0.85),
         trial(50, "generated", 0.1, 0, 0.60), trial(100, "generated", 0.1, 0, 0.75),
+        trial(100, "generated", 0.1, 0, 0.55, generator="vae"),
         trial(100, "resampled", 0.5, 0, 0.10, status="RUNNING"),
         {"run_id": "q", "status": "FINISHED", "start_time": 0, "tags.raydgm.stage": "quality"},
     ])
     summary = compare.accuracy_summary(compare.trials(frame))
-    keys = list(zip(summary.labeled_size, summary.unlabeled, summary.semantic_weight))
-    assert keys == [(50, "generated", 0.1), (100, "none", 0.0), (100, "generated", 0.1),
-                    (100, "generated", 0.5), (100, "weighted", 0.5)]     # RUNNING trial left out
+    keys = list(zip(summary.labeled_size, summary.unlabeled, summary.generator, summary.semantic_weight))
+    assert keys == [(50, "generated", "-", 0.1), (100, "none", "-", 0.0), (100, "generated", "-", 0.1),
+                    (100, "generated", "-", 0.5), (100, "generated", "vae", 0.1),
+                    (100, "weighted", "-", 0.5)]     # RUNNING trial left out
+    assert compare.trials(frame).val_accuracy.tolist()[-1] == pytest.approx(0.69)   # best val, for study
     row = summary.iloc[3]
     assert row.seeds == 2 and row.test_accuracy_mean == pytest.approx((0.8 + 0.9) / 2)
     assert row.test_accuracy_std == pytest.approx(math.sqrt(2 * 0.05**2 / (2 - 1)))   # ddof=1
@@ -175,15 +180,19 @@ def test_trials_keep_the_newest_duplicate_and_refuse_none_finished():
 def test_parent_accuracy_parses_the_parent_metrics():
     parent = pd.Series({"run_id": "p", "metrics.test_accuracy/n100_none_w0": 0.88,
                         "metrics.test_accuracy/n1000_resampled_w0.0005": 0.95,
+                        "metrics.test_accuracy/n100_resampled_w1.66e-05_my_vae": 0.9,
                         "metrics.test_accuracy/n50_generated_w0.5": np.nan, "metrics.other": 1.0})
     got = compare.parent_accuracy(parent)
     assert got.to_dict("records") == [
-        {"labeled_size": 100, "unlabeled": "none", "semantic_weight": 0.0, "parent_mean": 0.88},
-        {"labeled_size": 1000, "unlabeled": "resampled", "semantic_weight": 0.0005, "parent_mean": 0.95}]
+        {"generator": "-", "labeled_size": 100, "unlabeled": "none", "semantic_weight": 0.0, "parent_mean": 0.88},
+        {"generator": "-", "labeled_size": 1000, "unlabeled": "resampled", "semantic_weight": 0.0005,
+         "parent_mean": 0.95},
+        {"generator": "my_vae", "labeled_size": 100, "unlabeled": "resampled", "semantic_weight": 1.66e-05,
+         "parent_mean": 0.9}]
 
 
 def test_parent_disagreements_match_keys_as_the_sweep_writes_them():
-    summary = pd.DataFrame({"labeled_size": [50, 50, 50], "unlabeled": ["none", "generated", "weighted"],
+    summary = pd.DataFrame({"generator": ["-"] * 3, "labeled_size": [50, 50, 50], "unlabeled": ["none", "generated", "weighted"],
                             "semantic_weight": [0.0, 0.1234567, 0.5], "seeds": [1, 1, 1],
                             "test_accuracy_mean": [0.3, 0.2, 0.1], "test_accuracy_std": [np.nan] * 3})
     parent = pd.Series({"metrics.test_accuracy/n50_none_w0": 0.3,

@@ -1,6 +1,7 @@
 """The semantic-loss sweep: grid, config checks before Ray, the smoke sweep's MLflow runs, resume."""
 from __future__ import annotations
 
+import csv
 import json
 import signal
 import time
@@ -114,7 +115,8 @@ def test_resume_without_an_interrupted_sweep_is_a_clear_error(tmp_path, capsys):
 def test_smoke_sweep_logs_parent_trials_and_stages_to_mlflow(smoke_sweep):
     home, out = smoke_sweep.home, smoke_sweep.output
     assert smoke_sweep.returncode == 0, out[-3000:]
-    assert "| labeled | unlabeled | semantic weight | test accuracy | seeds |" in out
+    assert "| labeled | generator | unlabeled | weight | test accuracy (mean [95% CI]) |" in out
+    assert "| generator | unlabeled | 50 labeled |" in out.split("Table 6.4")[1] and "Table 6.3" in out
     assert f"mlflow ui --backend-store-uri sqlite:///{home / 'mlflow.db'}" in out
     client, runs = _runs(home)
     experiment = client.get_experiment_by_name("semantic_weight_smoke")
@@ -131,8 +133,14 @@ def test_smoke_sweep_logs_parent_trials_and_stages_to_mlflow(smoke_sweep):
     cfg = cli.load_sweep(SweepConfig, "smoke")
     assert len(trials) == len(semantic.trial_grid(cfg))
     assert {r.data.params["unlabeled"] for r in trials} == set(cfg.unlabeled)
+    assert {r.data.params["generator"] for r in trials} == {"-", "baseline", "vae"}
+    labels = np.load(client.download_artifacts(parent.info.run_id, "test_labels.npy"))
     for run in trials:
-        assert {"labeled_size", "semantic_weight", "unlabeled", "seed", "ssl.model.width"} <= set(run.data.params)
+        assert {"generator", "labeled_size", "semantic_weight", "unlabeled", "seed",
+                "ssl.model.width"} <= set(run.data.params)
+        predictions = np.load(client.download_artifacts(run.info.run_id, "test_predictions.npy"))
+        assert predictions.dtype == np.int8 and predictions.shape == labels.shape
+        assert (predictions == labels).mean() == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-12)
         assert run.info.status == "FINISHED"
         assert run.data.tags["raydgm.device"] == "cpu" and len(run.data.tags["raydgm.node_id"]) == 56
         history = client.get_metric_history(run.info.run_id, "val_accuracy")
@@ -146,13 +154,22 @@ def test_smoke_sweep_logs_parent_trials_and_stages_to_mlflow(smoke_sweep):
     assert {"calibration_curve.png", "calibration_curve.json", "weight_histogram.png",
             "weight_histogram.json"} <= {a.path for a in client.list_artifacts(dr.info.run_id)}
     assert "raw/fid_domain_mean" in stages["quality"].data.metrics
-    assert {"summary.csv", "summary.md", "accuracy_vs_weight.png", "accuracy_vs_weight.json"} <= {
-        a.path for a in client.list_artifacts(parent.info.run_id)}
-    accuracy = {(r.data.params["unlabeled"]): r.data.metrics["test_accuracy"] for r in trials}
-    table = next(home.glob("tune/*/*/summary/summary.csv")).read_text().splitlines()
-    for line in table[1:]:
-        size, source, weight, seeds, mean, std = line.split(",")
-        assert float(mean) == pytest.approx(accuracy[source]) and int(seeds) == 1
+    assert {"summary.csv", "summary.md", "selected.csv", "table_6_4.md", "table_6_3.md", "accuracy_vs_weight.png",
+            "accuracy_vs_weight.json"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    accuracy = {(r.data.params["generator"], r.data.params["unlabeled"]): r.data.metrics["test_accuracy"]
+                for r in trials}
+    with smoke_sweep.summary("summary.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(trials)            # one seed: one trial per row
+    for row in table:
+        assert float(row["test_accuracy_mean"]) == pytest.approx(accuracy[row["generator"], row["unlabeled"]])
+        assert int(row["seeds"]) == 1
+        for ref in ("none", "generated"):       # one seed: a difference but no interval
+            assert {f"diff_vs_{ref}_mean", f"diff_vs_{ref}_lo", f"diff_vs_{ref}_hi"} <= set(row)
+        if row["unlabeled"] in ("resampled", "weighted"):
+            expected = accuracy[row["generator"], row["unlabeled"]] - accuracy[row["generator"], "generated"]
+            assert float(row["diff_vs_generated_mean"]) == pytest.approx(expected)
+            assert row["diff_vs_generated_lo"] == "nan"
 
 
 # The smoke preset's stage artifacts, <stage>/<cache key>. A key hashes configs and input keys
@@ -211,7 +228,8 @@ def test_an_interrupted_sweep_resumes_to_the_full_grid_without_duplicate_runs(tm
     client, runs = _runs(home)
     assert len([r for r in runs if "mlflow.parentRunId" not in r.data.tags]) == 1, "one parent run"
     trials = [r for r in runs if r.data.tags.get("raydgm.stage") == "ssl_trial"]
-    keys = [tuple(r.data.params[k] for k in ("labeled_size", "unlabeled", "semantic_weight", "seed")) for r in trials]
+    keys = [tuple(r.data.params[k] for k in ("generator", "labeled_size", "unlabeled", "semantic_weight", "seed"))
+            for r in trials]
     assert len(keys) == len(set(keys)) == n_trials, "every grid point once, none twice"
     assert all(r.info.status == "FINISHED" for r in trials)
     for run in trials:

@@ -203,6 +203,8 @@ def test_table_6_4_cells():
               + arm("-", 100, "none", 0.0, NONE) + arm("-", 100, "real", 0.1, [0.9, 0.9, 0.9])
               + arm("-", 10, "none", 0.0, [0.3, 0.4, 0.5]))
     lines = study.table_6_4(study.select_weights(trials)).splitlines()
+    assert lines[0].startswith("Table 6.4") and lines[1] == ""
+    lines = lines[2:]
     assert lines[0] == "| generator | unlabeled | 10 labeled | 100 labeled |"
     assert [tuple(c.strip() for c in line.strip("|").split("|")[:2]) for line in lines[2:7]] == [
         ("-", "none"), ("vae", "generated"), ("vae", "resampled"), ("vae", "weighted"), ("-", "real")]

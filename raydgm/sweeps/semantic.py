@@ -38,6 +38,8 @@ from raydgm.data import Dataset, labeled_subset
 from raydgm.pipeline import plots, tables
 from raydgm.sweeps import study
 from raydgm.tracking.compare import PREDICTIONS   # each trial run's artifact: int8 (N_test,) classes
+
+LABELS = "test_labels.npy"                          # the parent run's: int8 (N_test,) true classes
 from raydgm.sweeps.tuning import (Log, Parent, Progress, SweepResult, checked_data, checkpoint_state,
                                   finished, last_state, prologue, report, run_pipeline_only,
                                   trial_resources, tune_grid, write_csv, write_tables)
@@ -245,23 +247,25 @@ def run_semantic_sweep(cfg: SweepConfig, resume: bool = False, log: Log = print,
     tables_md = {"summary.md": study.format_summary(rows), "table_6_4.md": study.table_6_4(selected),
                  "table_6_3.md": study.table_6_3(quality_reports)}
     table = "\n\n".join(tables_md.values())
-    _write_summary(folder, parent.run, rows, selected, trials, tables_md)
+    _write_summary(folder, parent.run, rows, selected, trials, tables_md, data[NO_GENERATOR].test_labels)
     return SweepResult(rows, trials, table, folder, parent.run_id, uri, parent.experiment_id)
 
 
 def _write_summary(folder: Path, run: tracking.Run | None, rows: list[dict], selected: list[dict],
-                   trials: list[dict], tables_md: dict[str, str]) -> None:
-    """summary.md / summary.csv / selected.csv / trials.json, the thesis-shaped tables and the
-    accuracy plot, in ``folder/summary`` and the parent run."""
+                   trials: list[dict], tables_md: dict[str, str], test_labels: np.ndarray) -> None:
+    """summary.md / summary.csv / selected.csv / trials.json, the thesis-shaped tables, the
+    accuracy plot and the test labels (``test_labels.npy``, int8: what the trials' predictions
+    are scored against, for McNemar), in ``folder/summary`` and the parent run."""
     out = write_tables(folder, rows, trials, tables_md["summary.md"])
     write_csv(out / "selected.csv", selected)
+    np.save(out / LABELS, test_labels.astype(np.int8), allow_pickle=False)
     for name, text in tables_md.items():
         (out / name).write_text(text + "\n")
     png, data = plots.accuracy_vs_weight(rows, out / "accuracy_vs_weight.png")
     (out / "accuracy_vs_weight.json").write_text(json.dumps(data))
     if run is None:
         return
-    for name in ("summary.csv", "selected.csv", "trials.json", "accuracy_vs_weight.png", *tables_md):
+    for name in ("summary.csv", "selected.csv", "trials.json", "accuracy_vs_weight.png", LABELS, *tables_md):
         run.file(out / name)
     run.table(data, "accuracy_vs_weight.json")
     run.metrics({parent_metric(r): r["test_accuracy_mean"] for r in rows})

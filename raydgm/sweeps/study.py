@@ -264,7 +264,8 @@ def table_6_4(selected: Sequence[Mapping[str, Any]], digits: int = 3) -> str:
     rank = {s: i for i, s in enumerate(("none", "generated", "resampled", "weighted", "real"))}
     first = {g: i for i, g in enumerate(dict.fromkeys(g for g, _ in cells))}
     order = sorted(cells, key=lambda k: (k[1] == "real", k[1] != "none", first[k[0]], rank[k[1]]))
-    lines = ["| generator | unlabeled | " + " | ".join(f"{n} labeled" for n in sizes) + " |",
+    lines = ["Table 6.4: test accuracy at the semantic weight selected on validation accuracy", "",
+             "| generator | unlabeled | " + " | ".join(f"{n} labeled" for n in sizes) + " |",
              "|---|---|" + "---|" * len(sizes)]
     for g, u in order:
         row = [_cell_6_4(cells[(g, u)].get(n), digits) for n in sizes]

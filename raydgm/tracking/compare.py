@@ -6,11 +6,13 @@ turns them into tables with these functions; the MLflow calls stay in the notebo
 ``mlflow.search_runs`` output: one row per run, columns ``run_id``, ``status``,
 ``params.<key>`` (strings), ``metrics.<key>`` (floats) and ``tags.<key>``.
 
-- ``ssl_trial`` runs: params ``labeled_size``, ``unlabeled``, ``semantic_weight``, ``seed``;
-  metric ``test_accuracy`` (at the epoch with the best validation accuracy).
+- ``ssl_trial`` runs: params ``generator`` ("-" for none and real), ``labeled_size``,
+  ``unlabeled``, ``semantic_weight``, ``seed``; metrics ``test_accuracy`` (at the epoch with
+  the best validation accuracy) and ``best_val_accuracy``; artifact ``test_predictions.npy``.
 - ``quality`` runs: metrics ``<set>/<metric>_<features>_mean`` and ``_std`` (``raw/fid_domain_mean``),
   one set per sample set (``real_train`` (the floor), ``raw``, ``resampled_<method>``, ``importance_weighted``).
-- the parent run: metrics ``test_accuracy/n<size>_<source>_w<weight>`` (means over seeds).
+- the parent run: metrics ``test_accuracy/n<size>_<source>_w<weight>[_<generator>]`` (means
+  over seeds; no generator suffix for none and real).
 - ``ssl_trial`` artifact ``test_predictions.npy``: int8 (N_test,) predicted classes, read by
   ``download_predictions`` and compared arm against arm with ``mcnemar`` / ``mcnemar_over_seeds``.
 """
@@ -31,10 +33,11 @@ from raydgm.metrics import format_pm
 
 SET_ORDER = ("real_train", "raw", "resampled", "importance_weighted")    # prefixes of quality sets
 QUALITY_METRICS = ("fid", "kid", "is")
-TRIAL_KEYS = ("labeled_size", "unlabeled", "semantic_weight", "seed")
-GROUP_KEYS = ("labeled_size", "unlabeled", "semantic_weight")
+TRIAL_KEYS = ("generator", "labeled_size", "unlabeled", "semantic_weight", "seed")
+GROUP_KEYS = ("generator", "labeled_size", "unlabeled", "semantic_weight")
+NO_GENERATOR = "-"     # raydgm.config.sweeps.NO_GENERATOR (tracking does not import config.sweeps)
 STAGE_TAG = "tags.raydgm.stage"
-_PARENT_METRIC = re.compile(r"^metrics\.test_accuracy/n(\d+)_([A-Za-z]+)_w(.+)$")
+_PARENT_METRIC = re.compile(r"^metrics\.test_accuracy/n(\d+)_([A-Za-z]+)_w([^_]+)(?:_(.+))?$")
 _QUALITY_METRIC = re.compile(r"^metrics\.(?P<set>[^/]+)/(?P<metric>[a-z]+)_(?P<features>[a-z0-9]+)_(?P<stat>mean|std)$")
 
 
@@ -98,8 +101,10 @@ def stage_runs(runs: pd.DataFrame, stage: str) -> pd.DataFrame:
 
 
 def trials(runs: pd.DataFrame) -> pd.DataFrame:
-    """The finished ``ssl_trial`` runs as ``run_id, labeled_size (int), unlabeled (str),
-    semantic_weight (float), seed (int), test_accuracy (float)``.
+    """The finished ``ssl_trial`` runs as ``run_id, generator (str), labeled_size (int),
+    unlabeled (str), semantic_weight (float), seed (int), test_accuracy (float),
+    val_accuracy (float: the best validation accuracy, where the run logged it)``; the
+    records ``raydgm.sweeps.study`` takes (``.to_dict("records")``).
 
     Unfinished runs (a sweep in progress or interrupted) are left out: their ``test_accuracy``
     is the best so far. Two finished runs of one (size, source, weight, seed) would be counted
@@ -111,49 +116,56 @@ def trials(runs: pd.DataFrame) -> pd.DataFrame:
     if done.empty:
         raise RunsNotFound(f"no finished ssl_trial runs among {len(runs)} runs "
                            f"({len(sel)} ssl_trial runs, none FINISHED)")
-    need = [f"params.{k}" for k in TRIAL_KEYS] + ["metrics.test_accuracy"]
+    need = [f"params.{k}" for k in TRIAL_KEYS if k != "generator"] + ["metrics.test_accuracy"]
     missing = [c for c in need if c not in done]
     if missing:
         raise RunsNotFound(f"the ssl_trial runs lack {missing}")
     out = pd.DataFrame({
         "run_id": done["run_id"].to_numpy(),
+        "generator": (done["params.generator"].fillna(NO_GENERATOR).astype(str).to_numpy()
+                      if "params.generator" in done else NO_GENERATOR),   # runs before the generator axis
         "labeled_size": done["params.labeled_size"].astype(int).to_numpy(),
         "unlabeled": done["params.unlabeled"].astype(str).to_numpy(),
         "semantic_weight": done["params.semantic_weight"].astype(float).to_numpy(),
         "seed": done["params.seed"].astype(int).to_numpy(),
         "test_accuracy": done["metrics.test_accuracy"].astype(float).to_numpy(),
+        "val_accuracy": done.get("metrics.best_val_accuracy", pd.Series(np.nan, index=done.index))
+                            .astype(float).to_numpy(),
     })
     dup = out.duplicated(list(TRIAL_KEYS), keep="first")
     if dup.any():
-        warnings.warn(f"{int(dup.sum())} finished ssl_trial runs repeat a (labeled_size, unlabeled, "
-                      f"semantic_weight, seed) of a newer run and are left out: "
+        warnings.warn(f"{int(dup.sum())} finished ssl_trial runs repeat a (generator, labeled_size, "
+                      f"unlabeled, semantic_weight, seed) of a newer run and are left out: "
                       f"{out.loc[dup, 'run_id'].tolist()}", stacklevel=2)
         out = out[~dup]
     return out.reset_index(drop=True)
 
 
 def accuracy_summary(trial_rows: pd.DataFrame) -> pd.DataFrame:
-    """Per (labeled_size, unlabeled, semantic_weight): ``seeds``, ``test_accuracy_mean`` and
-    ``test_accuracy_std`` (sample std, ddof=1; NaN for a single seed), ordered as the sweep's
-    summary: size, then none / generated / resampled / weighted / real, then weight."""
+    """Per (generator, labeled_size, unlabeled, semantic_weight): ``seeds``,
+    ``test_accuracy_mean`` and ``test_accuracy_std`` (sample std, ddof=1; NaN for a single
+    seed), ordered as the sweep's summary: size, then none / generated / resampled / weighted /
+    real, then generator, then weight. Intervals and paired differences:
+    ``raydgm.sweeps.study.summarize`` on ``trials(...).to_dict("records")``."""
     grouped = trial_rows.groupby(list(GROUP_KEYS), sort=False)["test_accuracy"]
     out = grouped.agg(seeds="count", test_accuracy_mean="mean",
                       test_accuracy_std=lambda a: a.std(ddof=1)).reset_index()
     rank = {s: i for i, s in enumerate(UNLABELED_SOURCES)}   # as the sweep's summary
     out["_rank"] = out["unlabeled"].map(lambda s: rank.get(s, len(rank)))
-    out = out.sort_values(["labeled_size", "_rank", "unlabeled", "semantic_weight"])
+    out = out.sort_values(["labeled_size", "_rank", "unlabeled", "generator", "semantic_weight"])
     return out.drop(columns="_rank").reset_index(drop=True)
 
 
 def parent_accuracy(parent: Mapping[str, Any]) -> pd.DataFrame:
-    """The parent run's ``test_accuracy/n<size>_<source>_w<weight>`` metrics (seed means) as
-    ``labeled_size, unlabeled, semantic_weight, parent_mean``; ``parent``: its search_runs row.
+    """The parent run's ``test_accuracy/n<size>_<source>_w<weight>[_<generator>]`` metrics
+    (seed means) as ``generator, labeled_size, unlabeled, semantic_weight, parent_mean``;
+    ``parent``: its search_runs row.
     The sweep writes the weight with ``:g`` (6 significant digits)."""
     rows = []
     for key, value in parent.items():
         m = _PARENT_METRIC.match(str(key))
         if m and value is not None and np.isfinite(value):
-            rows.append({"labeled_size": int(m[1]), "unlabeled": m[2],
+            rows.append({"generator": m[4] or NO_GENERATOR, "labeled_size": int(m[1]), "unlabeled": m[2],
                          "semantic_weight": float(m[3]), "parent_mean": float(value)})
     return pd.DataFrame(rows, columns=[*GROUP_KEYS, "parent_mean"])
 
@@ -164,7 +176,7 @@ def parent_disagreements(summary: pd.DataFrame, parent: Mapping[str, Any],
     by more than ``atol``, or that only one side has: ``labeled_size, unlabeled,
     semantic_weight, test_accuracy_mean, parent_mean``. Empty when they agree."""
     logged = parent_accuracy(parent)
-    key = ["labeled_size", "unlabeled", "_w"]
+    key = ["generator", "labeled_size", "unlabeled", "_w"]
     left = summary.assign(_w=summary["semantic_weight"].map(_as_logged))
     right = logged.assign(_w=logged["semantic_weight"].map(_as_logged)).drop(columns="semantic_weight")
     both = left.merge(right, on=key, how="outer")
