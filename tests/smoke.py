@@ -44,6 +44,17 @@ class Sweep:
         return next(self.home.glob(f"tune/*/*/summary/{name}"))
 
 
+def copy_stages(src: Path, dst: Path) -> Path:
+    """A new home ``dst`` holding ``src``'s cached stage artifacts (not its MLflow store or Tune
+    state): a sweep there reuses the pipeline instead of recomputing it."""
+    import shutil
+    dst.mkdir(parents=True)
+    for stage in src.iterdir():
+        if stage.is_dir() and any(stage.glob("*/manifest.json")):
+            shutil.copytree(stage, dst / stage.name)
+    return dst
+
+
 def run_smoke(home: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 900) -> Sweep:
     proc = script(home, *args, env=env)
     out, _ = proc.communicate(timeout=timeout)

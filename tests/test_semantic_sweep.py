@@ -201,9 +201,9 @@ def test_every_run_of_the_sweep_logs_its_config(smoke_sweep):
         cli.load_sweep(SweepConfig, "smoke").pipeline.resample.content_hash()
 
 
-def test_an_interrupted_sweep_resumes_to_the_full_grid_without_duplicate_runs(tmp_path):
-    home = tmp_path / "home"
-    args = ("--set", "seeds=[0,1]", "--set", "ssl.epochs=3")
+def test_an_interrupted_sweep_resumes_to_the_full_grid_without_duplicate_runs(tmp_path, smoke_sweep):
+    home = smoke.copy_stages(smoke_sweep.home, tmp_path / "home")     # the pipeline is reused
+    args = ("--set", "seeds=[0,1]", "--set", "ssl.epochs=3", "--set", "unlabeled=[none,resampled]")
     cfg = cli.load_sweep(SweepConfig, "smoke", overrides=args[1::2])
     n_trials = len(semantic.trial_grid(cfg))
     proc = _script(home, *args)
@@ -242,10 +242,14 @@ def test_an_interrupted_sweep_resumes_to_the_full_grid_without_duplicate_runs(tm
     assert np.isfinite([r.data.metrics["test_accuracy"] for r in trials]).all()
 
 
-def test_pipeline_only_caches_the_stages_and_logs_nothing(tmp_path, capsys):
-    home = tmp_path / "home"
+def test_pipeline_only_caches_the_stages_and_logs_nothing(tmp_path, capsys, smoke_sweep):
+    """Both generators' pipelines, found in the cache the smoke sweep left (which proves they
+    are computed): every stage line says reused, and no MLflow store or Tune state appears."""
+    home = smoke.copy_stages(smoke_sweep.home, tmp_path / "home")
+    before = {p.relative_to(home) for p in home.glob("*/*")}
     assert _main(["--smoke-test", "--home", str(home), "--pipeline-only"]) == 0
-    assert f"pipeline ready in {home}" in capsys.readouterr().out
-    stages = {p.name for p in home.iterdir()}
-    assert {"train_generator", "generate", "density_ratio", "resample", "quality"} <= stages
-    assert not {"mlflow.db", "tune"} & stages, "no MLflow store, no Tune state"
+    out = capsys.readouterr().out
+    assert f"pipeline ready in {home}" in out
+    lines = [line for line in out.splitlines() if ": computed " in line or ": reused " in line]
+    assert len(lines) >= 2 * 7 and all(": reused " in line for line in lines), lines
+    assert {p.relative_to(home) for p in home.glob("*/*")} == before, "nothing computed, nothing logged"

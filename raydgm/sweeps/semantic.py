@@ -37,13 +37,13 @@ from raydgm.config.sweeps import GENERATED_SOURCES, NO_GENERATOR
 from raydgm.data import Dataset, labeled_subset
 from raydgm.pipeline import plots, tables
 from raydgm.sweeps import study
-from raydgm.tracking.compare import PREDICTIONS   # each trial run's artifact: int8 (N_test,) classes
-
-LABELS = "test_labels.npy"                          # the parent run's: int8 (N_test,) true classes
 from raydgm.sweeps.tuning import (Log, Parent, Progress, SweepResult, checked_data, checkpoint_state,
                                   finished, last_state, prologue, report, run_pipeline_only,
                                   trial_resources, tune_grid, write_csv, write_tables)
+from raydgm.tracking.compare import PREDICTIONS   # each trial run's artifact: int8 (N_test,) classes
 from raydgm.training import ssl
+
+LABELS = "test_labels.npy"                          # the parent run's: int8 (N_test,) true classes
 
 
 def trial_grid(cfg: SweepConfig) -> list[dict[str, Any]]:
