@@ -218,6 +218,67 @@ def test_resume_from_a_saved_checkpoint_matches_the_uninterrupted_run(data, unla
         ssl.train(cfg.replace(seed=5), data, state=state)
 
 
+def _plans(cfg, data, epoch):
+    t = ssl._tensors(cfg, data, ssl.validate(cfg, data), torch.device("cpu"))
+    return ssl.epoch_plans(cfg, t, epoch)
+
+
+def test_arms_of_a_seed_see_the_same_labeled_batches_pixel_for_pixel(data):
+    """The labeled stream (seed, 1, epoch) is the arms' shared one: same indices, same crops and
+    flips at every step, whatever the unlabeled source, its batch size or the semantic weight."""
+    base = dict(augment="crop_flip", steps_per_epoch=6, batch_size=16, seed=3)
+    arms = [_cfg(**base), _cfg(unlabeled="generated", semantic_weight=0.5, **base),
+            _cfg(unlabeled="resampled", semantic_weight=0.05, unlabeled_batch_size=8, **base),
+            _cfg(unlabeled="real", semantic_weight=2.0, **base)]
+    for epoch in (0, 2):
+        (ref, none_unl), *others = [_plans(c, data, epoch) for c in arms]
+        assert none_unl is None and ref.indices.shape == (6 * 16,)
+        steps = [ref.images(s) for s in range(6)]
+        assert any(not torch.equal(x, torch.from_numpy(data.train_images[ref.indices[ref.rows(s)]]))
+                   for s, x in enumerate(steps))   # the crops are real: not the raw images
+        for lab, unl in others:
+            assert np.array_equal(lab.indices, ref.indices)
+            assert all(torch.equal(lab.images(s), x) for s, x in enumerate(steps))
+            assert unl is not None and len(unl.indices) == 6 * unl.batch
+    gen, res = _plans(arms[1], data, 0)[1], _plans(arms[2], data, 0)[1]
+    assert not np.array_equal(gen.indices[:8], res.indices[:8])   # unlabeled pools differ
+    other_seed = _plans(arms[0].replace(seed=4), data, 0)[0]
+    assert not np.array_equal(other_seed.indices, ref.indices)
+
+
+def test_weight_zero_arm_trains_exactly_like_supervised_only(data):
+    """With semantic weight 0 the unlabeled batch changes nothing (its BatchNorm statistics are
+    the labeled batch's, running statistics untouched): same losses, same weights as ``none``."""
+    base = dict(augment="crop", epochs=2, steps_per_epoch=5)
+    none = ssl.train(_cfg(**base), data)
+    zero = ssl.train(_cfg(unlabeled="generated", semantic_weight=0.0, **base), data)
+    for a, b in zip(none["history"], zero["history"]):
+        assert a["supervised_loss"] == pytest.approx(b["supervised_loss"], rel=1e-5)
+        assert (a["labeled_digest"], a["train_accuracy"], a["val_accuracy"]) == (
+            b["labeled_digest"], b["train_accuracy"], b["val_accuracy"])
+    sa, sb = none["model"].state_dict(), zero["model"].state_dict()
+    assert all(torch.allclose(sa[k].float(), sb[k].float(), rtol=1e-4, atol=1e-5) for k in sa)
+
+
+def test_test_predictions_are_the_best_epochs_argmax_and_survive_resume(data):
+    cfg = _cfg(epochs=3, unlabeled="real", semantic_weight=0.5)
+    states = {}
+    result = ssl.train(cfg, data, on_epoch=lambda row, checkpoint: states.update({row["epoch"]: checkpoint()}))
+    pred = result["test_predictions"]
+    assert pred.dtype == np.int8 and pred.shape == data.test_labels.shape
+    assert np.mean(pred == data.test_labels) == result["test_accuracy"]
+    best = states[result["best_epoch"]]        # the model as it was at the best epoch
+    model = ssl.build_model(cfg, data.test_images.shape[1:], 10)
+    model.load_state_dict(best["model"])
+    expected = ssl.predict(model, torch.from_numpy(data.test_images), 7).numpy()
+    assert np.array_equal(pred, expected) and np.array_equal(states[3]["test_predictions"].numpy(), pred)
+    assert all(s["test_predictions"].dtype == torch.int8 for s in states.values())
+    buf = io.BytesIO()
+    torch.save(states[1], buf)
+    resumed = ssl.train(cfg, data, state=torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
+    assert np.array_equal(resumed["test_predictions"], pred)
+
+
 # --------------------------------------------------------------------------- input checks
 
 @pytest.mark.parametrize("changes, match", [
