@@ -120,6 +120,22 @@ def test_weighted_semantic_is_the_self_normalized_weighted_mean():
         ssl.weighted_semantic(logits, torch.zeros(2))
 
 
+def test_recompute_batch_norm_sets_the_images_mean_and_variance_and_restores_momentum():
+    model = ssl.build_model(_cfg(), (1, 8, 8), 10)
+    images = torch.randint(0, 256, (40, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        h = model.stem[0](images.float() / 127.5 - 1.0)            # what the first BatchNorm sees
+    bn = model.stem[1]
+    for batch_size in (40, 20):   # one pass, or two equal passes: their means average to the mean
+        ssl.recompute_batch_norm(model, images, batch_size)
+        assert torch.allclose(bn.running_mean, h.mean(dim=(0, 2, 3)), atol=1e-5)
+        assert bn.momentum == 0.1 and not model.training
+    halves = [h[:20].var(dim=(0, 2, 3), unbiased=True), h[20:].var(dim=(0, 2, 3), unbiased=True)]
+    assert torch.allclose(bn.running_var, (halves[0] + halves[1]) / 2, rtol=1e-4)
+    ssl.recompute_batch_norm(model, images, 40)
+    assert torch.allclose(bn.running_var, h.var(dim=(0, 2, 3), unbiased=True), rtol=1e-4)
+
+
 def test_best_epoch_is_the_first_maximum_of_val_accuracy():
     history = []
     for epoch, (val, test) in enumerate([(0.5, 0.1), (0.7, 0.2), (0.7, 0.9), (0.6, 0.8)], start=1):
