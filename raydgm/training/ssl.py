@@ -1,9 +1,10 @@
 """Semi-supervised classifier: cross-entropy on a fixed labeled subset + semantic loss.
 
 Per step, a labeled batch (x_l, y_l) of the real train split's fixed labeled subset and an
-unlabeled batch x_u of ``cfg.unlabeled``'s pool go through the network in one pass, every
-BatchNorm normalizing both with the labeled batch's statistics and updating its running
-statistics from the labeled rows only (:func:`labeled_statistics`); loss = CE(f(x_l), y_l)
+unlabeled batch x_u of ``cfg.unlabeled``'s pool go through the network in two passes, every
+BatchNorm normalizing both with the labeled batch's statistics (:func:`labeled_statistics`);
+evaluation normalizes with statistics recomputed from the labeled subset under the current
+weights (:func:`recompute_batch_norm`); loss = CE(f(x_l), y_l)
 + lambda_t S(x_u), lambda_t the semantic weight, ramped up over ``semantic_rampup_epochs``
 (:func:`semantic_weight_at`), Adam's lr constant or cosine per step (:func:`learning_rate_at`),
 where S is the exactly-one semantic loss (Xu et al. 2018; ``raydgm.semantic_loss``)
@@ -278,49 +279,57 @@ def _train_epoch(model: ResNet, opt: torch.optim.Optimizer, cfg: SSLConfig, t: "
 
 
 def _forward(model: ResNet, x: torch.Tensor, x_u: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Logits of the labeled uint8 (B, C, H, W) ``x`` and the unlabeled (B_u, C, H, W) ``x_u``
-    in one pass, every BatchNorm using the labeled rows' statistics (:func:`labeled_statistics`)."""
+    """Logits of the labeled uint8 (B, C, H, W) ``x`` and the unlabeled (B_u, C, H, W) ``x_u``:
+    two passes, the second normalized with the first's batch statistics (:func:`labeled_statistics`)."""
     if x_u is None:
         return model(x), None
-    with labeled_statistics(model, len(x)):
-        out = model(torch.cat([x, x_u]))                            # (B + B_u, K)
-    return out[:len(x)], out[len(x):]
+    with labeled_statistics(model) as unlabeled_pass:
+        logits = model(x)                                           # (B, K), standard BatchNorm
+        unlabeled_pass()
+        return logits, model(x_u)                                   # (B_u, K)
 
 
-def _split_batch_norm(m: torch.nn.BatchNorm2d, n: int, x: torch.Tensor) -> torch.Tensor:
-    """BatchNorm of (B, C, H, W) ``x`` with the statistics of its first ``n`` rows: those rows
-    exactly as ``m`` alone would (running statistics updated from them), the rest with their
-    mean and biased variance (gradients flow through both to every row)."""
-    head = F.batch_norm(x[:n], m.running_mean, m.running_var, m.weight, m.bias, True, m.momentum, m.eps)
-    if m.num_batches_tracked is not None:
-        m.num_batches_tracked.add_(1)
-    if n == len(x):
-        return head
-    mean = x[:n].mean(dim=(0, 2, 3), keepdim=True)                     # (1, C, 1, 1)
-    var = x[:n].var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+def _remember_batch_norm(m: torch.nn.BatchNorm2d, stats: dict, x: torch.Tensor) -> torch.Tensor:
+    """``m``'s own train-mode forward of (B, C, H, W) ``x``, keeping x's batch mean and biased
+    variance (with their gradients) in ``stats[m]``."""
+    stats[m] = torch.var_mean(x, dim=(0, 2, 3), unbiased=False, keepdim=True)   # (1, C, 1, 1) each
+    return F.batch_norm(x, m.running_mean, m.running_var, m.weight, m.bias, True, m.momentum, m.eps)
+
+
+def _reuse_batch_norm(m: torch.nn.BatchNorm2d, stats: dict, x: torch.Tensor) -> torch.Tensor:
+    """(B_u, C, H, W) ``x`` normalized with the statistics ``stats[m]`` of the labeled pass."""
+    var, mean = stats[m]
     scale = m.weight.view(1, -1, 1, 1) * torch.rsqrt(var + m.eps)
-    return torch.cat([head, (x[n:] - mean) * scale + m.bias.view(1, -1, 1, 1)])
+    return torch.addcmul(m.bias.view(1, -1, 1, 1) - mean * scale, x, scale)
 
 
 @contextlib.contextmanager
-def labeled_statistics(model: torch.nn.Module, n: int) -> Iterator[None]:
-    """In train mode, every BatchNorm2d of ``model`` normalizes its whole input with the
-    statistics of the input's first ``n`` rows (the labeled real images) and updates its
-    running statistics from those rows only; the other rows (unlabeled) are normalized as if
-    they were in that batch.
+def labeled_statistics(model: torch.nn.Module) -> Iterator[Callable[[], None]]:
+    """Two passes through ``model`` (train mode) in which the second (unlabeled) is normalized by
+    every BatchNorm2d with the batch statistics of the first (the labeled real images), and
+    only the first updates the running statistics. Yields a function to call between them.
 
     So the unlabeled rows pass through the function the labeled ones do (and that eval mode,
-    normalizing with real images' statistics, approximates), in one pass of B + B_u images,
-    and a weight-0 arm trains exactly as supervised-only. Measured alternatives (mnist5k, 100
-    labels, weight 0.5): the unlabeled pass in eval mode collapsed to one class (val 0.13 at
-    every epoch, 2 seeds); generated images in the running statistics collapsed val accuracy
-    to 0.28 at 1,000 labels (an earlier version).
+    normalizing with real images' statistics, approximates): gradients reach the weights
+    through the labeled statistics, and a weight-0 arm trains exactly as supervised-only.
+    Measured on mnist5k, 100 labels, 2 seeds, evaluated with recomputed statistics: weight 0.5
+    fell at most 0.02 below its best val accuracy in a later epoch (0.058 with each pass
+    normalized by its own batch statistics; same best val accuracy, 0.89-0.91); the unlabeled
+    pass in eval mode collapsed to one class (val 0.13 at every epoch); generated images in the
+    running statistics collapsed val accuracy to 0.28 at 1,000 labels (an earlier version).
+    Cost (ResNet-8 width 8, 32x32, 1 thread): 21.4 steps/s against 26.2 with own statistics
+    and 18.3 for one pass of 64 images with these statistics.
     """
     layers = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    stats: dict[torch.nn.Module, tuple[torch.Tensor, torch.Tensor]] = {}
     for m in layers:
-        m.forward = functools.partial(_split_batch_norm, m, n)
+        m.forward = functools.partial(_remember_batch_norm, m, stats)
+
+    def unlabeled_pass() -> None:
+        for m in layers:
+            m.forward = functools.partial(_reuse_batch_norm, m, stats)
     try:
-        yield
+        yield unlabeled_pass
     finally:
         for m in layers:
             del m.forward
