@@ -120,6 +120,22 @@ def test_weighted_semantic_is_the_self_normalized_weighted_mean():
         ssl.weighted_semantic(logits, torch.zeros(2))
 
 
+def test_recompute_batch_norm_sets_the_images_mean_and_variance_and_restores_momentum():
+    model = ssl.build_model(_cfg(), (1, 8, 8), 10)
+    images = torch.randint(0, 256, (40, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        h = model.stem[0](images.float() / 127.5 - 1.0)            # what the first BatchNorm sees
+    bn = model.stem[1]
+    for batch_size in (40, 20):   # one pass, or two equal passes: their means average to the mean
+        ssl.recompute_batch_norm(model, images, batch_size)
+        assert torch.allclose(bn.running_mean, h.mean(dim=(0, 2, 3)), atol=1e-5)
+        assert bn.momentum == 0.1 and not model.training
+    halves = [h[:20].var(dim=(0, 2, 3), unbiased=True), h[20:].var(dim=(0, 2, 3), unbiased=True)]
+    assert torch.allclose(bn.running_var, (halves[0] + halves[1]) / 2, rtol=1e-4)
+    ssl.recompute_batch_norm(model, images, 40)
+    assert torch.allclose(bn.running_var, h.var(dim=(0, 2, 3), unbiased=True), rtol=1e-4)
+
+
 def test_best_epoch_is_the_first_maximum_of_val_accuracy():
     history = []
     for epoch, (val, test) in enumerate([(0.5, 0.1), (0.7, 0.2), (0.7, 0.9), (0.6, 0.8)], start=1):
@@ -130,6 +146,18 @@ def test_best_epoch_is_the_first_maximum_of_val_accuracy():
 
 
 # --------------------------------------------------------------------------- training
+
+def test_learning_rate_and_semantic_weight_are_pure_functions_of_the_global_step():
+    cfg = _cfg(lr_schedule="cosine", learning_rate=0.2, semantic_weight=0.5, semantic_rampup_epochs=2.0)
+    lr = [ssl.learning_rate_at(cfg, step, 100) for step in (0, 25, 50, 100, 130)]
+    assert lr == pytest.approx([0.2, 0.2 * (1 + math.sqrt(0.5)) / 2, 0.1, 0.0, 0.0], abs=1e-15)
+    assert ssl.learning_rate_at(cfg.replace(lr_schedule="constant"), 77, 100) == 0.2
+    # ramp-up over 2 epochs of 10 steps: t = step / 20, weight 0.5 exp(-5 (1 - t)^2)
+    w = [ssl.semantic_weight_at(cfg, step, 10) for step in (0, 10, 15, 20, 999)]
+    assert w == pytest.approx([0.5 * math.exp(-5), 0.5 * math.exp(-5 / 4), 0.5 * math.exp(-5 / 16), 0.5, 0.5])
+    assert ssl.semantic_weight_at(cfg.replace(semantic_rampup_epochs=0.0), 0, 10) == 0.5
+
+
 
 def test_rows_report_test_accuracy_at_the_best_val_epoch(data):
     result = ssl.train(_cfg(epochs=4, unlabeled="real", semantic_weight=0.5), data)
@@ -196,9 +224,31 @@ def test_weighted_with_equal_log_weights_is_the_generated_run(data):
     assert skewed["history"][0]["semantic_loss"] != plain["history"][0]["semantic_loss"]
 
 
-@pytest.mark.parametrize("unlabeled", ["weighted", "real"])
-def test_resume_from_a_saved_checkpoint_matches_the_uninterrupted_run(data, unlabeled):
-    cfg = _cfg(unlabeled=unlabeled, semantic_weight=0.5, augment="crop_flip")
+def test_semantic_arm_val_accuracy_does_not_collapse_after_a_good_epoch():
+    """Baseline (PCA + GMM) samples as the unlabeled pool, weight 0.5, Adam at lr 0.1: the weights
+    move far within the running statistics' ~10-step moving average. Evaluated with those
+    statistics (before ``recompute_batch_norm``) each of these seeds fell 0.06-0.14 below its
+    best val accuracy in a later epoch; with recomputed statistics none falls more than 0.05."""
+    from raydgm.training.generators import fit_baseline
+    ds = load_dataset("digits")
+    (xt, yt), (xv, yv), (xs, ys) = ds.split("train"), ds.split("val"), ds.split("test")
+    gen = fit_baseline(xt, pca_dim=8, n_components=4, seed=0).sample(600, torch.Generator().manual_seed(0))
+    data = ssl.SSLData(xt, yt, xv, yv, xs, ys, ds.num_classes, generated=gen.numpy())
+    for seed in (0, 1, 3):
+        cfg = SSLConfig.from_dict({"model": {"depth": 8, "width": 8}, "labeled_size": 100, "epochs": 4,
+                                   "steps_per_epoch": 20, "batch_size": 32, "learning_rate": 0.1,
+                                   "eval_batch_size": 400, "unlabeled": "generated", "semantic_weight": 0.5,
+                                   "seed": seed})
+        val = [r["val_accuracy"] for r in ssl.train(cfg, data)["history"]]
+        assert all(val[i] >= max(val[:i]) - 0.05 for i in range(1, len(val))), (seed, val)
+        assert max(val) > 0.6, (seed, val)   # it learned: chance is 0.1
+
+
+@pytest.mark.parametrize("unlabeled, schedules", [
+    ("weighted", {}), ("real", {}), ("generated", {"lr_schedule": "cosine", "semantic_rampup_epochs": 1.5}),
+])
+def test_resume_from_a_saved_checkpoint_matches_the_uninterrupted_run(data, unlabeled, schedules):
+    cfg = _cfg(unlabeled=unlabeled, semantic_weight=0.5, augment="crop_flip", **schedules)
     saved = {}
 
     def keep(row, checkpoint):
@@ -216,6 +266,70 @@ def test_resume_from_a_saved_checkpoint_matches_the_uninterrupted_run(data, unla
     assert done["history"] == full["history"]   # nothing left to train
     with pytest.raises(ValueError, match="another SSL config"):
         ssl.train(cfg.replace(seed=5), data, state=state)
+    if schedules:   # a cosine schedule spans cfg.epochs: more epochs would change every step's lr
+        with pytest.raises(ValueError, match="another SSL config"):
+            ssl.train(cfg.replace(epochs=3), data, state=state)
+
+
+def _plans(cfg, data, epoch):
+    t = ssl._tensors(cfg, data, ssl.validate(cfg, data), torch.device("cpu"))
+    return ssl.epoch_plans(cfg, t, epoch)
+
+
+def test_arms_of_a_seed_see_the_same_labeled_batches_pixel_for_pixel(data):
+    """The labeled stream (seed, 1, epoch) is the arms' shared one: same indices, same crops and
+    flips at every step, whatever the unlabeled source, its batch size or the semantic weight."""
+    base = dict(augment="crop_flip", steps_per_epoch=6, batch_size=16, seed=3)
+    arms = [_cfg(**base), _cfg(unlabeled="generated", semantic_weight=0.5, **base),
+            _cfg(unlabeled="resampled", semantic_weight=0.05, unlabeled_batch_size=8, **base),
+            _cfg(unlabeled="real", semantic_weight=2.0, **base)]
+    for epoch in (0, 2):
+        (ref, none_unl), *others = [_plans(c, data, epoch) for c in arms]
+        assert none_unl is None and ref.indices.shape == (6 * 16,)
+        steps = [ref.images(s) for s in range(6)]
+        assert any(not torch.equal(x, torch.from_numpy(data.train_images[ref.indices[ref.rows(s)]]))
+                   for s, x in enumerate(steps))   # the crops are real: not the raw images
+        for lab, unl in others:
+            assert np.array_equal(lab.indices, ref.indices)
+            assert all(torch.equal(lab.images(s), x) for s, x in enumerate(steps))
+            assert unl is not None and len(unl.indices) == 6 * unl.batch
+    gen, res = _plans(arms[1], data, 0)[1], _plans(arms[2], data, 0)[1]
+    assert not np.array_equal(gen.indices[:8], res.indices[:8])   # unlabeled pools differ
+    other_seed = _plans(arms[0].replace(seed=4), data, 0)[0]
+    assert not np.array_equal(other_seed.indices, ref.indices)
+
+
+def test_weight_zero_arm_trains_exactly_like_supervised_only(data):
+    """With semantic weight 0 the unlabeled batch changes nothing (its BatchNorm statistics are
+    the labeled batch's, running statistics untouched): same losses, same weights as ``none``."""
+    base = dict(augment="crop", epochs=2, steps_per_epoch=5)
+    none = ssl.train(_cfg(**base), data)
+    zero = ssl.train(_cfg(unlabeled="generated", semantic_weight=0.0, **base), data)
+    for a, b in zip(none["history"], zero["history"]):
+        assert a["supervised_loss"] == pytest.approx(b["supervised_loss"], rel=1e-5)
+        assert (a["labeled_digest"], a["train_accuracy"], a["val_accuracy"]) == (
+            b["labeled_digest"], b["train_accuracy"], b["val_accuracy"])
+    sa, sb = none["model"].state_dict(), zero["model"].state_dict()
+    assert all(torch.allclose(sa[k].float(), sb[k].float(), rtol=1e-4, atol=1e-5) for k in sa)
+
+
+def test_test_predictions_are_the_best_epochs_argmax_and_survive_resume(data):
+    cfg = _cfg(epochs=3, unlabeled="real", semantic_weight=0.5)
+    states = {}
+    result = ssl.train(cfg, data, on_epoch=lambda row, checkpoint: states.update({row["epoch"]: checkpoint()}))
+    pred = result["test_predictions"]
+    assert pred.dtype == np.int8 and pred.shape == data.test_labels.shape
+    assert np.mean(pred == data.test_labels) == result["test_accuracy"]
+    best = states[result["best_epoch"]]        # the model as it was at the best epoch
+    model = ssl.build_model(cfg, data.test_images.shape[1:], 10)
+    model.load_state_dict(best["model"])
+    expected = ssl.predict(model, torch.from_numpy(data.test_images), 7).numpy()
+    assert np.array_equal(pred, expected) and np.array_equal(states[3]["test_predictions"].numpy(), pred)
+    assert all(s["test_predictions"].dtype == torch.int8 for s in states.values())
+    buf = io.BytesIO()
+    torch.save(states[1], buf)
+    resumed = ssl.train(cfg, data, state=torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
+    assert np.array_equal(resumed["test_predictions"], pred)
 
 
 # --------------------------------------------------------------------------- input checks

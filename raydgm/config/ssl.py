@@ -42,6 +42,8 @@ class SSLTrainingConfig(Config):
     batch_size: int = Field(32, ge=1)        # labeled batch
     unlabeled_batch_size: int | None = Field(None, ge=1)  # None: batch_size
     learning_rate: float = Field(3e-3, gt=0.0)   # Adam; the thesis used 1e-3 for 20 epochs
+    lr_schedule: Literal["constant", "cosine"] = "constant"   # cosine: per step, to 0 at the last step
+    semantic_rampup_epochs: float = Field(0.0, ge=0.0)   # semantic weight x exp(-5 (1 - t)^2), t: 0 -> 1
     weight_decay: float = Field(0.0, ge=0.0)
     augment: Literal["none", "crop", "crop_flip"] = "crop"   # training batches only; no flips for digits
     eval_batch_size: int = Field(500, ge=1)

@@ -1,9 +1,12 @@
 """Semi-supervised classifier: cross-entropy on a fixed labeled subset + semantic loss.
 
 Per step, a labeled batch (x_l, y_l) of the real train split's fixed labeled subset and an
-unlabeled batch x_u of ``cfg.unlabeled``'s pool go through the network in two passes, the
-second with BatchNorm's running statistics frozen (so eval mode normalizes with real images'
-statistics only, see :func:`running_stats_frozen`); loss = CE(f(x_l), y_l) + semantic_weight S(x_u),
+unlabeled batch x_u of ``cfg.unlabeled``'s pool go through the network in two passes, every
+BatchNorm normalizing both with the labeled batch's statistics (:func:`labeled_statistics`);
+evaluation normalizes with statistics recomputed from the labeled subset under the current
+weights (:func:`recompute_batch_norm`); loss = CE(f(x_l), y_l)
++ lambda_t S(x_u), lambda_t the semantic weight, ramped up over ``semantic_rampup_epochs``
+(:func:`semantic_weight_at`), Adam's lr constant or cosine per step (:func:`learning_rate_at`),
 where S is the exactly-one semantic loss (Xu et al. 2018; ``raydgm.semantic_loss``)
 averaged over x_u, or for ``unlabeled="weighted"`` its self-normalized importance-weighted
 average sum_i softmax(log w_u)_i L_i (Grover et al. 2019, Sec. 4), see
@@ -14,15 +17,21 @@ replacement. Labeled batches cycle through per-epoch permutations of the subset,
 (labeled_size, seed) for the whole run (the 2023 thesis re-drew it every epoch).
 
 Randomness: initial weights from torch's generator seeded by (seed, 0) under
-``fork_rng`` (global state untouched); epoch e (0-based) draws its batches and
-augmentations from ``np.random.default_rng([seed, 1, e])`` only. Training draws nothing
-else, so a run resumed from an epoch-k checkpoint ends with the same weights and history as
-an uninterrupted run (same device and thread count). The validation split picks the epoch,
-the test split is reported at that epoch. Imports no Ray and no MLflow.
+``fork_rng`` (global state untouched); epoch e (0-based) draws its labeled batches (the
+permutation, then the labeled augmentation) from ``np.random.default_rng([seed, 1, e])`` and
+its unlabeled draws and their augmentation from ``np.random.default_rng([seed, 2, e])``
+(:func:`epoch_plans`), so every arm of a seed (``none``, ``generated``, ...) sees the same
+labeled batches, pixel for pixel. Training draws nothing else, and the learning rate and
+semantic weight of a step are pure functions of its global step (:func:`learning_rate_at`,
+:func:`semantic_weight_at`), so a run resumed from an epoch-k checkpoint ends with the same
+weights and history as an uninterrupted run (same device and thread count). The validation
+split picks the epoch, the test split is reported at that epoch (its accuracy and its
+predictions). Imports no Ray and no MLflow.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -40,9 +49,10 @@ from raydgm.data import labeled_subset
 from raydgm.models.resnet import ResNet
 from raydgm.semantic_loss import exactly_one
 from raydgm.training.common import check_finite, derived_seed
+from raydgm.training.ssl_batches import Plan, augment, index_digest, labeled_plan, unlabeled_plan
 from raydgm.training.ssl_data import SSLData
 
-CHECKPOINT_FORMAT = "raydgm.ssl/1"
+CHECKPOINT_FORMAT = "raydgm.ssl/2"
 OnEpoch = Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None]
 _RESUME_FREE = ("epochs", "device", "eval_batch_size")   # may change between run and resume
 
@@ -55,11 +65,13 @@ def validate(cfg: SSLConfig, data: SSLData) -> np.ndarray:
     num_classes; the unlabeled source missing from ``data``; ``real`` with no train rows
     outside the labeled subset; ``semantic_weight > 0`` with ``unlabeled='none'`` (it would do
     nothing); an unusable device. ``semantic_weight = 0`` with a source is allowed: unlabeled
-    batches still pass through the network (BatchNorm sees them), the control run.
+    batches still pass through the network, which then trains exactly as ``none`` does.
     """
     if not isinstance(cfg, SSLConfig) or not isinstance(data, SSLData):
         raise ValueError(f"expected (SSLConfig, SSLData), got ({type(cfg).__name__}, {type(data).__name__})")
     n = len(data.train_labels)
+    if data.num_classes > 127:
+        raise ValueError(f"num_classes={data.num_classes}: test predictions are kept as int8 (at most 127 classes)")
     try:
         labeled = labeled_subset(data.train_labels, cfg.labeled_size, cfg.seed, data.num_classes)
     except ValueError as err:
@@ -111,37 +123,6 @@ def weighted_semantic(logits: torch.Tensor, log_weights: torch.Tensor) -> torch.
     return (w * exactly_one(logits)).sum()
 
 
-def augment(images: torch.Tensor, mode: str, rng: np.random.Generator) -> torch.Tensor:
-    """Random translation (and flips) of uint8 (B, C, H, W) images; same shape and dtype.
-
-    ``crop``: zero-pad by p (2, or 1 when H <= 8) and crop a random H x W window (offsets
-    uniform in 0..2p per image); ``crop_flip``: also mirror each window left-right with
-    probability 1/2; ``none``: the images themselves. Draws only from ``rng``.
-    """
-    if mode == "none":
-        return images
-    if mode not in ("crop", "crop_flip"):
-        raise ValueError(f"unknown augment {mode!r}; known: none, crop, crop_flip")
-    B, C, H, W = images.shape
-    p = 1 if H <= 8 else 2
-    dy, dx = rng.integers(0, 2 * p + 1, size=B), rng.integers(0, 2 * p + 1, size=B)
-    flip = rng.random(B) < 0.5 if mode == "crop_flip" else np.zeros(B, dtype=bool)
-    rows = dy[:, None] + np.arange(H)                                         # (B, H)
-    cols = dx[:, None] + np.where(flip[:, None], W - 1 - np.arange(W), np.arange(W))   # (B, W)
-    dev = images.device
-    r, c = torch.from_numpy(rows).to(dev), torch.from_numpy(cols).to(dev)
-    padded = F.pad(images, (p, p, p, p))
-    b = torch.arange(B, device=dev).view(B, 1, 1, 1)
-    ch = torch.arange(C, device=dev).view(1, C, 1, 1)
-    return padded[b, ch, r.view(B, 1, H, 1), c.view(B, 1, 1, W)]
-
-
-def index_digest(indices: np.ndarray) -> int:
-    """48-bit int of sha256 over the sorted distinct int64 ``indices``: equal sets, equal digests."""
-    blob = np.unique(np.asarray(indices, dtype=np.int64)).astype("<i8").tobytes()
-    return int(hashlib.sha256(blob).hexdigest()[:12], 16)
-
-
 @dataclass(frozen=True, eq=False)
 class _Tensors:
     """``SSLData`` on the training device, plus the labeled subset and the unlabeled pool."""
@@ -180,17 +161,19 @@ def train(cfg: SSLConfig, data: SSLData, *, on_epoch: OnEpoch | None = None,
     Args:
         on_epoch: called after every epoch as ``on_epoch(row, checkpoint)``; ``checkpoint()``
             (call it inside on_epoch) returns the resume state: CPU copies of model and
-            optimizer state, epoch, history; only tensors, numbers, strings, lists and dicts,
-            so it round-trips through ``torch.save`` / ``torch.load(weights_only=True)``.
+            optimizer state, epoch, history, and "test_predictions" (int8 (N_test,) at the best
+            epoch so far); only tensors, numbers, strings, lists and dicts, so it round-trips
+            through ``torch.save`` / ``torch.load(weights_only=True)``.
         state: such a state; training resumes after its epoch (its config may differ from
-            ``cfg`` only in epochs, device and eval_batch_size).
+            ``cfg`` only in epochs (constant lr_schedule only), device and eval_batch_size).
         progress: print one line per epoch to stderr.
 
     Returns:
         {"history": rows, "best_epoch", "val_accuracy" (best), "test_accuracy" (at the best
-        epoch), "labeled_indices" (int64 into the train split), "model" (the last epoch's
+        epoch), "test_predictions" (np.int8 (N_test,): argmax class of every test image at the
+        best epoch), "labeled_indices" (int64 into the train split), "model" (the last epoch's
         ResNet, eval mode)}. Row keys: epoch (1-based), train_loss, supervised_loss,
-        semantic_loss (the term before semantic_weight; 0 for 'none'), train_accuracy
+        semantic_loss (the term before the semantic weight; 0 for 'none'), train_accuracy
         (labeled batches, augmented, train mode), labeled_seen, labeled_digest (see
         :func:`index_digest`) of the labeled indices used this epoch, val_accuracy,
         test_accuracy, best_epoch, best_val_accuracy, test_accuracy_at_best (the first
@@ -198,50 +181,91 @@ def train(cfg: SSLConfig, data: SSLData, *, on_epoch: OnEpoch | None = None,
     """
     labeled = validate(cfg, data)
     device = torch.device(cfg.device)
-    model = build_model(cfg, data.train_images.shape[1:], data.num_classes).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    start, history = (0, []) if state is None else _restore(state, cfg, model, opt, labeled)
+    model = build_model(cfg, data.train_images.shape[1:], data.num_classes).to(device, memory_format=_memory_format(device))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay, foreach=True)
+    start, history, best = (0, [], None) if state is None else _restore(state, cfg, model, opt, labeled)
     t = _tensors(cfg, data, labeled, device)
     for epoch in range(start, cfg.epochs):
         row = _train_epoch(model, opt, cfg, t, epoch)
-        row["val_accuracy"] = accuracy(model, *t.val, cfg.eval_batch_size)
-        row["test_accuracy"] = accuracy(model, *t.test, cfg.eval_batch_size)
+        recompute_batch_norm(model, t.train_x[torch.from_numpy(_bn_rows(t.labeled)).to(device)], cfg.eval_batch_size)
+        row["val_accuracy"] = accuracy(predict(model, t.val[0], cfg.eval_batch_size), t.val[1])
+        test_pred = predict(model, t.test[0], cfg.eval_batch_size)
+        row["test_accuracy"] = accuracy(test_pred, t.test[1])
         row.update(_best(row, history))
+        best = test_pred.to("cpu", torch.int8) if row["best_epoch"] == row["epoch"] else best
         history.append(row)
         if progress:
             print(f"ssl epoch {row['epoch']}/{cfg.epochs}: " + ", ".join(f"{k} {row[k]:.4f}" for k in (
                 "train_loss", "val_accuracy", "test_accuracy")), file=sys.stderr, flush=True)
         if on_epoch is not None:
-            on_epoch(dict(row), lambda: _checkpoint(cfg, model, opt, history, labeled))
+            on_epoch(dict(row), lambda: _checkpoint(cfg, model, opt, history, labeled, best))
     last = history[-1]
     return {"history": history, "best_epoch": last["best_epoch"], "val_accuracy": last["best_val_accuracy"],
-            "test_accuracy": last["test_accuracy_at_best"], "labeled_indices": labeled, "model": model.eval()}
+            "test_accuracy": last["test_accuracy_at_best"], "test_predictions": best.numpy().copy(),
+            "labeled_indices": labeled, "model": model.eval()}
 
 
-def _train_epoch(model: ResNet, opt: torch.optim.Optimizer, cfg: SSLConfig, t: _Tensors,
+def _memory_format(device: torch.device) -> torch.memory_format:
+    """channels_last on the CPU (oneDNN's convs, see bench/ssl.py); what the device prefers elsewhere."""
+    return torch.channels_last if device.type == "cpu" else torch.preserve_format
+
+
+def steps_per_epoch(cfg: SSLConfig, n_train: int) -> int:
+    """``cfg.steps_per_epoch``, or None: one pass over the ``n_train`` train images' size."""
+    return cfg.steps_per_epoch or math.ceil(n_train / cfg.batch_size)
+
+
+def epoch_plans(cfg: SSLConfig, t: "_Tensors", epoch: int) -> tuple[Plan, Plan | None]:
+    """Epoch ``epoch``'s (0-based) labeled plan and unlabeled plan (None for 'none'), from
+    their own streams (``raydgm.training.ssl_batches``): the labeled one depends only on the
+    labeled subset, seed, batch_size, steps and augment, so every arm of a seed shares it."""
+    steps = steps_per_epoch(cfg, len(t.train_x))
+    lab = labeled_plan(t.train_x, t.labeled, steps=steps, batch=cfg.batch_size, augment=cfg.augment,
+                       seed=cfg.seed, epoch=epoch)
+    if t.choices is None:
+        return lab, None
+    return lab, unlabeled_plan(t.pool, t.choices, steps=steps, batch=cfg.unlabeled_batch_size or cfg.batch_size,
+                               augment=cfg.augment, seed=cfg.seed, epoch=epoch)
+
+
+def learning_rate_at(cfg: SSLConfig, step: int, total: int) -> float:
+    """Adam's lr at 0-based global ``step`` of ``total``: constant, or cosine
+    lr (1 + cos(pi step / total)) / 2 (Loshchilov & Hutter 2017, no restarts; 0 after the run)."""
+    if cfg.lr_schedule == "constant":
+        return cfg.learning_rate
+    return cfg.learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+
+
+def semantic_weight_at(cfg: SSLConfig, step: int, steps: int) -> float:
+    """The semantic weight at 0-based global ``step`` (``steps`` per epoch): ``semantic_weight``
+    x exp(-5 (1 - t)^2), t = min(1, step / (semantic_rampup_epochs * steps)) (Laine & Aila 2017,
+    Sec. 3.1); no ramp-up (the full weight) when semantic_rampup_epochs is 0."""
+    ramp = cfg.semantic_rampup_epochs * steps
+    if ramp <= 0 or step >= ramp:
+        return cfg.semantic_weight
+    return cfg.semantic_weight * math.exp(-5.0 * (1.0 - step / ramp) ** 2)
+
+
+def _train_epoch(model: ResNet, opt: torch.optim.Optimizer, cfg: SSLConfig, t: "_Tensors",
                  epoch: int) -> dict[str, Any]:
     """One epoch of ``steps_per_epoch`` steps; epoch is 0-based, the row's ``epoch`` 1-based."""
     model.train()
-    rng = np.random.default_rng([cfg.seed, 1, epoch])
-    bs, ubs = cfg.batch_size, cfg.unlabeled_batch_size or cfg.batch_size
-    steps = cfg.steps_per_epoch or math.ceil(len(t.train_x) / bs)
-    reps = math.ceil(steps * bs / len(t.labeled))   # cycle through fresh permutations
-    lab = np.concatenate([t.labeled[rng.permutation(len(t.labeled))] for _ in range(reps)])[:steps * bs]
-    unl = None if t.choices is None else t.choices[rng.integers(0, len(t.choices), size=steps * ubs)]
+    lab, unl = epoch_plans(cfg, t, epoch)
+    steps = len(lab.indices) // lab.batch
     sums = torch.zeros(4, dtype=torch.float64, device=t.train_x.device)   # total, CE, semantic, correct
+    ys = t.train_y[torch.from_numpy(lab.indices).to(t.train_y.device)].view(steps, lab.batch)
+    lws = None if t.log_w is None else t.log_w[torch.from_numpy(unl.indices).to(t.log_w.device)].view(steps, -1)
     for s in range(steps):
-        li = torch.from_numpy(lab[s * bs:(s + 1) * bs]).to(t.train_x.device)
-        x, y = augment(t.train_x[li], cfg.augment, rng), t.train_y[li]
-        ui = None if unl is None else torch.from_numpy(unl[s * ubs:(s + 1) * ubs]).to(x.device)
-        logits = model(x)                                           # (bs, K)
+        g, y = epoch * steps + s, ys[s]
+        for group in opt.param_groups:
+            group["lr"] = learning_rate_at(cfg, g, cfg.epochs * steps)
+        x_u = None if unl is None else unl.images(s)
+        logits, u_logits = _forward(model, lab.images(s), x_u)      # (bs, K), (ubs, K) or None
         ce = F.cross_entropy(logits, y)
-        sem = torch.zeros((), device=x.device)
-        if ui is not None:
-            with running_stats_frozen(model):                       # eval BN sees real images only
-                u_logits = model(augment(t.pool[ui], cfg.augment, rng))   # (ubs, K)
-            sem = (weighted_semantic(u_logits, t.log_w[ui]) if t.log_w is not None
-                   else exactly_one(u_logits).mean())
-        loss = ce + cfg.semantic_weight * sem
+        sem = torch.zeros((), device=logits.device)
+        if u_logits is not None:
+            sem = weighted_semantic(u_logits, lws[s]) if lws is not None else exactly_one(u_logits).mean()
+        loss = ce + semantic_weight_at(cfg, g, steps) * sem
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -250,39 +274,113 @@ def _train_epoch(model: ResNet, opt: torch.optim.Optimizer, cfg: SSLConfig, t: _
     total, ce_sum, sem_sum, correct_sum = sums.tolist()   # one device sync per epoch
     check_finite(total / steps, "ssl training loss", epoch, f"lower learning_rate (now {cfg.learning_rate})")
     return {"epoch": epoch + 1, "train_loss": total / steps, "supervised_loss": ce_sum / steps,
-            "semantic_loss": sem_sum / steps, "train_accuracy": correct_sum / (steps * bs),
-            "labeled_seen": int(np.unique(lab).size), "labeled_digest": index_digest(lab)}
+            "semantic_loss": sem_sum / steps, "train_accuracy": correct_sum / (steps * lab.batch),
+            "labeled_seen": int(np.unique(lab.indices).size), "labeled_digest": index_digest(lab.indices)}
+
+
+def _forward(model: ResNet, x: torch.Tensor, x_u: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits of the labeled uint8 (B, C, H, W) ``x`` and the unlabeled (B_u, C, H, W) ``x_u``:
+    two passes, the second normalized with the first's batch statistics (:func:`labeled_statistics`)."""
+    if x_u is None:
+        return model(x), None
+    with labeled_statistics(model) as unlabeled_pass:
+        logits = model(x)                                           # (B, K), standard BatchNorm
+        unlabeled_pass()
+        return logits, model(x_u)                                   # (B_u, K)
+
+
+def _remember_batch_norm(m: torch.nn.BatchNorm2d, stats: dict, x: torch.Tensor) -> torch.Tensor:
+    """``m``'s own train-mode forward of (B, C, H, W) ``x``, keeping x's batch mean and biased
+    variance (with their gradients) in ``stats[m]``."""
+    stats[m] = torch.var_mean(x, dim=(0, 2, 3), unbiased=False, keepdim=True)   # (1, C, 1, 1) each
+    return F.batch_norm(x, m.running_mean, m.running_var, m.weight, m.bias, True, m.momentum, m.eps)
+
+
+def _reuse_batch_norm(m: torch.nn.BatchNorm2d, stats: dict, x: torch.Tensor) -> torch.Tensor:
+    """(B_u, C, H, W) ``x`` normalized with the statistics ``stats[m]`` of the labeled pass."""
+    var, mean = stats[m]
+    scale = m.weight.view(1, -1, 1, 1) * torch.rsqrt(var + m.eps)
+    return torch.addcmul(m.bias.view(1, -1, 1, 1) - mean * scale, x, scale)
 
 
 @contextlib.contextmanager
-def running_stats_frozen(model: torch.nn.Module) -> Iterator[None]:
-    """BatchNorm layers normalize with the batch's statistics but leave their running statistics
-    (what eval mode uses) alone: momentum 0 makes the update running = 1 * running + 0 * batch.
+def labeled_statistics(model: torch.nn.Module) -> Iterator[Callable[[], None]]:
+    """Two passes through ``model`` (train mode) in which the second (unlabeled) is normalized by
+    every BatchNorm2d with the batch statistics of the first (the labeled real images), and
+    only the first updates the running statistics. Yields a function to call between them.
 
-    The unlabeled batch is generated images; had they entered the running statistics, the
-    model would be evaluated on real images with statistics half from another distribution
-    (measured: val accuracy collapsing to 0.28 at 1,000 labels for some epochs).
+    So the unlabeled rows pass through the function the labeled ones do (and that eval mode,
+    normalizing with real images' statistics, approximates): gradients reach the weights
+    through the labeled statistics, and a weight-0 arm trains exactly as supervised-only.
+    Measured on mnist5k, 100 labels, 2 seeds, evaluated with recomputed statistics: weight 0.5
+    fell at most 0.02 below its best val accuracy in a later epoch (0.058 with each pass
+    normalized by its own batch statistics; same best val accuracy, 0.89-0.91); the unlabeled
+    pass in eval mode collapsed to one class (val 0.13 at every epoch); generated images in the
+    running statistics collapsed val accuracy to 0.28 at 1,000 labels (an earlier version).
+    Cost (ResNet-8 width 8, 32x32, 1 thread): 21.4 steps/s against 26.2 with own statistics
+    and 18.3 for one pass of 64 images with these statistics.
+    """
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    stats: dict[torch.nn.Module, tuple[torch.Tensor, torch.Tensor]] = {}
+    for m in layers:
+        m.forward = functools.partial(_remember_batch_norm, m, stats)
+
+    def unlabeled_pass() -> None:
+        for m in layers:
+            m.forward = functools.partial(_reuse_batch_norm, m, stats)
+    try:
+        yield unlabeled_pass
+    finally:
+        for m in layers:
+            del m.forward
+
+
+_BN_IMAGES = 4096   # at most this many labeled images set the evaluation statistics
+
+
+def _bn_rows(labeled: np.ndarray) -> np.ndarray:
+    """Evenly spaced rows of the labeled subset, at most ``_BN_IMAGES``: int64 into the train split."""
+    return labeled[::math.ceil(len(labeled) / _BN_IMAGES)]
+
+
+@torch.no_grad()
+def recompute_batch_norm(model: torch.nn.Module, images: torch.Tensor, batch_size: int) -> None:
+    """Replace every BatchNorm's running statistics with those of uint8 (N, C, H, W) ``images``
+    under the current weights: the average over passes of ``batch_size`` images of each batch's
+    mean and unbiased variance, passes of near-equal size ("precise BN", Wu & Johnson 2021, Sec. 3.1); no augmentation.
+
+    The running statistics are only what eval mode normalizes with (training normalizes with
+    batch statistics), so this changes no training step. The exponential moving average
+    (momentum 0.1) they replace lags the weights: measured on mnist5k, 100 labels, semantic
+    weight 0.05, val accuracy fell 0.88 -> 0.52 in one epoch with the moving average while the
+    same weights scored 0.87 with statistics recomputed like this (see ``labeled_statistics``).
     """
     layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in layers]
     for m in layers:
-        m.momentum = 0.0
+        m.reset_running_stats()
+        m.momentum = None                        # cumulative average over the passes
+    model.train()
     try:
-        yield
+        for batch in torch.tensor_split(images, math.ceil(len(images) / batch_size)):   # equal sizes +-1
+            model(batch)
     finally:
         for m, momentum in zip(layers, saved):
             m.momentum = momentum
+        model.eval()
 
 
 @torch.no_grad()
-def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
-    """Fraction of uint8 (N, C, H, W) ``images`` whose argmax logit equals int64 (N,) ``labels``,
-    in eval mode (BatchNorm's running statistics), no augmentation."""
+def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """int64 (N,) argmax class of each uint8 (N, C, H, W) image, in eval mode (BatchNorm's
+    running statistics), no augmentation, ``batch_size`` images per pass; on images' device."""
     model.eval()
-    correct = torch.zeros((), dtype=torch.int64, device=labels.device)
-    for s in range(0, len(images), batch_size):
-        correct += (model(images[s:s + batch_size]).argmax(dim=1) == labels[s:s + batch_size]).sum()
-    return int(correct) / len(images)
+    return torch.cat([model(images[s:s + batch_size]).argmax(dim=1) for s in range(0, len(images), batch_size)])
+
+
+def accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of int (N,) ``predictions`` equal to int64 (N,) ``labels``."""
+    return int((predictions == labels).sum()) / len(labels)
 
 
 def _best(row: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
@@ -297,8 +395,10 @@ def _best(row: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- checkpoints
 
 def _resume_key(cfg: SSLConfig) -> str:
-    """16 hex chars over the config minus the keys a resume may change (epochs, device, ...)."""
-    d = {k: v for k, v in cfg.to_dict().items() if k not in _RESUME_FREE}
+    """16 hex chars over the config minus the keys a resume may change (epochs, device, ...);
+    with a cosine schedule, epochs set the lr of every step, so they may not change."""
+    free = _RESUME_FREE if cfg.lr_schedule == "constant" else tuple(k for k in _RESUME_FREE if k != "epochs")
+    d = {k: v for k, v in cfg.to_dict().items() if k not in free}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -312,24 +412,28 @@ def _cpu_copy(obj: Any) -> Any:
 
 
 def _checkpoint(cfg: SSLConfig, model: ResNet, opt: torch.optim.Optimizer,
-                history: list[dict[str, Any]], labeled: np.ndarray) -> dict[str, Any]:
+                history: list[dict[str, Any]], labeled: np.ndarray, test_predictions: torch.Tensor) -> dict[str, Any]:
     return {"format": CHECKPOINT_FORMAT, "resume_key": _resume_key(cfg), "epoch": len(history),
             "labeled_digest": index_digest(labeled), "history": [dict(r) for r in history],
-            "model": _cpu_copy(model.state_dict()), "optimizer": _cpu_copy(opt.state_dict())}
+            "model": _cpu_copy(model.state_dict()), "optimizer": _cpu_copy(opt.state_dict()),
+            "test_predictions": test_predictions.clone()}
 
 
 def _restore(state: dict[str, Any], cfg: SSLConfig, model: ResNet, opt: torch.optim.Optimizer,
-             labeled: np.ndarray) -> tuple[int, list[dict[str, Any]]]:
+             labeled: np.ndarray) -> tuple[int, list[dict[str, Any]], torch.Tensor]:
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"state is not a {CHECKPOINT_FORMAT} checkpoint (from ssl.train's on_epoch)")
     if state["resume_key"] != _resume_key(cfg):
-        raise ValueError("state belongs to another SSL config (only epochs, device and "
+        raise ValueError("state belongs to another SSL config (only epochs (not with a cosine lr_schedule), device and "
                          "eval_batch_size may change on resume)")
     if state["labeled_digest"] != index_digest(labeled):
         raise ValueError("state was trained on another labeled subset: the train split differs")
     epoch, history = int(state["epoch"]), [dict(r) for r in state["history"]]
     if len(history) != epoch or epoch > cfg.epochs:
         raise ValueError(f"state holds epoch {epoch} ({len(history)} rows); cfg.epochs={cfg.epochs}")
+    pred = state.get("test_predictions")
+    if not isinstance(pred, torch.Tensor) or pred.dtype != torch.int8 or pred.ndim != 1:
+        raise ValueError("state has no int8 (N_test,) test_predictions (a checkpoint of an older format)")
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
-    return epoch, history
+    return epoch, history, pred.clone()

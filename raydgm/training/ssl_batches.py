@@ -1,0 +1,120 @@
+"""The semi-supervised trainer's batches: which images each step sees and how they are shifted.
+
+An epoch's plan is drawn up front from two independent streams, so arms that differ only in
+their unlabeled source see the same labeled batches (DESIGN.md, "Statistics of a sweep"):
+
+- labeled stream ``np.random.default_rng([seed, 1, epoch])``: the permutations of the labeled
+  subset that the steps cycle through, then the crop offsets (and flips) of every labeled image;
+- unlabeled stream ``np.random.default_rng([seed, 2, epoch])``: the unlabeled pool indices
+  (uniform, with replacement), then their crop offsets.
+
+A plan holds only indices and offsets (a few int arrays); ``Plan.images(s)`` gathers and crops
+step s's images on the fly. Imports no other raydgm training module.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+AUGMENTS = ("none", "crop", "crop_flip")
+
+
+@dataclass(frozen=True, eq=False)
+class Crops:
+    """Per-image window offsets into the zero-padded image: ``dy``, ``dx`` int64 (n,) in 0..2 pad,
+    ``flip`` bool (n,) (mirror the window left-right); ``pad`` the padding in pixels."""
+    pad: int
+    dy: np.ndarray
+    dx: np.ndarray
+    flip: np.ndarray
+
+    def take(self, sl: slice) -> "Crops":
+        return Crops(self.pad, self.dy[sl], self.dx[sl], self.flip[sl])
+
+
+def draw_crops(n: int, mode: str, height: int, rng: np.random.Generator) -> Crops | None:
+    """``n`` random windows for ``mode`` (``crop``: pad p = 2, or 1 when height <= 8, offsets
+    uniform in 0..2p; ``crop_flip``: also a fair coin per image to mirror); None for ``none``.
+    Draws dy, then dx, then the flips, from ``rng`` only."""
+    if mode not in AUGMENTS:
+        raise ValueError(f"unknown augment {mode!r}; known: {', '.join(AUGMENTS)}")
+    if mode == "none":
+        return None
+    p = 1 if height <= 8 else 2
+    dy, dx = rng.integers(0, 2 * p + 1, size=n), rng.integers(0, 2 * p + 1, size=n)
+    flip = rng.random(n) < 0.5 if mode == "crop_flip" else np.zeros(n, dtype=bool)
+    return Crops(p, dy, dx, flip)
+
+
+def apply_crops(images: torch.Tensor, crops: Crops | None) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> the (B, C, H, W) windows ``crops`` names (B offsets); None: ``images``."""
+    if crops is None:
+        return images
+    B, C, H, W = images.shape
+    p, dev = crops.pad, images.device
+    rows = crops.dy[:, None] + np.arange(H)                                              # (B, H)
+    cols = crops.dx[:, None] + np.where(crops.flip[:, None], W - 1 - np.arange(W), np.arange(W))  # (B, W)
+    r, c = torch.from_numpy(rows).to(dev), torch.from_numpy(cols).to(dev)
+    padded = F.pad(images, (p, p, p, p))
+    b = torch.arange(B, device=dev).view(B, 1, 1, 1)
+    ch = torch.arange(C, device=dev).view(1, C, 1, 1)
+    return padded[b, ch, r.view(B, 1, H, 1), c.view(B, 1, 1, W)]
+
+
+def augment(images: torch.Tensor, mode: str, rng: np.random.Generator) -> torch.Tensor:
+    """Random translation (and flips) of uint8 (B, C, H, W) images; same shape and dtype.
+
+    ``crop``: zero-pad by p (2, or 1 when H <= 8) and crop a random H x W window (offsets
+    uniform in 0..2p per image); ``crop_flip``: also mirror each window left-right with
+    probability 1/2; ``none``: the images themselves. Draws only from ``rng``.
+    """
+    return apply_crops(images, draw_crops(len(images), mode, images.shape[2], rng))
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """One epoch of one stream: ``indices`` int64 (steps * batch,) into ``pool`` (uint8
+    (P, C, H, W), on the training device), step s taking rows s*batch..(s+1)*batch-1."""
+    pool: torch.Tensor
+    indices: np.ndarray
+    crops: Crops | None
+    batch: int
+
+    def rows(self, step: int) -> slice:
+        return slice(step * self.batch, (step + 1) * self.batch)
+
+    def images(self, step: int) -> torch.Tensor:
+        """Step ``step``'s augmented uint8 (batch, C, H, W) images."""
+        sl = self.rows(step)
+        idx = torch.from_numpy(self.indices[sl]).to(self.pool.device)
+        return apply_crops(self.pool[idx], None if self.crops is None else self.crops.take(sl))
+
+
+def labeled_plan(images: torch.Tensor, labeled: np.ndarray, *, steps: int, batch: int, augment: str,
+                 seed: int, epoch: int) -> Plan:
+    """Epoch ``epoch`` (0-based) of the labeled stream: ``steps`` batches of ``batch`` rows of
+    ``images`` (the train split) cycling through fresh permutations of int64 ``labeled``."""
+    rng = np.random.default_rng([seed, 1, epoch])
+    reps = math.ceil(steps * batch / len(labeled))
+    order = np.concatenate([labeled[rng.permutation(len(labeled))] for _ in range(reps)])[:steps * batch]
+    return Plan(images, order, draw_crops(len(order), augment, images.shape[2], rng), batch)
+
+
+def unlabeled_plan(pool: torch.Tensor, choices: np.ndarray, *, steps: int, batch: int, augment: str,
+                   seed: int, epoch: int) -> Plan:
+    """Epoch ``epoch`` of the unlabeled stream: ``steps * batch`` draws, uniform with replacement,
+    from int64 ``choices`` (indices into ``pool``, repeats allowed)."""
+    rng = np.random.default_rng([seed, 2, epoch])
+    order = choices[rng.integers(0, len(choices), size=steps * batch)]
+    return Plan(pool, order, draw_crops(len(order), augment, pool.shape[2], rng), batch)
+
+
+def index_digest(indices: np.ndarray) -> int:
+    """48-bit int of sha256 over the sorted distinct int64 ``indices``: equal sets, equal digests."""
+    blob = np.unique(np.asarray(indices, dtype=np.int64)).astype("<i8").tobytes()
+    return int(hashlib.sha256(blob).hexdigest()[:12], 16)
