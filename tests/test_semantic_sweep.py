@@ -177,12 +177,17 @@ def test_smoke_sweep_logs_parent_trials_and_stages_to_mlflow(smoke_sweep):
 # recomputed. The generator, samples and domain-CNN keys are those recorded at e09770c (before
 # the layout moved every module into a layer folder); the weighting protocol (issue 14) changed
 # the density_ratio, resample and quality configs on purpose and added the autoencoder stage
-# and its two feature tables (recorded at the commit that made them).
-SMOKE_KEYS = {"autoencoder/a70f9c827a5ba3e3", "density_ratio/56428c1d9e27db35", "domain_classifier/e92c6f8625fecfc3",
-              "features/00841a70afb9c8aa", "features/1df08ae87966cb43",
-              "features/640fb1e1cd130379", "features/89e4b0524bef6dcc", "features/9413bce59fce6cbe",
-              "generate/2ff91d30ce09e59b", "quality/74cf31060beddb69", "resample/0c0bf54b33836406",
-              "train_generator/1bf12fa299cab94b"}
+# and its two feature tables (recorded at the commit that made them). The generator axis
+# (issue 15) left every baseline key as it was and added the VAE's pipeline (VAE_KEYS).
+BASELINE_KEYS = {"autoencoder/a70f9c827a5ba3e3", "density_ratio/56428c1d9e27db35",
+                 "domain_classifier/e92c6f8625fecfc3", "features/00841a70afb9c8aa", "features/1df08ae87966cb43",
+                 "features/640fb1e1cd130379", "features/89e4b0524bef6dcc", "features/9413bce59fce6cbe",
+                 "generate/2ff91d30ce09e59b", "quality/74cf31060beddb69", "resample/0c0bf54b33836406",
+                 "train_generator/1bf12fa299cab94b"}
+VAE_KEYS = {"train_generator/cc19767a5f6a353e", "generate/0aebb6bcae977ef5", "features/27dd32713e79e5a3",
+            "features/c6fdeb81ba9975c3", "density_ratio/40a1ce8986167439", "resample/4a632772001621ce",
+            "quality/9996256301bf8792"}
+SMOKE_KEYS = BASELINE_KEYS | VAE_KEYS
 
 
 def test_moving_code_left_every_stage_cache_key_as_it_was(smoke_sweep):

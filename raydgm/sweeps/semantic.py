@@ -121,8 +121,8 @@ TRIAL_METRICS = ("train_loss", "supervised_loss", "semantic_loss", "val_accuracy
 def ssl_trial(config: dict[str, Any], *, data: dict[str, ssl.SSLData], base: dict[str, Any],
               device: str | None, threads: int) -> None:
     """One Tune trial: ``base`` (an SSLConfig dict) with the trial's grid values, trained on
-    ``data[generator]`` with a checkpoint and a Tune report after every epoch. It does not talk to MLflow: the driver
-    logs its reports (``TrialRuns``). ``device`` "auto": CUDA if this process sees a GPU;
+    ``data[generator]`` with a checkpoint and a Tune report after every epoch. It does not
+    talk to MLflow: the driver logs its reports (``TrialRuns``). ``device`` "auto": CUDA if this process sees a GPU;
     None: ``base``'s device."""
     import torch
     torch.set_num_threads(threads)
