@@ -30,15 +30,13 @@ predictions). Imports no Ray and no MLflow.
 """
 from __future__ import annotations
 
-import contextlib
-import functools
 import hashlib
 import json
 import math
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -51,6 +49,7 @@ from raydgm.semantic_loss import exactly_one
 from raydgm.training.common import check_finite, derived_seed
 from raydgm.training.ssl_batches import Plan, augment, index_digest, labeled_plan, unlabeled_plan
 from raydgm.training.ssl_data import SSLData
+from raydgm.training.ssl_norm import bn_rows, labeled_statistics, recompute_batch_norm
 
 CHECKPOINT_FORMAT = "raydgm.ssl/2"
 OnEpoch = Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None]
@@ -187,7 +186,7 @@ def train(cfg: SSLConfig, data: SSLData, *, on_epoch: OnEpoch | None = None,
     t = _tensors(cfg, data, labeled, device)
     for epoch in range(start, cfg.epochs):
         row = _train_epoch(model, opt, cfg, t, epoch)
-        recompute_batch_norm(model, t.train_x[torch.from_numpy(_bn_rows(t.labeled)).to(device)], cfg.eval_batch_size)
+        recompute_batch_norm(model, t.train_x[torch.from_numpy(bn_rows(t.labeled)).to(device)], cfg.eval_batch_size)
         row["val_accuracy"] = accuracy(predict(model, t.val[0], cfg.eval_batch_size), t.val[1])
         test_pred = predict(model, t.test[0], cfg.eval_batch_size)
         row["test_accuracy"] = accuracy(test_pred, t.test[1])
@@ -206,7 +205,8 @@ def train(cfg: SSLConfig, data: SSLData, *, on_epoch: OnEpoch | None = None,
 
 
 def _memory_format(device: torch.device) -> torch.memory_format:
-    """channels_last on the CPU (oneDNN's convs, see bench/ssl.py); what the device prefers elsewhere."""
+    """channels_last on the CPU (oneDNN's convs: 21.4 vs 18.3 steps/s contiguous, ResNet-8 width 8,
+    32x32, 1 thread, medians of 3); what the device prefers elsewhere (not measured on GPUs)."""
     return torch.channels_last if device.type == "cpu" else torch.preserve_format
 
 
@@ -287,87 +287,6 @@ def _forward(model: ResNet, x: torch.Tensor, x_u: torch.Tensor | None) -> tuple[
         logits = model(x)                                           # (B, K), standard BatchNorm
         unlabeled_pass()
         return logits, model(x_u)                                   # (B_u, K)
-
-
-def _remember_batch_norm(m: torch.nn.BatchNorm2d, stats: dict, x: torch.Tensor) -> torch.Tensor:
-    """``m``'s own train-mode forward of (B, C, H, W) ``x``, keeping x's batch mean and biased
-    variance (with their gradients) in ``stats[m]``."""
-    stats[m] = torch.var_mean(x, dim=(0, 2, 3), unbiased=False, keepdim=True)   # (1, C, 1, 1) each
-    return F.batch_norm(x, m.running_mean, m.running_var, m.weight, m.bias, True, m.momentum, m.eps)
-
-
-def _reuse_batch_norm(m: torch.nn.BatchNorm2d, stats: dict, x: torch.Tensor) -> torch.Tensor:
-    """(B_u, C, H, W) ``x`` normalized with the statistics ``stats[m]`` of the labeled pass."""
-    var, mean = stats[m]
-    scale = m.weight.view(1, -1, 1, 1) * torch.rsqrt(var + m.eps)
-    return torch.addcmul(m.bias.view(1, -1, 1, 1) - mean * scale, x, scale)
-
-
-@contextlib.contextmanager
-def labeled_statistics(model: torch.nn.Module) -> Iterator[Callable[[], None]]:
-    """Two passes through ``model`` (train mode) in which the second (unlabeled) is normalized by
-    every BatchNorm2d with the batch statistics of the first (the labeled real images), and
-    only the first updates the running statistics. Yields a function to call between them.
-
-    So the unlabeled rows pass through the function the labeled ones do (and that eval mode,
-    normalizing with real images' statistics, approximates): gradients reach the weights
-    through the labeled statistics, and a weight-0 arm trains exactly as supervised-only.
-    Measured on mnist5k, 100 labels, 2 seeds, evaluated with recomputed statistics: weight 0.5
-    fell at most 0.02 below its best val accuracy in a later epoch (0.058 with each pass
-    normalized by its own batch statistics; same best val accuracy, 0.89-0.91); the unlabeled
-    pass in eval mode collapsed to one class (val 0.13 at every epoch); generated images in the
-    running statistics collapsed val accuracy to 0.28 at 1,000 labels (an earlier version).
-    Cost (ResNet-8 width 8, 32x32, 1 thread): 21.4 steps/s against 26.2 with own statistics
-    and 18.3 for one pass of 64 images with these statistics.
-    """
-    layers = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    stats: dict[torch.nn.Module, tuple[torch.Tensor, torch.Tensor]] = {}
-    for m in layers:
-        m.forward = functools.partial(_remember_batch_norm, m, stats)
-
-    def unlabeled_pass() -> None:
-        for m in layers:
-            m.forward = functools.partial(_reuse_batch_norm, m, stats)
-    try:
-        yield unlabeled_pass
-    finally:
-        for m in layers:
-            del m.forward
-
-
-_BN_IMAGES = 4096   # at most this many labeled images set the evaluation statistics
-
-
-def _bn_rows(labeled: np.ndarray) -> np.ndarray:
-    """Evenly spaced rows of the labeled subset, at most ``_BN_IMAGES``: int64 into the train split."""
-    return labeled[::math.ceil(len(labeled) / _BN_IMAGES)]
-
-
-@torch.no_grad()
-def recompute_batch_norm(model: torch.nn.Module, images: torch.Tensor, batch_size: int) -> None:
-    """Replace every BatchNorm's running statistics with those of uint8 (N, C, H, W) ``images``
-    under the current weights: the average over passes of ``batch_size`` images of each batch's
-    mean and unbiased variance, passes of near-equal size ("precise BN", Wu & Johnson 2021, Sec. 3.1); no augmentation.
-
-    The running statistics are only what eval mode normalizes with (training normalizes with
-    batch statistics), so this changes no training step. The exponential moving average
-    (momentum 0.1) they replace lags the weights: measured on mnist5k, 100 labels, semantic
-    weight 0.05, val accuracy fell 0.88 -> 0.52 in one epoch with the moving average while the
-    same weights scored 0.87 with statistics recomputed like this (see ``labeled_statistics``).
-    """
-    layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in layers]
-    for m in layers:
-        m.reset_running_stats()
-        m.momentum = None                        # cumulative average over the passes
-    model.train()
-    try:
-        for batch in torch.tensor_split(images, math.ceil(len(images) / batch_size)):   # equal sizes +-1
-            model(batch)
-    finally:
-        for m, momentum in zip(layers, saved):
-            m.momentum = momentum
-        model.eval()
 
 
 @torch.no_grad()
