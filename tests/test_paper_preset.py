@@ -43,7 +43,7 @@ def no_compute(monkeypatch):
 
 def _main(*argv: str) -> int:
     return cli.main(list(argv), SweepConfig, semantic.run_semantic_sweep, "semantic_weight.py", "", "",
-                    smoke="smoke", default="default", presets=("paper",))
+                    smoke="smoke", default="default", presets=("study", "paper"))
 
 
 @pytest.mark.parametrize("mode", [(), ("--pipeline-only",)], ids=["sweep", "pipeline-only"])

@@ -18,7 +18,7 @@ from raydgm.sweeps import cli, semantic
 
 def _main(argv: list[str]) -> int:
     return cli.main(argv, SweepConfig, semantic.run_semantic_sweep, "semantic_weight.py", "", "",
-                      smoke="smoke", default="default", presets=("paper",))
+                      smoke="smoke", default="default", presets=("study", "paper"))
 
 
 def _script(home: Path, *args: str):
@@ -81,6 +81,11 @@ def test_presets_load_and_differ():
         assert list(cfg.pipelines())[-1] == "vae" and len(cfg.pipelines()) == 2
     assert set(default.unlabeled) >= {"none", "generated", "resampled"}
     assert len(default.seeds) >= 3 and len([w for w in default.semantic_weights if w > 0]) >= 3
+    study = cli.load_sweep(SweepConfig, "study")
+    assert study.pipelines() == default.pipelines(), "the study reuses make demo's cached pipelines"
+    assert (len(semantic.trial_grid(default)), len(semantic.trial_grid(study))) == (
+        1 * (1 + 2 * 2 * 3) * 3, 2 * (1 + 2 * 3 * 5 + 5) * 5)                  # 39 and 360 trials
+    assert min(study.semantic_weights) == 0.000166 and max(study.semantic_weights) / 0.000166 >= 1e3
     with pytest.raises(ValueError, match="unknown preset 'nope'; known presets: .*default"):
         cli.load_sweep(SweepConfig, "nope")
 
