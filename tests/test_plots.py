@@ -231,6 +231,13 @@ def test_accuracy_figure_panels_log_axis_and_bands():
                 (none["test_accuracy_lo"], none["test_accuracy_hi"]))
         resampled = [[c for c in ax.collections if c.get_gid() == "band:vae:resampled"] for ax in fig.axes]
         assert [len(c[0].get_paths()) for c in resampled] == [0, 1]       # n=10 has one seed: no band
+        assert "0 is left of the dotted line" in fig.axes[0].get_xlabel()
+    finally:
+        plt.close(fig)
+    positive = [r for r in rows if r["unlabeled"] == "none" or r["semantic_weight"] > 0]
+    fig = plots.accuracy_figure(positive)                                  # no weight-0 marker to point at
+    try:
+        assert fig.axes[0].get_xlabel().endswith("(log scale; weight 0: the none band)")
     finally:
         plt.close(fig)
 

@@ -193,11 +193,13 @@ def accuracy_figure(rows: Sequence[Mapping[str, Any]]) -> Any:
         raise ValueError("rows is empty")
     sizes = sorted({int(r["labeled_size"]) for r in rows})
     x0 = zero_position(rows)
+    zero = any(r["unlabeled"] != "none" and float(r["semantic_weight"]) == 0 for r in rows)
+    where = "0 is left of the dotted line" if zero else "weight 0: the none band"
     fig, axes = plt.subplots(1, len(sizes), figsize=(3.6 * len(sizes) + 2.2, 3.8), sharey=True, squeeze=False)
     for ax, n in zip(axes[0], sizes):
         _accuracy_panel(ax, [r for r in rows if int(r["labeled_size"]) == n], x0)
         ax.set_title(f"{n} labeled images", fontsize=9)
-        ax.set_xlabel("semantic-loss weight (log scale; 0 is left of the dotted line)", fontsize=8)
+        ax.set_xlabel(f"semantic-loss weight (log scale; {where})", fontsize=8)
     axes[0, 0].set_ylabel("test accuracy\n(mean, 95% t interval over seeds)", fontsize=8)
     handles: dict[str, Any] = {}
     for ax in axes[0]:
