@@ -185,9 +185,10 @@ def train(cfg: SSLConfig, data: SSLData, *, on_epoch: OnEpoch | None = None,
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay, foreach=True)
     start, history, best = (0, [], None) if state is None else _restore(state, cfg, model, opt, labeled)
     t = _tensors(cfg, data, labeled, device)
+    bn_images = t.train_x[torch.from_numpy(bn_rows(t.labeled)).to(device)]   # fixed for the run
     for epoch in range(start, cfg.epochs):
         row = _train_epoch(model, opt, cfg, t, epoch)
-        recompute_batch_norm(model, t.train_x[torch.from_numpy(bn_rows(t.labeled)).to(device)], cfg.eval_batch_size)
+        recompute_batch_norm(model, bn_images, cfg.eval_batch_size)
         row["val_accuracy"] = accuracy(predict(model, t.val[0], cfg.eval_batch_size), t.val[1])
         test_pred = predict(model, t.test[0], cfg.eval_batch_size)
         row["test_accuracy"] = accuracy(test_pred, t.test[1])
