@@ -16,6 +16,20 @@ def test_defaults_and_hash_are_stable():
     assert a.replace(seed=1).content_hash() != a.content_hash()
 
 
+def test_a_stage_version_from_2_on_changes_the_key_and_version_1_leaves_it_as_before():
+    import hashlib
+
+    class Bumped(DataConfig):
+        VERSION = 2
+
+    def by_hand(cfg, **extra):   # the hash as content_hash documents it
+        blob = json.dumps({"stage": cfg.STAGE, "config": cfg.to_dict(), **extra}, sort_keys=True,
+                          separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    assert DataConfig.VERSION == 1 and DataConfig().content_hash() == by_hand(DataConfig())
+    assert Bumped().content_hash() == by_hand(Bumped(), version=2) != DataConfig().content_hash()
+
+
 def test_hash_differs_between_stages_with_equal_values():
     # two configs of different stages never share a directory name
     assert DataConfig().content_hash() != ResampleConfig().content_hash()

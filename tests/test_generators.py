@@ -30,13 +30,16 @@ def _cfg(**changes):
 def test_training_lowers_bits_per_dim_and_checkpoints_every_epoch(tmp_path, digits):
     seen = []
     model, history = generators.fit_generator(digits.split("train")[0], _cfg(), tmp_path,
-                                         val_images=digits.split("val")[0], on_epoch=seen.append,
-                                         progress=False)
+                                              val_images=digits.split("val")[0],
+                                              test_images=digits.split("test")[0],
+                                              on_epoch=seen.append, progress=False)
     assert [r["epoch"] for r in history] == [1, 2, 3] and seen == history
     assert history[-1]["train_bpd"] < history[0]["train_bpd"] - 0.2
     assert history[-1]["val_bpd"] < history[0]["val_bpd"]
+    assert history[-1]["test_bpd"] < history[0]["test_bpd"]
     for row in history:  # bits/dim = nats per image / (C*H*W ln 2)
-        assert row["train_bpd"] == pytest.approx(row["train_loss"] / (64 * np.log(2)))
+        for split in ("train", "val", "test"):
+            assert row[f"{split}_bpd"] == pytest.approx(row[f"{split}_loss"] / (64 * np.log(2)))
     state = torch.load(tmp_path / generators.LAST, weights_only=True)
     assert state["epoch"] == 3 and len(state["history"]) == 3
 

@@ -30,14 +30,21 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
     STAGE: ClassVar[str] = "config"
     MOVED_KEYS: ClassVar[dict[str, str]] = {}   # key this config refuses: what to set instead
+    # The stage's implementation version: bump it whenever the stage's output for the same
+    # values changes, so an artifact made by older code is never reused under the same key.
+    # Version 1 is left out of the hash, so the keys made before versions existed hold.
+    VERSION: ClassVar[int] = 1
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
     def content_hash(self) -> str:
-        """16 hex chars of sha256 over the stage name and the canonical JSON of the values."""
-        blob = json.dumps({"stage": self.STAGE, "config": self.to_dict()},
-                          sort_keys=True, separators=(",", ":"))
+        """16 hex chars of sha256 over the stage name, its ``VERSION`` (from 2 on) and the
+        canonical JSON of the values."""
+        payload = {"stage": self.STAGE, "config": self.to_dict()}
+        if self.VERSION != 1:
+            payload["version"] = self.VERSION
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @classmethod

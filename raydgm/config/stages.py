@@ -84,6 +84,7 @@ class TrainGeneratorConfig(Config):
     """
 
     STAGE: ClassVar[str] = "train_generator"
+    VERSION: ClassVar[int] = 2   # 2: history rows carry test_loss / test_bpd
     model: ModelConfig = BaselineModelConfig()
     checkpoint: str | None = Field(None, min_length=1, exclude_if=lambda v: v is None)
     checkpoint_format: Literal["pclucas14"] = Field("pclucas14", exclude_if=lambda v: v == "pclucas14")

@@ -40,7 +40,7 @@ def load_data(config: DataConfig) -> Dataset:
 def train_generator(data_cfg: DataConfig, cfg: TrainGeneratorConfig, store: ArtifactStore,
                     dataset: Dataset | None = None, progress: bool = True,
                     log: Log | None = None) -> Artifact:
-    """Fit the generator on the real train split (validation split for held-out bits/dim).
+    """Fit the generator on the real train split (validation and test splits for held-out bits/dim).
 
     Per-epoch checkpoints live in a work directory that survives a kill; running the stage
     again resumes from the last one. The artifact holds ``model.pt`` (what generation
@@ -62,13 +62,14 @@ def train_generator(data_cfg: DataConfig, cfg: TrainGeneratorConfig, store: Arti
 
     def write(out: Path) -> dict[str, int]:
         data = dataset or load_data(data_cfg)
-        real, val = data.split("train")[0], data.split("val")[0]
+        real, val, test = (data.split(name)[0] for name in ("train", "val", "test"))
         def on_epoch(row: dict[str, float]) -> None:
             if log is not None:
                 log(f"train_generator: epoch {row['epoch']}/{cfg.epochs} "
                     + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
         model, history = generators.fit_generator(real, cfg, work, val_images=val if len(val) else None,
-                                             on_epoch=on_epoch, progress=progress)
+                                                  test_images=test if len(test) else None,
+                                                  on_epoch=on_epoch, progress=progress)
         generators.save_generator(model, cfg.model.kind, generators.model_kwargs(cfg), out / generators.MODEL)
         (out / "history.json").write_text(json.dumps(history, indent=2))
         rows = {"train_images": min(len(real), cfg.max_train_images or len(real))}

@@ -46,12 +46,14 @@ def model_kwargs(config: TrainGeneratorConfig) -> dict[str, Any]:
 
 
 def fit_generator(images: np.ndarray, config: TrainGeneratorConfig, work_dir: str | Path, *,
-                  val_images: np.ndarray | None = None, on_epoch: OnEpoch | None = None,
+                  val_images: np.ndarray | None = None, test_images: np.ndarray | None = None,
+                  on_epoch: OnEpoch | None = None,
                   progress: bool = True) -> tuple[GenerativeModel, list[dict[str, float]]]:
     """Train ``config.model`` on uint8 (N, C, H, W) ``images``; returns (model, per-epoch history).
 
     History rows: ``epoch``, ``train_loss`` (nats per image), ``train_bpd`` (bits per dim)
-    and, with ``val_images``, ``val_loss`` / ``val_bpd``.
+    and, with ``val_images`` / ``test_images``, ``val_loss`` / ``val_bpd`` and
+    ``test_loss`` / ``test_bpd`` of the weights at the end of that epoch.
     """
     images = checked_images(images, "train images")
     if config.max_train_images is not None:
@@ -70,9 +72,10 @@ def fit_generator(images: np.ndarray, config: TrainGeneratorConfig, work_dir: st
     start, history = _resume(work_dir / LAST, config, model, opt, sched)
     for epoch in range(start, config.epochs):
         row = _train_epoch(model, opt, images, config, epoch, device, progress)
-        if val_images is not None:
-            row.update(_evaluate(model, checked_images(val_images, "validation images"),
-                                 config, epoch, device))
+        for split, held_out in (("val", val_images), ("test", test_images)):
+            if held_out is not None:
+                row.update(_evaluate(model, checked_images(held_out, f"{split} images"),
+                                     config, epoch, device, split))
         sched.step()
         history.append(row)
         _save_checkpoint(work_dir / LAST, config, model, opt, sched, history)
@@ -110,14 +113,14 @@ def _train_epoch(model: GenerativeModel, opt: torch.optim.Optimizer, images: np.
 
 @torch.no_grad()
 def _evaluate(model: GenerativeModel, images: np.ndarray, config: TrainGeneratorConfig,
-              epoch: int, device: torch.device) -> dict[str, float]:
+              epoch: int, device: torch.device, split: str = "val") -> dict[str, float]:
     model.eval()
     state = torch.get_rng_state()
     torch.manual_seed(derived_seed(config.seed, 2, epoch))   # the VAE's ELBO draws z
     total = sum(model.loss(torch.from_numpy(images[i:i + config.batch_size]).to(device)).sum().item()
                 for i in range(0, len(images), config.batch_size))
     torch.set_rng_state(state)
-    return {"val_loss": total / len(images), "val_bpd": _bpd(total / len(images), model)}
+    return {f"{split}_loss": total / len(images), f"{split}_bpd": _bpd(total / len(images), model)}
 
 
 def _bpd(nats_per_image: float, model: GenerativeModel) -> float:
