@@ -1,7 +1,7 @@
 """Resampling over unnormalized log-weights: SIR schemes and alternatives.
 
 Given a pool of N generated samples x_1..x_N with log importance weights
-log w_i = log p_data(x_i) - log p_theta(x_i) + const (DESIGN.md, step 3), sampling-importance-
+log w_i = log p_data(x_i) - log p_theta(x_i) + const (docs/design.md, step 3), sampling-importance-
 resampling (SIR) draws indices with probability
 
     p_i = w_i / sum_j w_j = exp(log w_i - m) / sum_j exp(log w_j - m),   m = max_j log w_j   (1)

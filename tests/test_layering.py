@@ -1,4 +1,4 @@
-"""The layout's rules (../shared/DESIGN.md, "Layout"), read from the source with the AST.
+"""The layout's rules (docs/design.md, "Layout"), read from the source with the AST.
 
 Layers, bottom to top: the leaves (``raydgm`` itself, which holds the version, the public
 math modules, ``data``, ``models/``, ``config/``), ``training/``, ``pipeline/``, ``tracking/``, ``sweeps/``, then the command

@@ -11,7 +11,7 @@ A trial record (one finished trial of ``raydgm.sweeps.semantic``) is a dict::
      "test_accuracy": float (test accuracy at the best-validation epoch, in [0, 1])}
 
 An *arm* is one (generator, labeled_size, unlabeled, semantic_weight). Seeds pair the arms
-(DESIGN.md, "Statistics of a sweep"): seed s fixes the labeled subset, the initial weights
+(docs/design.md, "Statistics of a sweep"): seed s fixes the labeled subset, the initial weights
 and the labeled batches in every arm, so an arm is compared with a reference arm by the
 differences over the k seeds both have, d_s = acc_arm(s) - acc_ref(s), and the paired t
 interval mean(d) ± t_{(1+level)/2, k-1} * sd(d) / sqrt(k) (sd with ddof=1). References:

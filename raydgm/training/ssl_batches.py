@@ -1,7 +1,7 @@
 """The semi-supervised trainer's batches: which images each step sees and how they are shifted.
 
 An epoch's plan is drawn up front from two independent streams, so arms that differ only in
-their unlabeled source see the same labeled batches (DESIGN.md, "Statistics of a sweep"):
+their unlabeled source see the same labeled batches (docs/design.md, "Statistics of a sweep"):
 
 - labeled stream ``np.random.default_rng([seed, 1, epoch])``: the permutations of the labeled
   subset that the steps cycle through, then the crop offsets (and flips) of every labeled image;
