@@ -43,7 +43,8 @@ bench: $(STAMP)  ## benchmarks: each prints ours vs a baseline, measured side by
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/features.py
 	$(BIN)/python bench/pixelcnnpp.py --quick
-	$(BIN)/python bench/ssl.py
+	$(BIN)/python bench/crossfit.py
+	$(BIN)/python bench/ssl_trial.py
 
 bench-gpu: $(STAMP)  ## PixelCNN++ cached sampling on a CUDA GPU: samples/s at batch 64/256/1,024, fp32 and bf16; 250 samples vs the thesis's 57 min
 	$(BIN)/python bench/gpu_pixelcnnpp.py
