@@ -4,8 +4,8 @@ results (seconds of work on tiny sizes); the point is that a bench the code move
 fails here, not in the hands of whoever runs ``make bench`` next.
 
 The scripts run as ``make bench`` runs them: the venv's python, a script path (so ``bench/`` is
-first on ``sys.path``), the repo root as working directory. They start together, each in its own
-process (four of them start a local Ray cluster), and each test waits for its own; BLAS and
+first on ``sys.path``), the repo root as working directory, one after another (four of them
+start a local Ray cluster; run together on 2 cores they took longer than in a row); BLAS and
 OpenMP get one thread each, as torch does in conftest.py (on a loaded 2-core box a GMM fit ran
 26.7 s with 2 OpenBLAS threads and 0.6 s with one).
 """
