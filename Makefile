@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install install-inception demo pipeline-demo test test-slow test-gpu bench bench-gpu clean help
+.PHONY: install install-inception demo pipeline-demo test test-fast test-slow test-gpu bench bench-gpu clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ pipeline-demo: $(STAMP)  ## every pipeline stage alone (no sweep), with the qual
 
 test: $(STAMP)  ## fast CPU tests (slow and gpu tests are excluded)
 	$(BIN)/python -m pytest -q --durations=15
+
+test-fast: $(STAMP)  ## the edit loop: analytic and unit tests only (no Ray cluster, sweep, notebook, server or bench script)
+	$(BIN)/python -m pytest -q -m 'not slow and not gpu and not integration'
 
 test-slow: $(STAMP) install-inception  ## only the tests marked slow (real Inception weights; the 3-node Ray cluster and real-server smoke sweeps; MLflow on PostgreSQL when initdb is installed)
 	$(BIN)/python -m pip install --quiet -e '.[postgres]'

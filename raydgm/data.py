@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from raydgm._checks import _is_int_dtype, check_images, check_labels  # noqa: F401 (public here)
-
-KNOWN_DATASETS = ("mnist5k", "digits", "cifar10", "npz")
+from raydgm._names import KNOWN_DATASETS
 SPLIT_NAMES = ("train", "val", "test")
 UNLABELED = -1
 

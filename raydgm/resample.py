@@ -38,8 +38,7 @@ import numbers
 
 import numpy as np
 
-METHODS = ("multinomial", "systematic", "stratified", "residual", "gumbel_max", "gumbel_topk",
-           "rejection", "mh")
+from raydgm._names import RESAMPLE_METHODS as METHODS
 
 _CHUNK = 1 << 22  # elements in one temporary array of a chunked method (32 MiB of float64)
 _SEARCH_BLOCK = 1 << 14  # sorted queries per block in _search_sorted

@@ -27,6 +27,8 @@ CPU_SCRIPTS = ["resample.py", "pixelcnnpp.py", "generate.py", "features.py", "cr
 RATIO = re.compile(r"^(?P<what>.+ vs .+?): (?P<ratio>[0-9.eE+-]+)x(\s|$)")
 TIMEOUT_S = 300
 
+pytestmark = pytest.mark.integration   # subprocesses, four of them with a local Ray cluster
+
 
 def env() -> dict[str, str]:
     out = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}   # each script starts its own Ray

@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import Field, model_validator
 
-from raydgm import data, resample
+from raydgm._names import KNOWN_DATASETS, RESAMPLE_METHODS
 from raydgm.config.base import Config
 
 
@@ -14,7 +14,7 @@ class DataConfig(Config):
     """Which real dataset, and how it is split (see ``raydgm.data.load_dataset``)."""
 
     STAGE: ClassVar[str] = "data"
-    name: Literal[data.KNOWN_DATASETS] = "mnist5k"   # the datasets raydgm.data loads
+    name: Literal[KNOWN_DATASETS] = "mnist5k"   # the datasets raydgm.data loads
     path: str | None = None          # cifar10 directory or npz file
     download: bool = False           # cifar10 only: fetch with torchvision if missing
     seed: int = Field(0, ge=0)
@@ -253,7 +253,7 @@ class DensityRatioConfig(Config):
         return self
 
 
-ResampleMethod = Literal[resample.METHODS]   # the methods raydgm.resample implements
+ResampleMethod = Literal[RESAMPLE_METHODS]   # the methods raydgm.resample implements
 
 
 class ResampleConfig(Config):
