@@ -1,6 +1,5 @@
-"""Figures (matplotlib's object-oriented API: a ``Figure`` on an Agg canvas, no pyplot, no
-backend switch), saved as PNG: sample grids, weight histograms and the quality report's
-figures (calibration, proportion curve, ESS vs alpha, metric bars)."""
+"""PNG figures on matplotlib's object-oriented API (a ``Figure`` on an Agg canvas: no pyplot, no backend
+switch): sample grids, weight histograms, the quality report's (calibration, ESS vs alpha, bars...)."""
 from __future__ import annotations
 
 import math
@@ -12,7 +11,8 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from raydgm._diagnostics import check_log_weights, ess_fraction, flatten
+from raydgm._checks import check_log_weights
+from raydgm._diagnostics import ess_fraction, flatten
 from raydgm.metrics import format_pm
 
 
