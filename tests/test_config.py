@@ -50,6 +50,31 @@ def test_unknown_key_is_named_with_a_suggestion():
         DensityRatioConfig.from_dict({"hiden_units": 10})
 
 
+def test_an_unknown_key_under_a_mapping_of_configs_lists_what_its_values_accept():
+    """``generators`` maps names to TrainGeneratorConfig: a key under a name is checked against
+    that class (it once came with an empty list of known keys), and a key that lives one level
+    down is pointed to, with its choices."""
+    from raydgm.config import SweepConfig, TrainGeneratorConfig
+    with pytest.raises(ConfigError) as info:
+        SweepConfig.load(None, ["generators.foo.kind=bar"])
+    assert str(info.value) == (
+        "SweepConfig: unknown key 'generators.foo.kind' (did you mean 'generators.foo.model.kind'? "
+        "one of baseline, vae, pixelcnnpp); known keys: " + ", ".join(sorted(TrainGeneratorConfig.model_fields)))
+    assert "model, seed" in str(info.value) and "epochs" in str(info.value)
+    with pytest.raises(ConfigError, match=r"unknown key 'generators\.foo\.epoch' \(did you mean 'epochs'\?\)"):
+        SweepConfig.load(None, ["generators.foo.epoch=3"])
+
+
+def test_an_unknown_key_inside_one_kind_of_model_names_that_kinds_keys():
+    """pydantic's error path holds the union member's tag (``model.vae.latent``); the message
+    gives the path as written and the member's keys."""
+    with pytest.raises(ConfigError, match=r"unknown key 'generator\.model\.latent' \(did you mean "
+                                          r"'latent_dim'\?\); known keys: hidden_channels, kind, latent_dim"):
+        PipelineConfig.load(None, ["generator.model.kind=vae", "generator.model.latent=3"])
+    with pytest.raises(ConfigError, match=r"'generator\.model\.kind'\? one of baseline, vae, pixelcnnpp"):
+        PipelineConfig.load(None, ["generator.kind=vae"])
+
+
 def test_out_of_range_and_cross_field_errors_name_the_key():
     with pytest.raises(ConfigError, match="'hidden_units'.*greater than or equal to 1"):
         DensityRatioConfig.from_dict({"hidden_units": 0})
