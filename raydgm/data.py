@@ -19,6 +19,7 @@ import numpy as np
 
 from raydgm._checks import _is_int_dtype, check_images, check_labels  # noqa: F401 (public here)
 from raydgm._names import KNOWN_DATASETS
+
 SPLIT_NAMES = ("train", "val", "test")
 UNLABELED = -1
 

@@ -29,7 +29,6 @@ import numpy as np
 import torch
 from scipy.special import expit
 
-from raydgm import metrics
 from raydgm._checks import check_features
 from raydgm._classifier import build_mlp, calibrate, raw_logits, split_rows, standardizer, train_classifier
 from raydgm._diagnostics import (DensityRatioReport, alpha_for_ess, build_report, effective_sample_size,
@@ -44,8 +43,6 @@ __all__ = ["CrossFit", "DensityRatioModel", "DensityRatioReport", "alpha_for_ess
 SPLITS = ("train", "val", "calib")
 WEIGHTS_FILE, META_FILE = "weights.pt", "model.json"
 
-
-# --------------------------------------------------------------------------- inputs
 
 # --------------------------------------------------------------------------- model
 

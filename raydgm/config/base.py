@@ -11,8 +11,8 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from pathlib import Path
 import types
+from pathlib import Path
 from typing import Any, ClassVar, Iterable, Literal, Mapping, TypeVar, Union, get_args, get_origin
 
 import yaml
@@ -181,7 +181,8 @@ def _model_at(cls: type[BaseModel], loc: tuple) -> tuple[type[BaseModel] | None,
         if field is None:
             return None, path + parts
         annotation = field.annotation
-        mapping = [a for a in get_args(annotation) or [annotation] if get_origin(a) is dict]
+        options = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+        mapping = [a for a in options if get_origin(a) is dict]
         if mapping and parts:
             path.append(parts.pop(0))                              # the mapping's key, e.g. a generator's name
             annotation = get_args(mapping[0])[1]

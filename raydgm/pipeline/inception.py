@@ -269,8 +269,8 @@ class InceptionExtractor:
                 if lg is not None:
                     logits.append(lg.cpu().numpy())
         features = check_finite_rows(np.concatenate(feats).astype(np.float32, copy=False),
-                                "inception features")
+                                     "inception features")
         if self.output is None:
             return features, None
         return features, check_finite_rows(np.concatenate(logits).astype(np.float32, copy=False),
-                                      "inception logits")
+                                           "inception logits")
