@@ -31,7 +31,7 @@ pipeline-demo: $(STAMP)  ## every pipeline stage alone (no sweep), with the qual
 test: $(STAMP)  ## fast CPU tests (slow and gpu tests are excluded)
 	$(BIN)/python -m pytest -q --durations=15
 
-test-fast: $(STAMP)  ## the edit loop: analytic and unit tests only (no Ray cluster, sweep, notebook, server or bench script)
+test-fast: $(STAMP)  ## the edit loop: analytic and unit tests only (no Ray cluster, sweep, notebook, server or bench script): ~1.5 min on 2 cores
 	$(BIN)/python -m pytest -q -m 'not slow and not gpu and not integration'
 
 test-slow: $(STAMP) install-inception  ## only the tests marked slow (real Inception weights; the 3-node Ray cluster and real-server smoke sweeps; MLflow on PostgreSQL when initdb is installed)
