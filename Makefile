@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install install-inception demo pipeline-demo test test-slow test-gpu bench bench-gpu clean help
+.PHONY: install install-inception demo pipeline-demo test test-fast test-slow test-gpu bench bench-gpu clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ pipeline-demo: $(STAMP)  ## every pipeline stage alone (no sweep), with the qual
 test: $(STAMP)  ## fast CPU tests (slow and gpu tests are excluded)
 	$(BIN)/python -m pytest -q --durations=15
 
+test-fast: $(STAMP)  ## the edit loop: analytic and unit tests only (no Ray cluster, sweep, notebook, server or bench script): ~1.5 min on 2 cores
+	$(BIN)/python -m pytest -q -m 'not slow and not gpu and not integration'
+
 test-slow: $(STAMP) install-inception  ## only the tests marked slow (real Inception weights; the 3-node Ray cluster and real-server smoke sweeps; MLflow on PostgreSQL when initdb is installed)
 	$(BIN)/python -m pip install --quiet -e '.[postgres]'
 	$(BIN)/python -m pytest -q -m slow
@@ -43,7 +46,8 @@ bench: $(STAMP)  ## benchmarks: each prints ours vs a baseline, measured side by
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/features.py
 	$(BIN)/python bench/pixelcnnpp.py --quick
-	$(BIN)/python bench/ssl.py
+	$(BIN)/python bench/crossfit.py
+	$(BIN)/python bench/ssl_trial.py
 
 bench-gpu: $(STAMP)  ## PixelCNN++ cached sampling on a CUDA GPU: samples/s at batch 64/256/1,024, fp32 and bf16; 250 samples vs the thesis's 57 min
 	$(BIN)/python bench/gpu_pixelcnnpp.py

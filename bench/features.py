@@ -3,6 +3,7 @@
     python bench/features.py                       # 5,000 mnist5k images; 64 for inception
     python bench/features.py --n-inception 16 --skip-ray
     python bench/features.py --skip-inception      # a machine without Inception weights
+    python bench/features.py --smoke               # seconds: 200 images, 4 for inception (not a result)
 
 All images are mnist5k's (uint8 1x32x32; tiled when --n exceeds 5,000), torch runs with
 ``--threads`` threads. In one run it measures:
@@ -19,6 +20,10 @@ All images are mnist5k's (uint8 1x32x32; tiled when --n exceeds 5,000), torch ru
 3. ``domain`` through Ray Data (``features._extract_with_ray``, actor start-up included)
    against the in-process branch of ``features.extract_to``, both from a samples Parquet
    directory to a features Parquet directory; the features must agree.
+
+Last lines: each side-by-side ratio, ``inception, ours vs clean-fid loop: N.NNx the images/s``
+and ``domain, Ray Data vs in-process (Parquet -> Parquet): N.NNx the images/s``; then any
+feature mismatch (exit status 1).
 """
 from __future__ import annotations
 
@@ -61,7 +66,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="timings of the pixels/domain rows, best kept (default 3)")
     p.add_argument("--skip-inception", action="store_true", help="no inception rows")
     p.add_argument("--skip-ray", action="store_true", help="no Ray Data rows")
-    return p.parse_args(argv)
+    p.add_argument("--smoke", action="store_true",
+                   help="seconds: 200 images, 4 for inception, one timing each, the tiny CNN trained "
+                        "on 500 images (CI; not a result)")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.n, args.n_inception, args.inception_batch_size, args.repeats = 200, 4, 2, 1
+    return args
 
 
 def machine() -> str:
@@ -204,6 +215,18 @@ def print_table(rows: list[tuple]) -> None:
         print(f"{name:<10} | {path:<30} | {rate:11,.1f} | {ratio}")
 
 
+def print_ratios(rows: list[tuple]) -> None:
+    """One line per side-by-side pair of rows: ours vs its baseline, in images/s."""
+    rate = {(name, path): r for name, path, r, _ in rows}
+    pairs = {"inception": (("inception", "in-process, ours"), ("inception", "clean-fid loop"),
+                           "inception, ours vs clean-fid loop"),
+             "domain": (("domain", "Ray Data, Parquet->Parquet"), ("domain", "in-process, Parquet->Parquet"),
+                        "domain, Ray Data vs in-process (Parquet -> Parquet)")}
+    for ours, base, what in pairs.values():
+        if ours in rate and base in rate:
+            print(f"{what}: {rate[ours] / rate[base]:.3g}x the images/s")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -216,9 +239,10 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         ckpt = tmp / "domain.pt"
-        _, seconds = timed(train_domain, *data.split("train"), ckpt)
+        train = tuple(a[:500] for a in data.split("train")) if args.smoke else data.split("train")
+        _, seconds = timed(train_domain, *train, ckpt)
         print(f"domain: trained a tiny DomainCNN (1 epoch, channels (16, 32), "
-              f"{len(data.split('train')[0])} images) into a temp dir in {seconds:.1f} s")
+              f"{len(train[0])} images) into a temp dir in {seconds:.1f} s")
         kwargs = {"domain_checkpoint": str(ckpt), "batch_size": args.batch_size}
         for name in ("pixels", "domain"):
             extractor = features.build_extractor(name, **(kwargs if name == "domain" else {}))
@@ -232,6 +256,7 @@ def main(argv=None) -> int:
             new, checks["domain, Ray Data vs in-process"] = ray_rows(ids, images, kwargs, args, tmp)
             rows += new
     print_table(rows)
+    print_ratios(rows)
     bad = {what: d for what, d in checks.items() if d is not None and not d <= TOLERANCE}
     for what, d in bad.items():
         print(f"FEATURE MISMATCH {what}: max abs difference {d:.2e} > {TOLERANCE:g}")

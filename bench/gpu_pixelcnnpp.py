@@ -2,6 +2,7 @@
 
     python bench/gpu_pixelcnnpp.py                  # batches 64, 256, 1,024; make bench-gpu
     python bench/gpu_pixelcnnpp.py --batches 64 --skip-250
+    python bench/gpu_pixelcnnpp.py --smoke          # seconds: batch 16 only, no 250 line (not a result)
 
 The paper-size model (5 resnets / 160 filters / 10 mixtures, 3x32x32, 53.6M parameters,
 untrained: sampling cost does not depend on the weights) in eval mode on ``cuda:0``. For each
@@ -11,7 +12,8 @@ around the clock; bf16 is ``torch.autocast(dtype=torch.bfloat16)``, as the gener
 ``autocast: bf16`` runs it. Then the time for 250 samples (one batch of 250, fp32 and bf16)
 against the thesis's 57 minutes for 250 samples on a P100. It also prints the max abs difference
 of the fp32 cached parameters to one full network pass (TF32 convolutions are turned off for
-that check) and the peak GPU memory of each run.
+that check) and the peak GPU memory of each run. Last line, with both precisions: ``bf16 vs fp32,
+cached sampling (batch 1024): N.NNx the samples/s`` (the largest batch).
 
 Exits with status 2 and a message naming the problem when CUDA is not available.
 """
@@ -36,7 +38,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="batch sizes (default 64 256 1024)")
     p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     p.add_argument("--skip-250", action="store_true", help="skip the 250-sample line")
-    return p.parse_args(argv)
+    p.add_argument("--smoke", action="store_true", help="seconds: batch 16, no 250 line (CI; not a result)")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.batches, args.skip_250 = [16], True
+    return args
 
 
 def run(model: PixelCNNpp, n: int, dtype: str) -> tuple[float, float]:
@@ -82,10 +88,12 @@ def main(argv=None) -> int:
     print(f"\n{'batch':>5} | {'dtype':>5} | {'s/batch':>8} | {'samples/s':>10} | {'peak GiB':>8} | cache GiB")
     for dtype in args.dtypes:
         run(model, 8, dtype)  # warm-up: kernels, allocator
+    rate = {}
     for n in args.batches:
         cache = CachedSampler(model, torch.zeros(n, 3, 32, 32, device="cuda")).cache_bytes() / 2**30
         for dtype in args.dtypes:
             seconds, peak = run(model, n, dtype)
+            rate[n, dtype] = n / seconds
             print(f"{n:>5} | {dtype:>5} | {seconds:>8.2f} | {n / seconds:>10.1f} | {peak:>8.2f} | "
                   f"{cache:.2f}", flush=True)
     if not args.skip_250:
@@ -93,6 +101,9 @@ def main(argv=None) -> int:
             seconds, _ = run(model, 250, dtype)
             print(f"250 samples ({dtype}, one batch): {seconds:.1f} s vs the thesis's 57 min on a "
                   f"P100: {THESIS_250_S / seconds:,.0f}x")
+    n = max(args.batches)
+    if {"fp32", "bf16"} <= set(args.dtypes):
+        print(f"bf16 vs fp32, cached sampling (batch {n}): {rate[n, 'bf16'] / rate[n, 'fp32']:.3g}x the samples/s")
     return 0
 
 

@@ -2,6 +2,7 @@
 
     python bench/resample.py --n 10000000
     python bench/resample.py --n 1000000 --methods multinomial,systematic
+    python bench/resample.py --smoke      # seconds: N = 20,000, one timing each (not a result)
 
 Builds N log-weights ~ Normal(0, sd), times the baseline once, then each method in the same
 process (fastest of --repeat runs), and prints seconds, draws/s and the throughput ratio
@@ -9,7 +10,8 @@ process (fastest of --repeat runs), and prints seconds, draws/s and the throughp
 
 gumbel_max costs O(N) per draw, rejection ~ max(w)/mean(w) proposals per draw, and mh runs
 a Python loop, so by default they make fewer draws (--slow-draws); gumbel_topk draws
-without replacement (not SIR) and is timed with k = N // 10.
+without replacement (not SIR) and is timed with k = N // 10. Last line: the resample stage's
+default method against the baseline, ``systematic vs rng.choice (N draws each): N.NNx the draws/s``.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import time
 import numpy as np
 
 from raydgm import resample as R
+from raydgm.config import ResampleConfig
 
 # methods timed on fewer draws by default: (default draws, note)
 SLOW = {"gumbel_max": (20, "O(N) work per draw"),
@@ -40,7 +43,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="time each method this many times and report the fastest (default 3; "
                         "the baseline runs once)")
     p.add_argument("--no-baseline", action="store_true", help="skip rng.choice (slow at 1e7)")
+    p.add_argument("--smoke", action="store_true",
+                   help="seconds: N = 20,000, slow methods 200 draws, one timing each (CI; not a result)")
     args = p.parse_args(argv)
+    if args.smoke:
+        args.n, args.slow_draws, args.repeat = 20_000, 200, 1
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(args.methods) - set(R.METHODS))
     if unknown:
@@ -97,6 +104,11 @@ def main(argv=None) -> None:
     for name, draws, sec, note in rows:
         ratio = f"{draws / sec / base_rate:9.1f}" if base_rate else f"{'-':>9}"
         print(f"{name:<18} {draws:>11,} {sec:9.3f} {draws / sec:10.3g} {ratio}  {note}")
+    default = ResampleConfig().method            # the stage's method: the summary line
+    mine = [(draws, sec) for name, draws, sec, _ in rows if name == default]
+    if base_rate and mine:
+        draws, sec = mine[0]
+        print(f"{default} vs rng.choice ({args.n:,} draws each): {draws / sec / base_rate:.3g}x the draws/s")
 
 
 if __name__ == "__main__":

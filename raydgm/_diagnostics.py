@@ -14,29 +14,14 @@ import numpy as np
 from scipy.special import expit, logit, logsumexp
 from sklearn.metrics import roc_auc_score
 
+from raydgm._checks import check_log_weights
+
 KHAT_UNRELIABLE = 0.7      # Vehtari et al. (2024), Sec. 3.2: above this, estimates are unreliable
 KHAT_GOOD = 0.5            # below this the weights have a finite variance
 ESS_FRACTION_MIN = 0.01    # below 1% of the pool, resampling keeps a handful of samples
 AUC_SEPARABLE = 0.99       # near-perfect separation: the odds (weights) degenerate
 MIN_PSIS_WEIGHTS = 25      # tail size M = ceil(min(N/5, 3 sqrt(N))) >= 5 needs N >= 25
 N_BINS = 10
-
-
-def check_log_weights(log_weights: Any, name: str = "log_weights") -> np.ndarray:
-    """Validated copy of ``log_weights`` as float64 ``(N,)``: no NaN, no +inf, not all -inf."""
-    lw = np.asarray(log_weights, dtype=np.float64)
-    if lw.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (N,), got shape {lw.shape}")
-    if lw.size == 0:
-        raise ValueError(f"{name} is empty")
-    if np.isnan(lw).any():
-        raise ValueError(f"{name} has {int(np.isnan(lw).sum())} NaN entries")
-    if np.isposinf(lw).any():
-        raise ValueError(f"{name} has {int(np.isposinf(lw).sum())} +inf entries "
-                         "(infinite weights); clip them first (log_clip_max)")
-    if np.isneginf(lw).all():
-        raise ValueError(f"all {lw.size} entries of {name} are -inf (every weight is zero)")
-    return lw
 
 
 def effective_sample_size(log_weights: Any) -> float:

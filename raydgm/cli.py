@@ -162,23 +162,29 @@ def _home_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--home", type=Path, help="artifact root (default: $RAYDGM_HOME or ./artifacts)")
 
 
-def _train_generator(args: argparse.Namespace) -> int:
+def _trained(args: argparse.Namespace, **generator_changes: Any) -> tuple[PipelineConfig, Any, Any]:
+    """(pipeline config, artifact store, generator artifact): the config of ``--config`` and
+    ``--set`` (its generator section updated with ``generator_changes``), and its generator
+    trained, imported or reused in ``--home``, each step printed."""
     from raydgm.pipeline.stages import load_data, log_artifact, train_generator
     from raydgm.pipeline.store import ArtifactStore
     cfg = PipelineConfig.load(args.config, args.overrides)
-    art = log_artifact(print, train_generator(cfg.data, cfg.generator, ArtifactStore(args.home),
-                                              load_data(cfg.data), log=print))
+    if generator_changes:
+        cfg = cfg.replace(generator=cfg.generator.to_dict() | generator_changes)
+    store = ArtifactStore(args.home)
+    art = log_artifact(print, train_generator(cfg.data, cfg.generator, store, load_data(cfg.data), log=print))
+    return cfg, store, art
+
+
+def _train_generator(args: argparse.Namespace) -> int:
+    cfg, _, art = _trained(args)
     print(f"checkpoint ({cfg.generator.model.kind}): {art.file('model.pt')}")
     return 0
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from raydgm.pipeline.stages import generate_samples, load_data, log_artifact, train_generator
-    from raydgm.pipeline.store import ArtifactStore
-    cfg = PipelineConfig.load(args.config, args.overrides)
-    store = ArtifactStore(args.home)
-    trained = log_artifact(print, train_generator(cfg.data, cfg.generator, store,
-                                                  load_data(cfg.data), log=print))
+    from raydgm.pipeline.stages import generate_samples
+    cfg, store, trained = _trained(args)
     art = generate_samples(cfg.generate, trained, store)
     rows = art.rows
     print(f"generate: {'reused' if art.reused else 'wrote'} {rows['samples']} samples "
@@ -199,13 +205,7 @@ def _import_samples(args: argparse.Namespace) -> int:
 
 
 def _import_generator(args: argparse.Namespace) -> int:
-    from raydgm.pipeline.stages import load_data, log_artifact, train_generator
-    from raydgm.pipeline.store import ArtifactStore
-    cfg = PipelineConfig.load(args.config, args.overrides)
-    cfg = cfg.replace(generator=cfg.generator.to_dict() | {"checkpoint": str(args.file),
-                                                           "checkpoint_format": args.format})
-    art = log_artifact(print, train_generator(cfg.data, cfg.generator, ArtifactStore(args.home),
-                                              load_data(cfg.data), log=print))
+    _, _, art = _trained(args, checkpoint=str(args.file), checkpoint_format=args.format)
     print(f"checkpoint (pixelcnnpp): {art.file('model.pt')}")
     print(f"use it: --set generator.checkpoint={args.file}")
     return 0

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from raydgm._checks import _is_int_dtype, check_images, check_labels  # noqa: F401 (public here)
+from raydgm._names import KNOWN_DATASETS
 
-KNOWN_DATASETS = ("mnist5k", "digits", "cifar10", "npz")
 SPLIT_NAMES = ("train", "val", "test")
 UNLABELED = -1
 

@@ -25,7 +25,7 @@ def run_logged(cfg: PipelineConfig, home: Path | None = None) -> tuple[dict[str,
     store = ArtifactStore(home)
     print(f"raydgm: artifacts under {store.root.resolve()}")
     arts = run_pipeline(cfg, store, dataset=load_data(cfg.data))
-    return arts, uri, (runs.log_pipeline(cfg, arts) if uri is not None else {})
+    return arts, uri, (runs.log_pipeline(cfg, arts, figures=report.stage_figures) if uri is not None else {})
 
 
 def run_demo(cfg: PipelineConfig, home: Path | None = None) -> dict:

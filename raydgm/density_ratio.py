@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from scipy.special import expit
 
-from raydgm import metrics
+from raydgm._checks import check_features
 from raydgm._classifier import build_mlp, calibrate, raw_logits, split_rows, standardizer, train_classifier
 from raydgm._diagnostics import (DensityRatioReport, alpha_for_ess, build_report, effective_sample_size,
                                  ess_fraction, flatten, khat_threshold, pareto_smooth, psis_khat,
@@ -42,17 +42,6 @@ __all__ = ["CrossFit", "DensityRatioModel", "DensityRatioReport", "alpha_for_ess
 
 SPLITS = ("train", "val", "calib")
 WEIGHTS_FILE, META_FILE = "weights.pt", "model.json"
-
-
-# --------------------------------------------------------------------------- inputs
-
-def check_features(x: Any, name: str, dim: int | None = None) -> np.ndarray:
-    """``x`` (numpy or torch) as a finite float64 ``(N, D)`` array with N >= 1; ``dim``: the
-    required D (``raydgm.metrics.check_features``)."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    return metrics.check_features(x, name, dim)
-
 
 
 # --------------------------------------------------------------------------- model

@@ -19,6 +19,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy.special import log_softmax, logsumexp, rel_entr, softmax
 
+from raydgm._checks import check_features, check_log_weights, real_array
+
 __all__ = ["KID", "block_indices", "frechet_distance", "frechet_from_stats", "gaussian_stats",
            "inception_score", "inception_score_from_logits", "kernel_inception_distance",
            "kid_from_subsets", "mean_std", "prdc", "weighted_frechet_distance",
@@ -37,46 +39,9 @@ class KID(NamedTuple):
 
 # --------------------------------------------------------------------------- validation
 
-def _as_array(x: Any, name: str) -> np.ndarray:
-    if hasattr(x, "detach") and hasattr(x, "cpu"):          # torch.Tensor, without importing torch
-        x = x.detach().cpu().double().numpy()
-    x = np.asarray(x)
-    if x.dtype.kind not in "biuf":
-        raise ValueError(f"{name} must hold real numbers, got dtype {x.dtype}")
-    return x.astype(np.float64, copy=False)
-
-
-def check_features(x: Any, name: str, dim: int | None = None, min_rows: int = 1,
-                   why: str = "") -> np.ndarray:
-    """``x`` as a finite float64 ``(N, D)`` array with N >= ``min_rows`` and D == ``dim``."""
-    x = _as_array(x, name)
-    if x.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (N, D), got shape {x.shape}")
-    if x.size == 0:
-        raise ValueError(f"{name} is empty (shape {x.shape})")
-    bad = ~np.isfinite(x).all(axis=1)
-    if bad.any():
-        raise ValueError(f"{name} has {int(bad.sum())} of {x.shape[0]} rows with NaN or inf "
-                         f"(first at row {int(np.argmax(bad))})")
-    if dim is not None and x.shape[1] != dim:
-        raise ValueError(f"feature dimension mismatch: {name} has D={x.shape[1]}, "
-                         f"expected D={dim}")
-    if x.shape[0] < min_rows:
-        raise ValueError(f"{name} has {x.shape[0]} rows; {why or 'this'} needs at least {min_rows}")
-    return x
-
-
 def _normalized_weights(log_weights: Any, n: int, name: str = "log_weights") -> np.ndarray:
     """softmax(log_weights) as float64 ``(n,)``; -inf is a zero weight, NaN/+inf are errors."""
-    lw = _as_array(log_weights, name)
-    if lw.ndim != 1 or lw.shape[0] != n:
-        raise ValueError(f"{name} must have shape ({n},) to match the features, got {lw.shape}")
-    if np.isnan(lw).any() or np.isposinf(lw).any():
-        raise ValueError(f"{name} has {int(np.isnan(lw).sum())} NaN and "
-                         f"{int(np.isposinf(lw).sum())} +inf entries")
-    if np.isneginf(lw).all():
-        raise ValueError(f"all {n} entries of {name} are -inf (every weight is zero)")
-    return softmax(lw)
+    return softmax(check_log_weights(log_weights, name, n))
 
 
 def _check_probs(probs: Any, name: str = "probs") -> np.ndarray:
@@ -108,7 +73,7 @@ def gaussian_stats(feats: Any, weights: Any = None) -> tuple[np.ndarray, np.ndar
     if weights is None:
         w = np.full(n, 1.0 / n)
     else:
-        w = _as_array(weights, "weights")
+        w = real_array(weights, "weights")
         if w.shape != (n,):
             raise ValueError(f"weights must have shape ({n},) to match feats, got {w.shape}")
         bad, neg = int((~np.isfinite(w)).sum()), int((w < 0).sum())
@@ -150,8 +115,8 @@ def frechet_from_stats(mu_a: Any, cov_a: Any, mu_b: Any, cov_b: Any) -> float:
     finite and defined for singular covariances, so no eps*I retry and no imaginary part
     to drop as in clean-fid's ``scipy.linalg.sqrtm`` path (and several times faster).
     """
-    mu_a, mu_b = _as_array(mu_a, "mu_a"), _as_array(mu_b, "mu_b")
-    cov_a, cov_b = _as_array(cov_a, "cov_a"), _as_array(cov_b, "cov_b")
+    mu_a, mu_b = real_array(mu_a, "mu_a"), real_array(mu_b, "mu_b")
+    cov_a, cov_b = real_array(cov_a, "cov_a"), real_array(cov_b, "cov_b")
     if mu_a.ndim != 1 or mu_a.size == 0 or mu_a.shape != mu_b.shape:
         raise ValueError(f"mu_a and mu_b must be non-empty 1-D of one shape, got {mu_a.shape} "
                          f"and {mu_b.shape}")
@@ -361,7 +326,7 @@ def block_indices(n: int, num_blocks: int, block_size: int,
 
 def mean_std(values: Any) -> tuple[float, float]:
     """Mean and std (ddof=1; 0.0 for a single value) of a non-empty finite 1-D array."""
-    v = _as_array(values, "values").ravel()
+    v = real_array(values, "values").ravel()
     if v.size == 0:
         raise ValueError("values is empty")
     if not np.isfinite(v).all():

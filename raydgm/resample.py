@@ -38,8 +38,8 @@ import numbers
 
 import numpy as np
 
-METHODS = ("multinomial", "systematic", "stratified", "residual", "gumbel_max", "gumbel_topk",
-           "rejection", "mh")
+from raydgm._checks import check_log_weights
+from raydgm._names import RESAMPLE_METHODS as METHODS
 
 _CHUNK = 1 << 22  # elements in one temporary array of a chunked method (32 MiB of float64)
 _SEARCH_BLOCK = 1 << 14  # sorted queries per block in _search_sorted
@@ -66,7 +66,7 @@ def resample(log_weights, num_samples: int, method: str, rng: np.random.Generato
     Raises:
         ValueError: bad log_weights, num_samples, method, rng or options.
     """
-    log_w = _check_log_weights(log_weights)
+    log_w = check_log_weights(log_weights)
     _check_rng(rng)
     n = _check_count(num_samples, "num_samples")
     if not isinstance(method, str) or method not in METHODS:
@@ -101,7 +101,7 @@ def gumbel_softmax_weights(log_weights, tau: float, rng: np.random.Generator) ->
     Returns:
         (N,) float64 in [0, 1] summing to 1; exactly 0 at -inf entries.
     """
-    log_w = _check_log_weights(log_weights)
+    log_w = check_log_weights(log_weights)
     _check_rng(rng)
     if isinstance(tau, bool) or not isinstance(tau, numbers.Real) or not 0 < tau < np.inf:
         raise ValueError(f"tau must be a finite real number > 0, got {tau!r}")
@@ -136,29 +136,6 @@ def counts(indices, n: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- validation
-
-
-def _check_log_weights(log_weights) -> np.ndarray:
-    """(N,) float64 copy-or-view of log_weights; ValueError on bad shape or values."""
-    x = np.asarray(log_weights)
-    if x.ndim != 1:
-        raise ValueError(f"log_weights must be 1-D, got shape {x.shape}")
-    if x.size == 0:
-        raise ValueError("log_weights is empty")
-    if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.integer)
-                                   or np.issubdtype(x.dtype, np.floating)):
-        raise ValueError(f"log_weights must be real numbers, got dtype {x.dtype}")
-    x = x.astype(np.float64, copy=False)
-    top = x.max()  # one pass: NaN propagates, +inf and all -inf show up here
-    if np.isnan(top):
-        raise ValueError(f"log_weights contains NaN (first at index "
-                         f"{int(np.flatnonzero(np.isnan(x))[0])})")
-    if top == np.inf:
-        raise ValueError(f"log_weights contains +inf (first at index "
-                         f"{int(np.flatnonzero(x == np.inf)[0])}); weights must be finite")
-    if top == -np.inf:
-        raise ValueError("all log_weights are -inf: every weight is zero, nothing to draw")
-    return x
 
 
 def _check_rng(rng) -> None:

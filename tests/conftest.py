@@ -1,6 +1,17 @@
 import pytest
 import torch
 
+# A test that uses one of these (itself or through another fixture) runs a real Ray cluster or a
+# whole sweep: it is marked ``integration``, which ``make test-fast`` leaves out.
+INTEGRATION_FIXTURES = {"ray_local", "smoke_sweep"}
+
+
+@pytest.hookimpl(tryfirst=True)      # before ``-m`` deselects by marker
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if INTEGRATION_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.integration)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def torch_one_thread():

@@ -212,9 +212,13 @@ def test_a_misspelled_key_fails_naming_it(path, good, bad):
     ((*W, "node_config"), "InstanceType", "InstanceTyp"),    # boto3 refuses it only at launch
     ((*W, "resources"), "GPU", "GPUs"),                      # a custom resource: no GPU trials
 ])
-def test_ray_alone_lets_these_misspellings_through(path, good, bad):
-    """Why strict_check exists; if Ray starts catching one, its row can go."""
-    ray_validate(rename(load(), path, good, bad))
+def test_strict_check_catches_what_ray_alone_lets_through(path, good, bad):
+    """Ray's own validation accepts these misspellings (why strict_check exists; if Ray starts
+    catching one, its row can go); strict_check refuses each, naming it."""
+    cfg = rename(load(), path, good, bad)
+    ray_validate(cfg)
+    with pytest.raises(ValueError, match=re.escape(bad)):
+        strict_check(cfg)
 
 
 def test_docker_image_tag_is_the_ray_pin_of_pyproject():

@@ -12,6 +12,7 @@ import torch
 from cleanfid.resize import build_resizer
 
 from inception_standin import build_standin, save_scripted, NoLayers
+from raydgm._checks import check_finite_rows
 from raydgm.pipeline import inception as I
 
 TOL = dict(rtol=1e-6, atol=1e-6)   # float32; the same ops in the same order give ~0 difference
@@ -120,12 +121,12 @@ def test_bad_images_raise(features_only_file, bad, match):
         ex(bad)
 
 
-def test_check_finite_counts_bad_rows():
+def test_check_finite_rows_counts_bad_rows():
     x = np.zeros((5, 3), np.float32)
     x[1, 0], x[3, 2] = np.nan, np.inf
-    with pytest.raises(ValueError, match="2 of 5 rows"):
-        I.check_finite(x, "features")
-    assert I.check_finite(x[[0, 2, 4]], "features") is not None
+    with pytest.raises(ValueError, match=r"features has 2 of 5 rows with NaN or inf \(first at row 1\)"):
+        check_finite_rows(x, "features")
+    assert check_finite_rows(x[[0, 2, 4]], "features") is not None
 
 
 # ------------------------------------------------------------------------------ where the weights come from

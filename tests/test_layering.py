@@ -5,7 +5,10 @@ math modules, ``data``, ``models/``, ``config/``), ``training/``, ``pipeline/``,
 line (``cli``, ``demo``). A module imports only from its own layer or below, with no import
 circle; ``ray`` only under ``pipeline/`` and ``sweeps/``, ``mlflow`` only under
 ``tracking/``; no module over 400 lines; a function over 50 lines says why in its docstring.
-Imports inside functions count as much as those at the top.
+Within the leaves and layers, two folders keep apart (``APART``): ``config/`` imports nothing of
+raydgm but itself and ``raydgm._names`` (configs hold data, not code), and ``tracking/`` imports
+nothing from ``pipeline/`` (it logs the files a stage wrote or was handed). Imports inside
+functions count as much as those at the top.
 """
 from __future__ import annotations
 
@@ -20,10 +23,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "raydgm"
 LEAVES = {"raydgm", "raydgm.resample", "raydgm.density_ratio", "raydgm._classifier", "raydgm._diagnostics", "raydgm.metrics",
-          "raydgm._cifar", "raydgm._checks",
+          "raydgm._cifar", "raydgm._checks", "raydgm._names", "raydgm._env",
           "raydgm.semantic_loss", "raydgm.data"}
 LAYERS = ("leaf", "training", "pipeline", "tracking", "sweeps", "command line")
 EXTERNAL = {"ray": ("pipeline", "sweeps"), "mlflow": ("tracking",)}   # package: layers allowed
+# folder: (what it must not import, the exceptions)
+APART = {"raydgm.config": ("raydgm", ("raydgm.config", "raydgm._names")),
+         "raydgm.tracking": ("raydgm.pipeline", ())}
 
 
 def module_name(path: Path) -> str:
@@ -106,6 +112,34 @@ def test_no_import_circle():
 def test_ray_and_mlflow_stay_in_their_layers(package):
     where = sorted(m for m, (_, ext) in GRAPH.items() if package in ext)
     assert where and all(layer(m) in EXTERNAL[package] for m in where), where
+
+
+def under(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def crossings(graph: dict, folder: str) -> list[str]:
+    """``folder``'s imports that ``APART`` forbids, as "importer imports imported"."""
+    banned, allowed = APART[folder]
+    return sorted(f"{m} imports {d}" for m, (deps, _) in graph.items() if under(m, folder) for d in deps
+                  if under(d, banned) and not any(under(d, a) for a in allowed))
+
+
+@pytest.mark.parametrize("folder", sorted(APART))
+def test_config_imports_no_implementation_and_tracking_nothing_from_pipeline(folder):
+    assert crossings(GRAPH, folder) == []
+
+
+def test_the_apart_check_can_fail():
+    """It flags the imports these rules were written against (config/stages.py once imported
+    data and resample for their lists of names; tracking/runs.py drew through pipeline.plots)."""
+    old = {"raydgm.config.stages": ({"raydgm.data", "raydgm.resample", "raydgm.config.base"}, set()),
+           "raydgm.tracking.runs": ({"raydgm.pipeline.plots", "raydgm.tracking.client"}, set()),
+           "raydgm.pipelines": ({"raydgm.config.stages"}, set())}   # a name that only starts alike
+    assert crossings(old, "raydgm.config") == ["raydgm.config.stages imports raydgm.data",
+                                               "raydgm.config.stages imports raydgm.resample"]
+    assert crossings(old, "raydgm.tracking") == ["raydgm.tracking.runs imports raydgm.pipeline.plots"]
+    assert any(under(d, "raydgm.pipeline") for d in GRAPH["raydgm.sweeps.semantic"][0])   # real edges are seen
 
 
 def test_no_module_over_400_lines():

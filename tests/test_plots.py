@@ -1,5 +1,9 @@
 """raydgm.pipeline.plots: every figure writes a readable PNG and returns the column table behind it."""
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -207,39 +211,50 @@ def test_accuracy_vs_weight_table_and_png(tmp_path):
 
 
 def test_accuracy_figure_panels_log_axis_and_bands():
-    import matplotlib.pyplot as plt
     rows = accuracy_rows()
     fig = plots.accuracy_figure(rows)
-    try:
-        assert len(fig.axes) == 2                                          # one panel per labeled size
-        for ax, n in zip(fig.axes, (10, 100)):
-            assert ax.get_xscale() == "log" and ax.get_title() == f"{n} labeled images"
-            assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "0.01", "0.1"]
-            bands = {c.get_gid(): c for c in ax.collections if c.get_gid()}
-            gen = [r for r in rows if (r["labeled_size"], r["unlabeled"]) == (n, "generated")
-                   and r["semantic_weight"] > 0]
-            xy = {tuple(v) for v in bands["band:vae:generated"].get_paths()[0].vertices.round(12)}
-            for r in gen:                                                  # the band runs lo .. hi
-                w = r["semantic_weight"]
-                assert (w, round(r["test_accuracy_lo"], 12)) in xy and (w, round(r["test_accuracy_hi"], 12)) in xy
-            ys = [y for _, y in xy]
-            assert min(ys) == pytest.approx(min(r["test_accuracy_lo"] for r in gen))
-            assert max(ys) == pytest.approx(max(r["test_accuracy_hi"] for r in gen))
-            (none,) = [r for r in rows if (r["labeled_size"], r["unlabeled"]) == (n, "none")]
-            (span,) = [p for p in ax.patches if p.get_gid() == "band:-:none"]
-            assert (span.get_y(), span.get_y() + span.get_height()) == pytest.approx(
-                (none["test_accuracy_lo"], none["test_accuracy_hi"]))
-        resampled = [[c for c in ax.collections if c.get_gid() == "band:vae:resampled"] for ax in fig.axes]
-        assert [len(c[0].get_paths()) for c in resampled] == [0, 1]       # n=10 has one seed: no band
-        assert "0 is left of the dotted line" in fig.axes[0].get_xlabel()
-    finally:
-        plt.close(fig)
+    assert len(fig.axes) == 2                                          # one panel per labeled size
+    for ax, n in zip(fig.axes, (10, 100)):
+        assert ax.get_xscale() == "log" and ax.get_title() == f"{n} labeled images"
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "0.01", "0.1"]
+        bands = {c.get_gid(): c for c in ax.collections if c.get_gid()}
+        gen = [r for r in rows if (r["labeled_size"], r["unlabeled"]) == (n, "generated")
+               and r["semantic_weight"] > 0]
+        xy = {tuple(v) for v in bands["band:vae:generated"].get_paths()[0].vertices.round(12)}
+        for r in gen:                                                  # the band runs lo .. hi
+            w = r["semantic_weight"]
+            assert (w, round(r["test_accuracy_lo"], 12)) in xy and (w, round(r["test_accuracy_hi"], 12)) in xy
+        ys = [y for _, y in xy]
+        assert min(ys) == pytest.approx(min(r["test_accuracy_lo"] for r in gen))
+        assert max(ys) == pytest.approx(max(r["test_accuracy_hi"] for r in gen))
+        (none,) = [r for r in rows if (r["labeled_size"], r["unlabeled"]) == (n, "none")]
+        (span,) = [p for p in ax.patches if p.get_gid() == "band:-:none"]
+        assert (span.get_y(), span.get_y() + span.get_height()) == pytest.approx(
+            (none["test_accuracy_lo"], none["test_accuracy_hi"]))
+    resampled = [[c for c in ax.collections if c.get_gid() == "band:vae:resampled"] for ax in fig.axes]
+    assert [len(c[0].get_paths()) for c in resampled] == [0, 1]       # n=10 has one seed: no band
+    assert "0 is left of the dotted line" in fig.axes[0].get_xlabel()
     positive = [r for r in rows if r["unlabeled"] == "none" or r["semantic_weight"] > 0]
     fig = plots.accuracy_figure(positive)                                  # no weight-0 marker to point at
-    try:
-        assert fig.axes[0].get_xlabel().endswith("(log scale; weight 0: the none band)")
-    finally:
-        plt.close(fig)
+    assert fig.axes[0].get_xlabel().endswith("(log scale; weight 0: the none band)")
+
+
+def test_importing_plots_leaves_matplotlibs_backend_as_it_was(tmp_path):
+    """A notebook's or a user's backend stays theirs; the PNGs are drawn on an Agg canvas anyway.
+    (In a fresh interpreter: this one imported plots long ago.)"""
+    probe = ("import sys, matplotlib\n"
+             "matplotlib.use('svg')\n"
+             "import numpy as np\n"
+             "from raydgm.pipeline import plots\n"
+             "plots.weight_histogram(np.zeros(3), sys.argv[1])\n"
+             "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)\n")
+    root = str(Path(__file__).resolve().parents[1])
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "w.png")], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["svg", "False"]
+    check_png(tmp_path / "w.png")
 
 
 def test_accuracy_vs_weight_older_rows_and_rejects(tmp_path):

@@ -7,6 +7,7 @@ import pytest
 from raydgm.config import QualityConfig
 from raydgm.pipeline import quality
 from raydgm.pipeline.quality import FeatureSet
+from raydgm.tracking import runs
 
 D, MU = 2, 0.5   # E[w^2] = exp(D mu^2) = 1.65: weights with a usable ESS
 
@@ -103,14 +104,14 @@ def test_bad_inputs_are_named():
 
 def test_headline_metric_names_are_mlflow_safe(scored):
     rows, _ = scored
-    names = quality.headline(list(rows.values()), "domain")
+    names = runs.headline(list(rows.values()), "domain")
     assert "resampled_systematic/fid_domain_mean" in names and "importance_weighted/fid_domain_mean" in names
     assert all(all(c.isalnum() or c in "_/" for c in k) for k in names)
 
 
 def test_headline_names_state_the_features_so_two_protocols_never_share_a_key(scored):
     rows, _ = scored
-    domain, inception = (quality.headline(list(rows.values()), f) for f in ("domain", "inception"))
+    domain, inception = (runs.headline(list(rows.values()), f) for f in ("domain", "inception"))
     assert set(domain).isdisjoint(inception) and len(domain) == len(inception)
     assert domain["raw/fid_domain_mean"] == inception["raw/fid_inception_mean"] == rows["raw"]["fid_mean"]
     assert domain["raw/fid_domain_std"] == rows["raw"]["fid_std"]

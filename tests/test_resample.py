@@ -175,7 +175,7 @@ def test_tiny_relative_weights_underflow_to_never_drawn():
     (np.array([]), "empty"),
     (np.zeros((2, 3)), "1-D"),
     (np.float64(1.0), "1-D"),
-    (np.array([-np.inf, -np.inf]), "all log_weights are -inf"),
+    (np.array([-np.inf, -np.inf]), "all 2 entries of log_weights are -inf"),
     (np.array(["a", "b"]), "real numbers"),
     (np.array([True, False]), "real numbers"),
 ])

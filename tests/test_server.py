@@ -270,6 +270,7 @@ def test_smoke_sweep_logs_through_a_real_server(tmp_path):
         srv.kill()
 
 
+@pytest.mark.integration   # a real mlflow server in a subprocess
 def test_a_server_that_dies_at_start_is_reported_with_mlflows_last_lines(tmp_path):
     (tmp_path / "mlflow.db").write_text("not an sqlite database " * 20)
     srv = Server(tmp_path, "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
@@ -284,6 +285,7 @@ def test_a_server_that_dies_at_start_is_reported_with_mlflows_last_lines(tmp_pat
         srv.kill()
 
 
+@pytest.mark.integration   # a real mlflow server in a subprocess
 def test_ctrl_c_stops_the_whole_server(tmp_path):
     srv = Server(tmp_path, "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
                  "--artifacts-destination", str(tmp_path / "art"), port=_free_port())

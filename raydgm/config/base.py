@@ -11,8 +11,9 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import types
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Mapping, TypeVar
+from typing import Any, ClassVar, Iterable, Literal, Mapping, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -129,14 +130,7 @@ def _explain(cls: type[Config], err: ValidationError) -> str:
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "<root>"
         if e["type"] == "extra_forbidden":
-            model, name = _model_at(cls, e["loc"][:-1]), str(e["loc"][-1])
-            known = list(model.model_fields) if model is not None else []
-            moved_keys = getattr(model, "MOVED_KEYS", {})
-            moved = moved_keys.get(name)
-            near = difflib.get_close_matches(name, [*known, *moved_keys], n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
-            lines.append(f"key {key!r} {moved}" if moved else
-                         f"unknown key {key!r}{hint}; known keys: {', '.join(sorted(known))}")
+            lines.append(_unknown_key(cls, e["loc"]))
         elif e["type"] == "value_error" and isinstance(e.get("input"), Mapping):  # a whole-config check
             msg = e["msg"].removeprefix("Value error, ")
             lines.append(f"{key}: {msg}" if e["loc"] else msg)
@@ -145,13 +139,72 @@ def _explain(cls: type[Config], err: ValidationError) -> str:
     return f"{cls.__name__}: " + "; ".join(lines)
 
 
-def _model_at(cls: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
-    """The nested config class at ``loc`` (a key path) inside ``cls``; None if it is not one."""
+def _unknown_key(cls: type[Config], loc: tuple) -> str:
+    """What an unknown key at ``loc`` should have been: a moved key's new place, a near name,
+    the same name one level down (``generator.kind`` is ``generator.model.kind``, with its
+    choices), and the keys its config knows."""
+    model, path = _model_at(cls, loc[:-1])
+    name = str(loc[-1])
+    key = ".".join([*path, name])
+    known = list(model.model_fields) if model is not None else []
+    moved_keys = getattr(model, "MOVED_KEYS", {})
+    if name in moved_keys:
+        return f"key {key!r} {moved_keys[name]}"
+    near = difflib.get_close_matches(name, [*known, *moved_keys], n=1)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    if not near and model is not None:
+        deeper, choices = _one_level_down(model, name)
+        if deeper:
+            more = f" one of {', '.join(choices)}" if choices else ""
+            hint = f" (did you mean {'.'.join([*path, deeper])!r}?{more})"
+    return f"unknown key {key!r}{hint}; known keys: {', '.join(sorted(known))}"
+
+
+def _configs(annotation: Any) -> list[type[BaseModel]]:
+    """The config classes a field holds: itself, or the members of a union (``X | None``, the
+    generator's ``model``)."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        return [m for a in get_args(annotation) for m in _configs(a)]
+    return [annotation] if isinstance(annotation, type) and issubclass(annotation, BaseModel) else []
+
+
+def _model_at(cls: type[BaseModel], loc: tuple) -> tuple[type[BaseModel] | None, list[str]]:
+    """(the nested config class at ``loc``, an error's key path inside ``cls``, or None if there
+    is none; the path as a user writes it). A mapping of configs (``generators: {name: ...}``)
+    takes one part of the path, its key; in a union of configs (``model``) pydantic's path names
+    the member by its tag (``model.vae.latent_dim``), which is followed and left out."""
     model: Any = cls
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        if field is None or not (isinstance(field.annotation, type)
-                                 and issubclass(field.annotation, BaseModel)):
-            return None
-        model = field.annotation
-    return model
+    path, parts = [], [str(p) for p in loc]
+    while parts:
+        path.append(parts.pop(0))
+        field = model.model_fields.get(path[-1])
+        if field is None:
+            return None, path + parts
+        annotation = field.annotation
+        options = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+        mapping = [a for a in options if get_origin(a) is dict]
+        if mapping and parts:
+            path.append(parts.pop(0))                              # the mapping's key, e.g. a generator's name
+            annotation = get_args(mapping[0])[1]
+        members = _configs(annotation)
+        tags = {m.model_fields[field.discriminator].default: m for m in members
+                if isinstance(field.discriminator, str) and field.discriminator in m.model_fields}
+        if parts and parts[0] in tags:
+            model = tags[parts.pop(0)]
+        elif len(members) == 1:
+            model = members[0]
+        else:
+            return None, path + parts
+    return model, path
+
+
+def _one_level_down(model: type[BaseModel], name: str) -> tuple[str | None, list[str]]:
+    """(``"model.kind"``, its choices ``["baseline", "vae", "pixelcnnpp"]``, empty unless it takes
+    a fixed set) when ``name`` is a key of a config one level below ``model``; else (None, [])."""
+    for field_name, field in model.model_fields.items():
+        holders = [m for m in _configs(field.annotation) if name in m.model_fields]
+        if holders:
+            choices = [str(v) for m in holders for v in get_args(m.model_fields[name].annotation)
+                       if get_origin(m.model_fields[name].annotation) is Literal]
+            return f"{field_name}.{name}", choices
+    return None, []

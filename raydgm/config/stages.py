@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import Field, model_validator
 
-from raydgm import data, resample
+from raydgm._names import KNOWN_DATASETS, RESAMPLE_METHODS
 from raydgm.config.base import Config
 
 
@@ -14,7 +14,7 @@ class DataConfig(Config):
     """Which real dataset, and how it is split (see ``raydgm.data.load_dataset``)."""
 
     STAGE: ClassVar[str] = "data"
-    name: Literal[data.KNOWN_DATASETS] = "mnist5k"   # the datasets raydgm.data loads
+    name: Literal[KNOWN_DATASETS] = "mnist5k"   # the datasets raydgm.data loads
     path: str | None = None          # cifar10 directory or npz file
     download: bool = False           # cifar10 only: fetch with torchvision if missing
     seed: int = Field(0, ge=0)
@@ -140,55 +140,65 @@ class ImportSamplesConfig(Config):
 Extractor = Literal["pixels", "domain", "autoencoder", "inception"]
 
 
-class DomainClassifierConfig(Config):
-    """The ``domain`` feature extractor: a small CNN trained on the real train split's labels.
+Count = Annotated[int, Field(ge=1)]
+FeatureDim = Annotated[int, Field(ge=2)]
+Rate = Annotated[float, Field(gt=0.0)]
 
-    Its penultimate layer (``feature_dim`` units) gives features; its softmax over the classes
-    gives an Inception-Score analogue. Early stopping keeps the epoch with the best
-    validation accuracy.
-    """
 
-    STAGE: ClassVar[str] = "domain_classifier"
-    channels: tuple[int, ...] = (16, 32)     # one conv block (conv, ReLU, 2x2 max-pool) each
-    feature_dim: int = Field(128, ge=2)      # penultimate layer: the features
-    epochs: int = Field(8, ge=1)             # mnist5k: val accuracy 0.978 in ~9 s on 2 cores
-    batch_size: int = Field(128, ge=1)
-    learning_rate: float = Field(2e-3, gt=0.0)   # Adam
-    patience: int = Field(3, ge=1)
+class ExtractorNetConfig(Config):
+    """What the two feature extractors' networks share: conv ``channels``, a ``feature_dim``-unit
+    feature layer, Adam at ``learning_rate`` for up to ``epochs`` with early stopping after
+    ``patience`` epochs without a better validation score. Each subclass names its stage and
+    sets the defaults without one here."""
+
+    channels: tuple[int, ...]
+    feature_dim: FeatureDim
+    epochs: Count = 8
+    batch_size: Count
+    learning_rate: Rate
+    patience: Count
     device: str = "cpu"
     seed: int = Field(0, ge=0)
 
     @model_validator(mode="after")
-    def _check(self) -> "DomainClassifierConfig":
+    def _check(self) -> "ExtractorNetConfig":
         if not self.channels or min(self.channels) < 1:
             raise ValueError("channels must list at least one positive channel count")
         return self
 
 
-class AutoencoderConfig(Config):
+class DomainClassifierConfig(ExtractorNetConfig):
+    """The ``domain`` feature extractor: a small CNN trained on the real train split's labels.
+
+    Its penultimate layer (``feature_dim`` units) gives features; its softmax over the classes
+    gives an Inception-Score analogue. Early stopping keeps the epoch with the best
+    validation accuracy (mnist5k, 8 epochs: val accuracy 0.978 in ~9 s on 2 cores).
+    """
+
+    STAGE: ClassVar[str] = "domain_classifier"
+    channels: tuple[int, ...] = (16, 32)     # one conv block (conv, ReLU, 2x2 max-pool) each
+    feature_dim: FeatureDim = 128            # penultimate layer: the features
+    batch_size: Count = 128
+    learning_rate: Rate = 2e-3
+    patience: Count = 3
+
+
+class AutoencoderConfig(ExtractorNetConfig):
     """The ``autoencoder`` feature extractor: a small conv autoencoder trained on the real train
     split's images without their labels (``raydgm.models.autoencoder``).
 
     Its bottleneck (``feature_dim`` units) gives features; there are no logits, so no
     Inception-Score analogue. Loss: binary cross-entropy of the sigmoid reconstruction against
-    the pixels x / 255; early stopping keeps the epoch with the lowest validation loss.
+    the pixels x / 255; early stopping keeps the epoch with the lowest validation loss
+    (mnist5k, 8 epochs: val MSE 0.0076, mean image 0.051, 17 s on 1 thread).
     """
 
     STAGE: ClassVar[str] = "autoencoder"
     channels: tuple[int, ...] = (8, 16)      # one conv3x3 (stride 2 while >= 2x2) + ReLU each
-    feature_dim: int = Field(32, ge=2)       # the bottleneck: the features
-    epochs: int = Field(8, ge=1)             # mnist5k: val MSE 0.0076 (mean image 0.051), 17 s on 1 thread
-    batch_size: int = Field(32, ge=1)
-    learning_rate: float = Field(4e-3, gt=0.0)   # Adam
-    patience: int = Field(2, ge=1)
-    device: str = "cpu"
-    seed: int = Field(0, ge=0)
-
-    @model_validator(mode="after")
-    def _check(self) -> "AutoencoderConfig":
-        if not self.channels or min(self.channels) < 1:
-            raise ValueError("channels must list at least one positive channel count")
-        return self
+    feature_dim: FeatureDim = 32             # the bottleneck: the features
+    batch_size: Count = 32
+    learning_rate: Rate = 4e-3
+    patience: Count = 2
 
 
 class FeaturesConfig(ActorPool):
@@ -253,7 +263,7 @@ class DensityRatioConfig(Config):
         return self
 
 
-ResampleMethod = Literal[resample.METHODS]   # the methods raydgm.resample implements
+ResampleMethod = Literal[RESAMPLE_METHODS]   # the methods raydgm.resample implements
 
 
 class ResampleConfig(Config):

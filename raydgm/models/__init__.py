@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from raydgm.models.base import (GenerativeModel, check_images, discretized_logistic_logpmf, finite_rows,
+from raydgm.models.base import (GenerativeModel, check_batch_shape, discretized_logistic_logpmf, finite_rows,
                                 nan_where_invalid, to_uint8, to_unit)
 
-__all__ = ["GenerativeModel", "build", "check_images", "discretized_logistic_logpmf", "finite_rows",
+__all__ = ["GenerativeModel", "build", "check_batch_shape", "discretized_logistic_logpmf", "finite_rows",
            "nan_where_invalid", "to_uint8", "to_unit"]
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from raydgm.models.base import check_images
+from raydgm.models.base import check_batch_shape
 
 
 class ConvAutoencoder(nn.Module):
@@ -62,7 +62,7 @@ class ConvAutoencoder(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 or float (N, C, H, W) levels in [0, 255] -> float (N, feature_dim): the bottleneck."""
-        check_images(x, self.image_shape)
+        check_batch_shape(x, self.image_shape)
         return self.encoder(x.to(self.decoder[0].weight.dtype) / 127.5 - 1.0)
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:

@@ -48,7 +48,7 @@ def to_uint8(levels: torch.Tensor) -> torch.Tensor:
     return levels.round().clamp(0, 255).to(torch.uint8)
 
 
-def check_images(x: torch.Tensor, image_shape: tuple[int, int, int]) -> None:
+def check_batch_shape(x: torch.Tensor, image_shape: tuple[int, int, int]) -> None:
     """ValueError unless ``x`` is a batch (N, C, H, W) of images of ``image_shape`` (C, H, W)."""
     if tuple(x.shape[1:]) != tuple(image_shape):
         raise ValueError(f"expected images of shape (N, {', '.join(map(str, image_shape))}), "

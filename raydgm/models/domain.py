@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from raydgm.models.base import check_images
+from raydgm.models.base import check_batch_shape
 
 
 class DomainCNN(nn.Module):
@@ -57,7 +57,7 @@ class DomainCNN(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 or float (N, C, H, W) levels in [0, 255] -> float (N, feature_dim), >= 0."""
-        check_images(x, self.image_shape)
+        check_batch_shape(x, self.image_shape)
         x = (x.to(self.head.weight.dtype) / 255.0 - 0.5) / 0.5   # levels -> [-1, 1]
         return self.to_features(self.conv(x))
 

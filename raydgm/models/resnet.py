@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from raydgm.models.base import check_images
+from raydgm.models.base import check_batch_shape
 
 
 class BasicBlock(nn.Module):
@@ -96,7 +96,7 @@ class ResNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 or float (N, C, H, W) levels in [0, 255] -> pooled float (N, 4 * width)."""
-        check_images(x, self.image_shape)
+        check_batch_shape(x, self.image_shape)
         x = x.to(self.head.weight.dtype) / 127.5 - 1.0   # levels -> [-1, 1]
         return self.blocks(self.stem(x)).mean(dim=(2, 3))   # global average pool
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from raydgm.models.base import (GenerativeModel, check_images, discretized_logistic_logpmf, nan_where_invalid,
+from raydgm.models.base import (GenerativeModel, check_batch_shape, discretized_logistic_logpmf, nan_where_invalid,
                            to_unit)
 
 LIKELIHOODS = ("bernoulli", "logistic")
@@ -95,7 +95,7 @@ class VAE(GenerativeModel):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 (B, C, H, W) -> (mu, logvar), float (B, latent_dim) each."""
-        check_images(x, self.image_shape)
+        check_batch_shape(x, self.image_shape)
         hidden = self.encoder(to_unit(x))
         return self.to_mu(hidden), self.to_logvar(hidden)
 

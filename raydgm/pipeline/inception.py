@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from raydgm._checks import check_finite_rows
+
 ENV_VAR = "RAYDGM_INCEPTION_WEIGHTS"
 CONFIG_KEY = "features.inception_weights"
 CLEANFID_URL = ("https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/"
@@ -171,15 +173,6 @@ def resolve_weights(path: str | os.PathLike | None = None, *, download: bool = T
 # ------------------------------------------------------------------------------ extraction
 
 
-def check_finite(array: np.ndarray, what: str) -> np.ndarray:
-    """``array`` unchanged, or ValueError counting the rows that hold NaN/inf."""
-    bad = ~np.isfinite(array).reshape(len(array), -1).all(axis=1)
-    if bad.any():
-        raise ValueError(f"{what}: {int(bad.sum())} of {len(array)} rows are not finite "
-                         f"(first at row {int(np.flatnonzero(bad)[0])})")
-    return array
-
-
 def _rgb_images(images: np.ndarray) -> np.ndarray:
     """``images`` as uint8 (N, 3, H, W); grayscale (N, 1, H, W) repeated to 3 channels."""
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
@@ -275,9 +268,9 @@ class InceptionExtractor:
                 feats.append(f.cpu().numpy())
                 if lg is not None:
                     logits.append(lg.cpu().numpy())
-        features = check_finite(np.concatenate(feats).astype(np.float32, copy=False),
-                                "inception features")
+        features = check_finite_rows(np.concatenate(feats).astype(np.float32, copy=False),
+                                     "inception features")
         if self.output is None:
             return features, None
-        return features, check_finite(np.concatenate(logits).astype(np.float32, copy=False),
-                                      "inception logits")
+        return features, check_finite_rows(np.concatenate(logits).astype(np.float32, copy=False),
+                                           "inception logits")

@@ -147,15 +147,3 @@ def score_weighted(ref_stats: tuple[np.ndarray, np.ndarray], fs: FeatureSet,
         out["is"] = metrics.weighted_inception_score(fs.probs, log_w)
     return {k: float(v) for k, v in out.items()}
 
-
-def headline(rows: list[dict[str, Any]], features: str) -> dict[str, float]:
-    """Flat ``{<set>/<metric>_<features>_<mean|std>: value}`` metrics for the tracker, set names
-    slugged: the key states its protocol (``raw/fid_domain_mean``, ``raw/fid_inception_mean``)."""
-    out = {}
-    for row in rows:
-        slug = row["set"].replace(" (", "_").replace(")", "").replace(" ", "_").replace("-", "_")
-        for key, value in row.items():
-            metric, _, stat = key.rpartition("_")
-            if stat in ("mean", "std"):
-                out[f"{slug}/{metric}_{features}_{stat}"] = float(value)
-    return out

@@ -1,4 +1,5 @@
-"""The quality stage's body: score the sets, draw the figures, write the tables.
+"""The quality stage's body: score the sets, draw the figures, write the tables; and the
+figures a stage's tracked run holds beyond its artifact's files (``stage_figures``).
 
 Writes into the stage directory: ``quality.json`` (rows, per-block values, settings, the
 noise baseline), ``table.md`` (the Table-6.3-like comparison),
@@ -14,8 +15,9 @@ import numpy as np
 
 from raydgm import density_ratio, resample
 from raydgm.config import PipelineConfig
-from raydgm.pipeline import plots, quality
+from raydgm.pipeline import plots, quality, tables
 from raydgm.pipeline.quality import FeatureSet
+from raydgm.pipeline.store import Artifact
 
 NOISE_MAX_EPOCHS = 5  # noise is separable at once; held-out loss falls for ever, so cap it
 NOISE_MAX_IMAGES = 2000  # a sanity check: Inception features of 45,000 noise images are not needed
@@ -121,3 +123,21 @@ def noise_baseline_auc(real_images: np.ndarray, extractor: Callable, cfg: Pipeli
     _, report = density_ratio.noise_baseline(real_images, lambda x: extractor(x)[0], dr_cfg,
                                              seed=dr_cfg.seed)
     return float(report.roc_auc)
+
+
+def stage_figures(art: Artifact, folder: Path) -> list[Path]:
+    """The figures that ``art``'s tracked run logs beside its artifact's files, drawn into
+    ``folder`` from those files (``tracking.runs.log_pipeline`` is handed this function):
+    ``<name>.png`` and its data ``<name>.json``. The density-ratio stage: its calibration curve
+    (``report.json``) and the histogram of its log-weights (``weights.parquet``); other stages: none."""
+    if art.stage != "density_ratio":
+        return []
+    rep = json.loads(art.file("report.json").read_text())
+    log_w = tables.read_weights(art.file("weights.parquet"))["log_weight"]
+    png, points = plots.reliability_diagram(rep["reliability_prob_pred"], rep["reliability_prob_true"],
+                                            folder / "calibration_curve.png", ece=rep["ece"])
+    title = f"log-weights of {len(log_w)} samples: out-of-sample ESS fraction {rep['ess_fraction']:.2g}"
+    hist = plots.weight_histogram(log_w, folder / "weight_histogram.png", title)
+    (folder / "calibration_curve.json").write_text(json.dumps(points))
+    (folder / "weight_histogram.json").write_text(json.dumps(plots.weight_histogram_table(log_w)))
+    return [png, folder / "calibration_curve.json", hist, folder / "weight_histogram.json"]

@@ -16,18 +16,17 @@ from __future__ import annotations
 
 import datetime as _dt
 import fcntl
-import functools
 import hashlib
 import json
 import os
 import shutil
-import subprocess
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
+from raydgm._env import code_version, default_root
 from raydgm.config import Config
 
 MANIFEST = "manifest.json"
@@ -53,25 +52,6 @@ class Artifact:
         if not path.exists():
             raise FileNotFoundError(f"artifact {self.stage}/{self.key} has no file {name!r} ({path})")
         return path
-
-
-def default_root() -> Path:
-    return Path(os.environ.get("RAYDGM_HOME", "artifacts"))
-
-
-@functools.lru_cache(maxsize=1)
-def code_version() -> str:
-    """The git SHA of the checkout raydgm runs from (``+dirty`` if modified), else the version."""
-    from raydgm import __version__
-    here = Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                             text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return __version__
-    return f"{sha}+dirty" if dirty else sha
 
 
 def stage_key(config: Config, inputs: Mapping[str, str] | None = None) -> str:

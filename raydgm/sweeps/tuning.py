@@ -238,7 +238,9 @@ class Parent:
         """The pipeline's stages as child runs (``raydgm.tracking.runs``); found, not repeated, on
         resume. ``label``: the generator's name in the sweep, put in the run names."""
         if self.run is not None:
-            runs.log_pipeline(cfg, arts, track, parent=self.run_id, experiment=experiment, label=label)
+            from raydgm.pipeline.report import stage_figures
+            runs.log_pipeline(cfg, arts, track, parent=self.run_id, experiment=experiment, label=label,
+                              figures=stage_figures)
 
 
 @dataclass

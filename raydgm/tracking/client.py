@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Mapping
 
+from raydgm._env import code_version, default_root
 from raydgm.config import TrackingConfig
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -33,7 +34,6 @@ class TrackingError(RuntimeError):
 
 
 def default_uri() -> str:
-    from raydgm.pipeline.store import default_root
     return f"sqlite:///{default_root().resolve() / 'mlflow.db'}"
 
 
@@ -115,7 +115,6 @@ class Run:
                 self.client.update_run(run_id, status="RUNNING")
             return
         self.experiment_id = experiment_id(self.client, experiment or cfg.experiment, self.uri)
-        from raydgm.pipeline.store import code_version
         tags = {"raydgm.code_version": code_version()} | dict(tags or {}) | ({PARENT_TAG: parent} if parent else {})
         self.run_id = self.client.create_run(self.experiment_id, run_name=run_name or None,
                                              tags=tags).info.run_id

@@ -9,14 +9,18 @@ and adds nothing.
 - ``train_generator``: the generator config; per-epoch losses (``step=epoch``).
 - ``generate``: sample counts.
 - ``density_ratio``: ``classifier_accuracy``, ``roc_auc``, ``ece``, ``brier``, ``ess_frac``,
-  ``psis_khat`` out of sample (out of fold when cross-fitted); ``calibration_curve.png`` and its
-  points as a table;
-  the weight histogram (picture and counts).
+  ``psis_khat`` out of sample (out of fold when cross-fitted); the figures the caller hands
+  over (``figures``: ``raydgm.pipeline.report.stage_figures`` draws ``calibration_curve`` and
+  ``weight_histogram``, each a picture and its data as a table).
 - ``resample``: alpha, ESS, ESS fraction and k-hat of the raw and of the used weights,
   distinct draws.
 - ``quality``: FID / KID / IS (and precision / recall / density / coverage) per sample set,
   named with their features (``raw/fid_domain_mean``),
-  the table, every figure with the data behind it.
+  the table, every figure with the data behind it (the stage wrote them into its artifact).
+
+This module reads the artifacts' files and logs them; it draws nothing and imports nothing
+from ``raydgm.pipeline`` (tests/test_layering.py): an artifact is anything with the attributes
+of ``pipeline.store.Artifact`` (``stage``, ``key``, ``path``, ``manifest``, ``rows``, ``file``).
 """
 from __future__ import annotations
 
@@ -27,8 +31,9 @@ from typing import Any, Callable
 
 from raydgm import tracking
 from raydgm.config import PipelineConfig, TrackingConfig
-from raydgm.pipeline import plots, quality, tables
-from raydgm.pipeline.store import Artifact
+
+Artifact = Any                                  # a raydgm.pipeline.store.Artifact
+Figures = Callable[[Artifact, Path], list[Path]]  # (artifact, folder) -> <name>.png / <name>.json files
 
 DR_METRICS = {"classifier_accuracy": "accuracy", "roc_auc": "roc_auc", "ece": "ece",
               "brier": "brier", "ess_frac": "ess_fraction", "psis_khat": "khat",
@@ -37,10 +42,12 @@ DR_METRICS = {"classifier_accuracy": "accuracy", "roc_auc": "roc_auc", "ece": "e
 
 def log_pipeline(cfg: PipelineConfig, arts: dict[str, Artifact], track: TrackingConfig | None = None,
                  parent: str | None = None, experiment: str | None = None,
-                 label: str | None = None) -> dict[str, str]:
+                 label: str | None = None, *, figures: Figures) -> dict[str, str]:
     """Log each artifact of ``arts`` (by stage name) as a run; returns {stage: run id}.
     ``label``: the generator's name in a sweep (run names ``vae-quality-<key>``); a stage
-    shared by two generators (the same artifact) is one run, named after the first."""
+    shared by two generators (the same artifact) is one run, named after the first.
+    ``figures(artifact, folder)``: the figure files a new run logs beside its artifact's own
+    (``raydgm.pipeline.report.stage_figures``), drawn into a temporary folder."""
     track = track or cfg.tracking
     loggers: dict[str, Callable[[tracking.Run, Artifact], None]] = {
         "generator": _log_generator, "samples": _log_samples, "density_ratio": _log_density_ratio,
@@ -62,6 +69,8 @@ def log_pipeline(cfg: PipelineConfig, arts: dict[str, Artifact], track: Tracking
                 run.text(json.dumps(art.manifest.get("config", {}), indent=2), "config.json")
                 run.tags({"raydgm.artifact": str(art.path)})
                 log(run, art)
+                with tempfile.TemporaryDirectory() as tmp:
+                    log_figures(run, figures(art, Path(tmp)))
         out[art.stage] = run.run_id
     return out
 
@@ -93,25 +102,15 @@ def _log_resample(run: tracking.Run, art: Artifact) -> None:
 
 
 def _log_density_ratio(run: tracking.Run, art: Artifact) -> None:
-    """Held-out diagnostics, the calibration curve and the weight histogram (pictures + data)."""
+    """Held-out diagnostics and warnings (the figures come from ``log_pipeline``'s ``figures``)."""
     rep = json.loads(art.file("report.json").read_text())
     run.metrics({name: rep[key] for name, key in DR_METRICS.items() if rep.get(key) is not None})
     run.text("\n".join(rep.get("warnings", [])) + "\n", "warnings.txt")
-    log_w = tables.read_weights(art.file("weights.parquet"))["log_weight"]
-    with tempfile.TemporaryDirectory() as tmp:
-        png, points = plots.reliability_diagram(rep["reliability_prob_pred"], rep["reliability_prob_true"],
-                                                Path(tmp) / "calibration_curve.png", ece=rep["ece"])
-        run.file(png)
-        run.table(points, "calibration_curve.json")
-        ess = rep["ess_fraction"]
-        run.file(plots.weight_histogram(log_w, Path(tmp) / "weight_histogram.png",
-                                        f"log-weights of {len(log_w)} samples: out-of-sample ESS fraction {ess:.2g}"))
-        run.table(plots.weight_histogram_table(log_w), "weight_histogram.json")
 
 
 def _log_quality(run: tracking.Run, art: Artifact) -> None:
     summary = json.loads(art.file("quality.json").read_text())
-    metrics = quality.headline(summary["rows"], summary["features"]) | {
+    metrics = headline(summary["rows"], summary["features"]) | {
         k: summary[k] for k in ("alpha", "ess_fraction_pool", "ess_fraction_pool_raw", "noise_baseline_auc")
         if k in summary}
     run.metrics(metrics)
@@ -123,3 +122,26 @@ def _log_quality(run: tracking.Run, art: Artifact) -> None:
         data = art.file("figures") / f"{name}.json"
         if data.exists():
             run.table(json.loads(data.read_text()), f"figures/{name}.json")
+
+
+def log_figures(run: tracking.Run, files: list[Path]) -> None:
+    """Each ``.png`` as a file, each ``.json`` (a column dict) as an MLflow table, by its name."""
+    for path in files:
+        if path.suffix == ".json":
+            run.table(json.loads(path.read_text()), path.name)
+        else:
+            run.file(path)
+
+
+def headline(rows: list[dict[str, Any]], features: str) -> dict[str, float]:
+    """Flat ``{<set>/<metric>_<features>_<mean|std>: value}`` metrics of the quality table's
+    ``rows``, set names slugged: the key states its protocol (``raw/fid_domain_mean``,
+    ``raw/fid_inception_mean``)."""
+    out = {}
+    for row in rows:
+        slug = row["set"].replace(" (", "_").replace(")", "").replace(" ", "_").replace("-", "_")
+        for key, value in row.items():
+            metric, _, stat = key.rpartition("_")
+            if stat in ("mean", "std"):
+                out[f"{slug}/{metric}_{features}_{stat}"] = float(value)
+    return out

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from raydgm._env import default_root
+
 BACKENDS = ("sqlite", "postgresql", "mysql")
 DRIVER_HINTS = {
     "postgresql": 'pip install "psycopg[binary]" and write the URI as postgresql+psycopg://USER@HOST:5432/DB',
@@ -58,13 +60,11 @@ class ServerOptions:
 
 
 def default_backend() -> str:
-    from raydgm.pipeline.store import default_root
     return f"sqlite:///{default_root().resolve() / 'mlflow-server' / 'mlflow.db'}"
 
 
 def default_artifacts() -> str:
     """``$RAYDGM_SHARED/mlartifacts`` (storage every node mounts), else beside the database."""
-    from raydgm.pipeline.store import default_root
     shared = os.environ.get("RAYDGM_SHARED")
     return str(Path(shared).resolve() / "mlartifacts" if shared
                else default_root().resolve() / "mlflow-server" / "mlartifacts")

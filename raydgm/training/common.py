@@ -22,7 +22,7 @@ def checked_images(images: np.ndarray, where: str) -> np.ndarray:
     return np.ascontiguousarray(images)
 
 
-def check_finite(loss: Any, what: str, epoch: int, hint: str, batch: int | None = None) -> None:
+def check_finite_loss(loss: Any, what: str, epoch: int, hint: str, batch: int | None = None) -> None:
     """FloatingPointError naming ``what`` (e.g. "training loss"), the 0-based ``epoch`` (shown
     1-based), the batch and ``hint`` unless the float / 0-d tensor ``loss`` is finite."""
     value = float(loss)

@@ -23,7 +23,7 @@ from raydgm.config import AutoencoderConfig, DomainClassifierConfig
 from raydgm.data import check_labels
 from raydgm.models.autoencoder import ConvAutoencoder
 from raydgm.models.domain import DomainCNN
-from raydgm.training.common import check_finite, checked_images, derived_seed
+from raydgm.training.common import check_finite_loss, checked_images, derived_seed
 from raydgm.training.generators import OnEpoch, load_model, save_generator
 
 DOMAIN_KIND = "domain_cnn"             # the ``kind`` written into a domain-classifier checkpoint
@@ -169,7 +169,7 @@ def _train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, batch_stats
     for start in range(0, n, cfg.batch_size):
         idx = perm[start:start + cfg.batch_size]
         loss, stats = batch_stats(model, *(t[idx] for t in tensors))
-        check_finite(loss.detach(), f"{what} loss", epoch, f"lower learning_rate (now {cfg.learning_rate})",
+        check_finite_loss(loss.detach(), f"{what} loss", epoch, f"lower learning_rate (now {cfg.learning_rate})",
                      batch=start // cfg.batch_size)
         opt.zero_grad(set_to_none=True)
         loss.backward()

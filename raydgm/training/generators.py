@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from raydgm.config import TrainGeneratorConfig
 from raydgm.models import GenerativeModel, build
 from raydgm.models.baseline import PCAGaussianMixture
-from raydgm.training.common import check_finite, checked_images, derived_seed
+from raydgm.training.common import check_finite_loss, checked_images, derived_seed
 
 LAST = "last.pt"          # resume checkpoint (model + optimizer + scheduler + history)
 MODEL = "model.pt"        # the trained generator alone: what generation actors load
@@ -97,7 +97,7 @@ def _train_epoch(model: GenerativeModel, opt: torch.optim.Optimizer, images: np.
     for start in bar:
         x = torch.from_numpy(images[perm[start:start + config.batch_size]]).to(device)
         loss = model.loss(x).mean()
-        check_finite(loss, "training loss", epoch, f"lower learning_rate (now {config.learning_rate}) "
+        check_finite_loss(loss, "training loss", epoch, f"lower learning_rate (now {config.learning_rate}) "
                      "or set grad_clip", batch=start // config.batch_size)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -46,7 +46,7 @@ from raydgm.config import SSLConfig
 from raydgm.data import labeled_subset
 from raydgm.models.resnet import ResNet
 from raydgm.semantic_loss import exactly_one
-from raydgm.training.common import check_finite, derived_seed
+from raydgm.training.common import check_finite_loss, derived_seed
 from raydgm.training.ssl_batches import (Plan, augment, index_digest, labeled_plan,  # noqa: F401 (augment: public here)
                                          unlabeled_plan)
 from raydgm.training.ssl_data import SSLData
@@ -274,7 +274,7 @@ def _train_epoch(model: ResNet, opt: torch.optim.Optimizer, cfg: SSLConfig, t: "
         correct = (logits.argmax(dim=1) == y).sum()
         sums += torch.stack([loss.detach(), ce.detach(), sem.detach(), correct]).to(sums.dtype)
     total, ce_sum, sem_sum, correct_sum = sums.tolist()   # one device sync per epoch
-    check_finite(total / steps, "ssl training loss", epoch, f"lower learning_rate (now {cfg.learning_rate})")
+    check_finite_loss(total / steps, "ssl training loss", epoch, f"lower learning_rate (now {cfg.learning_rate})")
     return {"epoch": epoch + 1, "train_loss": total / steps, "supervised_loss": ce_sum / steps,
             "semantic_loss": sem_sum / steps, "train_accuracy": correct_sum / (steps * lab.batch),
             "labeled_seen": int(np.unique(lab.indices).size), "labeled_digest": index_digest(lab.indices)}

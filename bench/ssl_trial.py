@@ -1,7 +1,9 @@
 """Semi-supervised trial speed: the real Tune trial path against a plain loop, side by side.
 
-    python bench/ssl.py                  # default preset's model, 3 epochs of 125 steps: ~2 min
-    python bench/ssl.py --epochs 8       # one whole default-preset trial (the sweep's unit)
+    python bench/ssl_trial.py            # default preset's model, 3 epochs of 125 steps: ~2 min
+    python bench/ssl_trial.py --epochs 8 # one whole default-preset trial (the sweep's unit)
+    python bench/ssl_trial.py --smoke    # seconds: 2 epochs of 5 steps, 500 samples of a smaller
+                                         # baseline (PCA 8, 2 components); not a result
 
 The default preset's classifier (ResNet-8, width 8; batch 32 labeled + 32 unlabeled; crop
 augment; mnist5k at 32x32, 100 labels; unlabeled = 5,000 samples of the PCA + GMM baseline
@@ -21,13 +23,7 @@ return. Last line: ``trial vs plain: N.NNx the steps/s``.
 """
 from __future__ import annotations
 
-import os
-import sys
-
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    del sys.path[0]   # run as a script, this file would shadow the standard library's ssl
-
-import argparse  # noqa: E402
+import argparse
 import math
 import statistics
 import tempfile
@@ -44,15 +40,17 @@ from raydgm.semantic_loss import exactly_one
 from raydgm.training import ssl
 from raydgm.training.generators import fit_baseline
 
+GENERATOR = "baseline"   # the trial's ``generator`` grid value: which SSLData it trains on
 PRESET = {"model": {"depth": 8, "width": 8}, "batch_size": 32, "learning_rate": 3e-3, "augment": "crop",
           "labeled_size": 100, "unlabeled": "generated", "semantic_weight": 0.5, "seed": 0}
 
 
-def bench_data(num_generated: int = 5000) -> ssl.SSLData:
-    """mnist5k's splits + ``num_generated`` baseline samples (fitted here, seed 0)."""
+def bench_data(num_generated: int = 5000, pca_dim: int = 32, n_components: int = 10) -> ssl.SSLData:
+    """mnist5k's splits + ``num_generated`` samples of the PCA + GMM baseline (fitted here, seed 0)."""
     ds = load_dataset("mnist5k")
     (xt, yt), (xv, yv), (xs, ys) = ds.split("train"), ds.split("val"), ds.split("test")
-    gen = fit_baseline(xt, pca_dim=32, n_components=10, seed=0).sample(num_generated, torch.Generator().manual_seed(0))
+    gen = fit_baseline(xt, pca_dim=pca_dim, n_components=n_components, seed=0).sample(
+        num_generated, torch.Generator().manual_seed(0))
     return ssl.SSLData(xt, yt, xv, yv, xs, ys, ds.num_classes, generated=gen.numpy())
 
 
@@ -98,14 +96,14 @@ def trial_steps_per_s(cfg: SSLConfig, data: ssl.SSLData, threads: int) -> tuple[
     from raydgm.config import TrialResources
     from raydgm.sweeps.semantic import ssl_trial
     from raydgm.sweeps.tuning import tune_grid
-    grid = [{k: PRESET[k] for k in ("labeled_size", "unlabeled", "semantic_weight", "seed")}]
+    grid = [{"generator": GENERATOR} | {k: PRESET[k] for k in ("labeled_size", "unlabeled", "semantic_weight", "seed")}]
     base = {k: v for k, v in cfg.to_dict().items() if k not in grid[0]}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             results = tune_grid(ssl_trial, grid, Path(tmp) / "bench", False, TrialResources(max_failures=0),
-                                {"cpu": 1.0, "gpu": 0.0}, print, data=data, base=base, device=None, threads=threads)
+                                {"cpu": 1.0, "gpu": 0.0}, print, data={GENERATOR: data}, base=base, device=None, threads=threads)
             wall = time.perf_counter() - start
             result = results[0]
             if result.error is not None:
@@ -117,15 +115,24 @@ def trial_steps_per_s(cfg: SSLConfig, data: ssl.SSLData, threads: int) -> tuple[
     return steps / float(np.median(per_epoch[1:] if len(per_epoch) > 1 else per_epoch)), wall
 
 
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=3, help="epochs of 125 steps (default 3; 8 = the preset)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1, a trial's)")
     p.add_argument("--plain-steps", type=int, default=250)
-    args = p.parse_args()
+    p.add_argument("--smoke", action="store_true",
+                   help="seconds: 2 epochs of 5 steps, 20 plain steps, 500 generated images (CI; not a result)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    cfg = SSLConfig.from_dict(PRESET | {"epochs": args.epochs})
-    data = bench_data()
+    smoke = {"epochs": 2, "steps_per_epoch": 5} if args.smoke else {"epochs": args.epochs}
+    if args.smoke:
+        args.epochs, args.plain_steps = smoke["epochs"], 20
+    cfg = SSLConfig.from_dict(PRESET | smoke)
+    data = bench_data(500, 8, 2) if args.smoke else bench_data()
     plain = plain_steps_per_s(cfg, data, args.plain_steps)
     print(f"plain loop: {plain:.2f} steps/s ({args.threads} thread(s))", flush=True)
     inproc, inproc_s = train_steps_per_s(cfg, data)
@@ -133,8 +140,8 @@ def main() -> None:
     trial, trial_s = trial_steps_per_s(cfg, data, args.threads)
     print(f"Tune trial (ssl_trial, 1 cpu): {trial:.2f} steps/s, {args.epochs} epochs in {trial_s:.1f} s "
           "(driver wall, Ray start excluded)", flush=True)
-    print(f"train vs plain: {inproc / plain:.2f}x the steps/s")
-    print(f"trial vs plain: {trial / plain:.2f}x the steps/s")
+    print(f"train vs plain: {inproc / plain:.3g}x the steps/s")
+    print(f"trial vs plain: {trial / plain:.3g}x the steps/s")
 
 
 if __name__ == "__main__":
