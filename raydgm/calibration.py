@@ -88,7 +88,8 @@ def top_label(log_probs: np.ndarray, labels: np.ndarray, n_bins: int = TOP_LABEL
     onehot = np.zeros_like(p)
     onehot[np.arange(len(y)), y] = 1.0
     b = reliability_bins(conf, correct, n_bins)
-    return {"accuracy": float(correct.mean()), "ece": expected_calibration_error(conf, correct, n_bins), "nll": float(-lp[np.arange(len(y)), y].mean()),
+    return {"accuracy": float(correct.mean()), "ece": expected_calibration_error(conf, correct, n_bins),
+            "nll": float(-lp[np.arange(len(y)), y].mean()),
             "brier": float(((p - onehot) ** 2).sum(axis=1).mean()), "n_bins": int(n_bins),
             "curve": {"bin": b["bin"].tolist(), "count": b["count"].tolist(),
                       "confidence": b["prob"].tolist(), "accuracy": b["outcome"].tolist()}}

@@ -10,7 +10,8 @@ and adds nothing.
 - ``generate``: sample counts.
 - ``density_ratio``: ``classifier_accuracy``, ``roc_auc``, ``ece``, ``brier``, ``ess_frac``,
   ``psis_khat`` out of sample (out of fold when cross-fitted); ``calibration_curve.png`` and its
-  points as a table;
+  points as a table and as step-indexed metrics (``reliability/prob_pred``, ``/prob_true``,
+  step = bin: ``raydgm.tracking.curves``);
   the weight histogram (picture and counts).
 - ``resample``: alpha, ESS, ESS fraction and k-hat of the raw and of the used weights,
   distinct draws.
@@ -26,9 +27,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from raydgm import tracking
+from raydgm._diagnostics import N_BINS
 from raydgm.config import PipelineConfig, TrackingConfig
 from raydgm.pipeline import plots, quality, tables
 from raydgm.pipeline.store import Artifact
+from raydgm.tracking import curves
 
 DR_METRICS = {"classifier_accuracy": "accuracy", "roc_auc": "roc_auc", "ece": "ece",
               "brier": "brier", "ess_frac": "ess_fraction", "psis_khat": "khat",
@@ -103,6 +106,7 @@ def _log_density_ratio(run: tracking.Run, art: Artifact) -> None:
                                                 Path(tmp) / "calibration_curve.png", ece=rep["ece"])
         run.file(png)
         run.table(points, "calibration_curve.json")
+        curves.log_binary(run, rep["reliability_prob_pred"], rep["reliability_prob_true"], N_BINS)
         ess = rep["ess_fraction"]
         run.file(plots.weight_histogram(log_w, Path(tmp) / "weight_histogram.png",
                                         f"log-weights of {len(log_w)} samples: out-of-sample ESS fraction {ess:.2g}"))
