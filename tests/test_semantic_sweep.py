@@ -181,6 +181,12 @@ def test_smoke_sweep_logs_parent_trials_and_stages_to_mlflow(smoke_sweep):
         assert sorted(m.step for m in history) == list(range(1, cfg.ssl.epochs + 1))
         assert 0.0 <= run.data.metrics["test_accuracy"] <= 1.0
         assert "train_loss" in run.data.metrics
+        assert run.data.metrics["calib/test/accuracy"] == run.data.metrics["test_accuracy"]
+        assert {"calib/test/ece", "calib/val/nll", "calib/test/brier", "test_ece_epoch", "val_ece"} <= set(run.data.metrics)
+        bins = {m.step for m in client.get_metric_history(run.info.run_id, "reliability/test/accuracy")}
+        assert bins == {m.step for m in client.get_metric_history(run.info.run_id, "reliability/test/confidence")}
+        assert bins and bins <= set(range(15)) and run.data.tags["raydgm.reliability"].startswith("top-label")
+        assert {"reliability.png", "reliability.json"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
     stages = {r.data.tags["raydgm.stage"]: r for r in children if r.data.tags["raydgm.stage"] != "ssl_trial"}
     assert {"train_generator", "generate", "density_ratio", "resample", "quality"} <= set(stages)
     dr = stages["density_ratio"]
@@ -188,15 +194,20 @@ def test_smoke_sweep_logs_parent_trials_and_stages_to_mlflow(smoke_sweep):
     assert {"calibration_curve.png", "calibration_curve.json", "weight_histogram.png",
             "weight_histogram.json"} <= {a.path for a in client.list_artifacts(dr.info.run_id)}
     assert "raw/fid_domain_mean" in stages["quality"].data.metrics
+    assert client.get_metric_history(dr.info.run_id, "reliability/prob_pred")       # the binary curve, step = bin
     assert {"summary.csv", "summary.md", "selected.csv", "table_6_4.md", "table_6_3.md", "accuracy_vs_weight.png",
-            "accuracy_vs_weight.json"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+            "accuracy_vs_weight.json", "summary.json", "reliability_by_arm.png", "reliability_by_arm.json"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert not [k for k in parent.data.metrics if k.startswith("test_accuracy/")], "no weight in a metric name"
     accuracy = {(r.data.params["generator"], r.data.params["unlabeled"]): r.data.metrics["test_accuracy"]
                 for r in trials}
+    ece = {(r.data.params["generator"], r.data.params["unlabeled"]): r.data.metrics["calib/test/ece"] for r in trials}
     with smoke_sweep.summary("summary.csv").open() as f:
         table = list(csv.DictReader(f))
     assert len(table) == len(trials)            # one seed: one trial per row
     for row in table:
         assert float(row["test_accuracy_mean"]) == pytest.approx(accuracy[row["generator"], row["unlabeled"]])
+        assert float(row["test_ece_mean"]) == pytest.approx(ece[row["generator"], row["unlabeled"]])
         assert int(row["seeds"]) == 1
         for ref in ("none", "generated"):       # one seed: a difference but no interval
             assert {f"diff_vs_{ref}_mean", f"diff_vs_{ref}_lo", f"diff_vs_{ref}_hi"} <= set(row)

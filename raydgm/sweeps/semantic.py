@@ -28,6 +28,7 @@ from their last checkpoint, and they write into the MLflow runs they already hav
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -222,6 +223,8 @@ def run_semantic_sweep(cfg: SweepConfig, resume: bool = False, log: Log = print,
         return None
     track, uri, dataset, folder, restored, grid = prologue(cfg, resume, check_grid, trial_grid)
     pipelines = cfg.pipelines()
+    # Tune's TensorBoard logger says, once per trial, that an SSLTrial is no hparam: it is not
+    logging.getLogger("ray.tune.logger.tensorboardx").setLevel(logging.WARNING)
     with raydata.session() as ray:
         resources, device = trial_resources(cfg.resources, ray.cluster_resources())
         store = ArtifactStore()

@@ -169,8 +169,7 @@ def train(cfg: SSLConfig, data: SSLData, *, on_epoch: OnEpoch | None = None,
             (call it inside on_epoch) returns the resume state: CPU copies of model and
             optimizer state, epoch, history, "test_predictions" (int8 (N_test,) at the best
             epoch so far) and "calibration" (the best epoch's, as in the result); only tensors,
-            numbers, strings, lists and dicts, so it round-trips
-            through ``torch.save`` / ``torch.load(weights_only=True)``.
+            numbers, strings, lists and dicts (``torch.load(weights_only=True)`` reads it).
         state: such a state; training resumes after its epoch (its config may differ from
             ``cfg`` only in epochs (constant lr_schedule only), device and eval_batch_size).
         progress: print one line per epoch to stderr.
@@ -178,16 +177,14 @@ def train(cfg: SSLConfig, data: SSLData, *, on_epoch: OnEpoch | None = None,
     Returns:
         {"history": rows, "best_epoch", "val_accuracy" (best), "test_accuracy" (at the best
         epoch), "test_predictions" (np.int8 (N_test,): argmax class of every test image at the
-        best epoch), "calibration" ({"val": .., "test": ..}: ``top_label`` of each split at the
-        best epoch: accuracy, ece, nll, brier, n_bins and the reliability "curve"),
+        best epoch), "calibration" ({"val", "test"}: :func:`evaluate`'s at the best epoch),
         "labeled_indices" (int64 into the train split), "model" (the last epoch's ResNet, eval
-        mode)}. Row keys: epoch (1-based), train_loss, supervised_loss,
-        semantic_loss (the term before the semantic weight; 0 for 'none'), train_accuracy
-        (labeled batches, augmented, train mode), labeled_seen, labeled_digest (see
-        :func:`index_digest`) of the labeled indices used this epoch, val_accuracy,
-        test_accuracy, val_ece, val_nll, val_brier, test_ece, test_nll, test_brier, best_epoch,
-        best_val_accuracy (the first epoch with the highest val accuracy so far) and, at that
-        epoch, <key>_at_best for each key of ``AT_BEST``. All values are int or float.
+        mode)}. Row keys: epoch (1-based), train_loss, supervised_loss, semantic_loss (before
+        the semantic weight; 0 for 'none'), train_accuracy (labeled batches, augmented, train
+        mode), labeled_seen, labeled_digest (:func:`index_digest`) of the labeled indices used
+        this epoch, val_ and test_ accuracy, ece, nll and brier, best_epoch, best_val_accuracy
+        (the first epoch with the highest val accuracy so far) and, at that epoch,
+        <key>_at_best for each key of ``AT_BEST``. All values are int or float.
     """
     labeled = validate(cfg, data)
     device = torch.device(cfg.device)
@@ -199,11 +196,10 @@ def train(cfg: SSLConfig, data: SSLData, *, on_epoch: OnEpoch | None = None,
     for epoch in range(start, cfg.epochs):
         row = _train_epoch(model, opt, cfg, t, epoch)
         recompute_batch_norm(model, bn_images, cfg.eval_batch_size)
-        (_, val), (test_pred, test) = (evaluate(model, x, y, cfg.eval_batch_size) for x, y in (t.val, t.test))
-        row |= {f"{s}_{k}": d[k] for s, d in (("val", val), ("test", test)) for k in ("accuracy", *SCORES)}
-        row.update(_best(row, history))
+        scores, test_pred, epoch_calib = _score_epoch(model, t, cfg.eval_batch_size)
+        row |= scores | _best(row | scores, history)
         if row["best_epoch"] == row["epoch"]:
-            best, calib = test_pred.to("cpu", torch.int8), {"val": val, "test": test}
+            best, calib = test_pred.to("cpu", torch.int8), epoch_calib
         history.append(row)
         if progress:
             print(f"ssl epoch {row['epoch']}/{cfg.epochs}: " + ", ".join(f"{k} {row[k]:.4f}" for k in (
@@ -322,6 +318,15 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     pred = z.argmax(dim=1)
     log_probs = torch.log_softmax(z.to(torch.float64), dim=1).cpu().numpy()    # (N, K), float64
     return pred, top_label(log_probs, labels.cpu().numpy()) | {"accuracy": accuracy(pred, labels)}
+
+
+def _score_epoch(model: torch.nn.Module, t: "_Tensors", batch_size: int
+                 ) -> tuple[dict[str, float], torch.Tensor, dict[str, dict[str, Any]]]:
+    """(val_ and test_ accuracy, ece, nll and brier; the int64 (N_test,) test predictions;
+    {"val": .., "test": ..} the two :func:`evaluate` calibrations)."""
+    (_, val), (test_pred, test) = (evaluate(model, x, y, batch_size) for x, y in (t.val, t.test))
+    scores = {f"{s}_{k}": d[k] for s, d in (("val", val), ("test", test)) for k in ("accuracy", *SCORES)}
+    return scores, test_pred, {"val": val, "test": test}
 
 
 def accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
