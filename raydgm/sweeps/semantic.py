@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -206,11 +207,6 @@ def log_outcome(run: tracking.Run, state: Mapping[str, Any], name: str) -> None:
         run.table(table, "reliability.json")
 
 
-def trial_name(trial: SSLTrial) -> str:
-    """``SSLTrial.name`` (for ``Progress``)."""
-    return trial.name
-
-
 def run_semantic_sweep(cfg: SweepConfig, resume: bool = False, log: Log = print,
                        pipeline_only: bool = False) -> SweepResult | None:
     """Pipelines, then the Tune grid of semi-supervised trials; see the module docstring.
@@ -238,7 +234,7 @@ def run_semantic_sweep(cfg: SweepConfig, resume: bool = False, log: Log = print,
         log(f"sweep: {len(grid)} trials ({len(cfg.labeled_sizes)} labeled sizes x "
             f"{len(grid) // len(cfg.labeled_sizes) // len(cfg.seeds)} generator/source/weight arms x "
             f"{len(cfg.seeds)} seeds), {resources} each; Tune state in {folder}")
-        callbacks: list[Any] = [Progress(len(grid), cfg.ssl.epochs, trial_name)]
+        callbacks: list[Any] = [Progress(len(grid), cfg.ssl.epochs, attrgetter("name"))]
         if parent.run is not None:
             callbacks.append(TrialRuns(track.to_dict() | {"tracking_uri": uri}, parent.run_id, cfg.name))
         result_grid = tune_grid(ssl_trial, grid, folder, restored, cfg.resources, resources, log,

@@ -15,11 +15,11 @@ turns them into tables with these functions; the MLflow calls stay in the notebo
 - the parent run: artifacts ``summary.json``, the sweep's own summary rows
   (``raydgm.sweeps.study.summarize``) as a table with typed columns, and
   ``reliability_by_arm.json``, each arm's test reliability curve pooled over seeds.
+- ``ssl_trial`` artifact ``test_predictions.npy``: int8 (N_test,) predicted classes, read by
+  ``download_predictions`` and compared arm against arm with ``mcnemar`` / ``mcnemar_over_seeds``.
 
 The statistics themselves (means, intervals, paired differences) are computed once, by
 ``raydgm.sweeps.study`` on ``trials(...).to_dict("records")``; nothing here re-implements them.
-- ``ssl_trial`` artifact ``test_predictions.npy``: int8 (N_test,) predicted classes, read by
-  ``download_predictions`` and compared arm against arm with ``mcnemar`` / ``mcnemar_over_seeds``.
 """
 from __future__ import annotations
 
