@@ -15,13 +15,14 @@ from scipy.special import expit, logit, logsumexp
 from sklearn.metrics import roc_auc_score
 
 from raydgm._checks import check_log_weights
+from raydgm.calibration import expected_calibration_error, reliability_curve
 
 KHAT_UNRELIABLE = 0.7      # Vehtari et al. (2024), Sec. 3.2: above this, estimates are unreliable
 KHAT_GOOD = 0.5            # below this the weights have a finite variance
 ESS_FRACTION_MIN = 0.01    # below 1% of the pool, resampling keeps a handful of samples
 AUC_SEPARABLE = 0.99       # near-perfect separation: the odds (weights) degenerate
 MIN_PSIS_WEIGHTS = 25      # tail size M = ceil(min(N/5, 3 sqrt(N))) >= 5 needs N >= 25
-N_BINS = 10
+N_BINS = 10                # equal-width bins of P(real) (raydgm.calibration)
 
 
 def effective_sample_size(log_weights: Any) -> float:
@@ -270,31 +271,6 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def bin_ids(prob: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
-    """The equal-width bin of each probability on [0, 1]: bin b holds [b/n, (b+1)/n), the last
-    bin also 1. One edge rule for the ECE and the reliability curve."""
-    return np.clip((np.asarray(prob) * n_bins).astype(np.int64), 0, n_bins - 1)
-
-
-def expected_calibration_error(prob: np.ndarray, label: np.ndarray, n_bins: int = N_BINS) -> float:
-    """ECE = sum_b (n_b / n) |mean(label)_b - mean(prob)_b| over the bins of ``bin_ids``."""
-    bins = bin_ids(prob, n_bins)
-    count = np.bincount(bins, minlength=n_bins)
-    gap = np.abs(np.bincount(bins, label, n_bins) - np.bincount(bins, prob, n_bins))
-    return float(gap.sum() / count.sum())
-
-
-def reliability_curve(prob: np.ndarray, label: np.ndarray,
-                      n_bins: int = N_BINS) -> tuple[np.ndarray, np.ndarray]:
-    """(mean label, mean prob) of each non-empty bin of ``bin_ids``, in bin order: the points of
-    the reliability diagram, on the ECE's own bins."""
-    bins = bin_ids(prob, n_bins)
-    count = np.bincount(bins, minlength=n_bins)
-    full = count > 0
-    return (np.bincount(bins, label, n_bins)[full] / count[full],
-            np.bincount(bins, prob, n_bins)[full] / count[full])
-
-
 def mix_curve(lw_real: np.ndarray, lw_gen: np.ndarray, rng: np.random.Generator,
               n_points: int = 11) -> tuple[int, list[float], list[float], list[float]]:
     """(size, rho, mean c, mean prior-adjusted c) over mixes with real proportion rho."""
@@ -316,7 +292,7 @@ def build_report(lw_real: np.ndarray, lw_gen: np.ndarray, rng: np.random.Generat
     bal = np.concatenate([rng.choice(lw_real, n, replace=False), rng.choice(lw_gen, n, replace=False)])
     y_bal = np.concatenate([np.ones(n), np.zeros(n)])
     c = expit(bal)
-    prob_true, prob_pred = reliability_curve(c, y_bal)
+    prob_true, prob_pred = reliability_curve(c, y_bal, N_BINS)
     y_all = np.concatenate([np.ones(lw_real.size), np.zeros(lw_gen.size)])
     size, rho, raw, adjusted = mix_curve(lw_real, lw_gen, rng)
     stats = weight_stats(lw_gen)
@@ -324,7 +300,7 @@ def build_report(lw_real: np.ndarray, lw_gen: np.ndarray, rng: np.random.Generat
         n_real=int(lw_real.size), n_gen=int(lw_gen.size),
         accuracy=float(np.mean((c > 0.5) == (y_bal == 1))),
         roc_auc=float(roc_auc_score(y_all, np.concatenate([lw_real, lw_gen]))),
-        ece=expected_calibration_error(c, y_bal), brier=float(np.mean((c - y_bal) ** 2)),
+        ece=expected_calibration_error(c, y_bal, N_BINS), brier=float(np.mean((c - y_bal) ** 2)),
         reliability_prob_true=prob_true.tolist(), reliability_prob_pred=prob_pred.tolist(),
         mix_size=size, mix_rho=rho, mix_mean_prob=raw, mix_mean_prob_prior_adjusted=adjusted,
         mean_weight=float(np.exp(logsumexp(lw_gen) - math.log(lw_gen.size))),

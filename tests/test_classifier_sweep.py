@@ -197,6 +197,13 @@ def test_smoke_script_logs_a_parent_and_one_run_per_grid_point(smoke):
         files = {a.path: a.file_size for a in smoke.client.list_artifacts(run.info.run_id)}
         assert files["calibration_curve.png"] > 5000
         assert {"calibration_curve.json", "weight_histogram.json"} <= set(files)
+        curve = json.loads(Path(smoke.client.download_artifacts(run.info.run_id, "calibration_curve.json")).read_text())
+        points_logged = [dict(zip(curve["columns"], row)) for row in curve["data"]]
+        for axis in ("prob_pred", "prob_true"):     # the same curve as metrics the chart view overlays, step = bin
+            history = sorted(smoke.client.get_metric_history(run.info.run_id, f"reliability/{axis}"), key=lambda m: m.step)
+            assert [m.value for m in history] == pytest.approx([p[axis] for p in points_logged])
+            assert [m.step for m in history] == [min(int(p["prob_pred"] * 10), 9) for p in points_logged]
+        assert run.data.tags["raydgm.reliability"].startswith("P(real), 10 equal-width bins")
         saved = Path(smoke.client.download_artifacts(run.info.run_id, "config.json")).read_text()
         assert DensityRatioConfig.from_dict(json.loads(saved)).calibration == cal      # every run: its config
         steps = [m.step for m in smoke.client.get_metric_history(run.info.run_id, "val_loss")]

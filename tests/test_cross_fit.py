@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import genpareto
 
-from raydgm import _diagnostics
+from raydgm import _diagnostics, calibration
 from raydgm import density_ratio as dr
 from raydgm.config import DensityRatioConfig, ResampleConfig
 
@@ -160,9 +160,9 @@ def test_reliability_curve_and_ece_share_bins_and_edges():
     as for the ECE (sklearn's curve would put them below)."""
     prob = np.array([0.3, 0.3, 0.25, 0.7, 0.75, 1.0])
     label = np.array([1.0, 0.0, 0.0, 1.0, 1.0, 1.0])
-    true, pred = _diagnostics.reliability_curve(prob, label)
+    true, pred = calibration.reliability_curve(prob, label, _diagnostics.N_BINS)
     np.testing.assert_allclose(pred, [0.25, 0.3, 0.725, 1.0])        # bins 2, 3, 7, 9
     np.testing.assert_allclose(true, [0.0, 0.5, 1.0, 1.0])
     counts = np.array([1, 2, 2, 1])
-    assert _diagnostics.expected_calibration_error(prob, label) == pytest.approx(
+    assert calibration.expected_calibration_error(prob, label, _diagnostics.N_BINS) == pytest.approx(
         np.sum(counts / 6 * np.abs(true - pred)))

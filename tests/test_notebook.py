@@ -89,8 +89,8 @@ def test_notebook_runs_without_errors_and_draws_its_figures(executed):
     assert outputs(nb, "error") == []
     assert not [o for o in outputs(nb, "stream") if "Traceback" in o.text]
     pngs = [o for o in outputs(nb) if "image/png" in o.get("data", {})]
-    assert len(pngs) >= 3      # accuracy vs weight, calibration curve, weight histogram
-    assert any("the means agree with the parent run's metrics" in o.text for o in outputs(nb, "stream"))
+    assert len(pngs) >= 4      # accuracy vs weight, reliability by arm, calibration curve, weight histogram
+    assert any("the means agree with the sweep's own summary" in o.text for o in outputs(nb, "stream"))
 
 
 def test_notebook_accuracy_means_equal_the_sweeps_summary(executed, smoke_sweep):
@@ -101,11 +101,8 @@ def test_notebook_accuracy_means_equal_the_sweeps_summary(executed, smoke_sweep)
     for row in expected.itertuples():
         mine = got[(row.generator, row.labeled_size, row.unlabeled, row.semantic_weight)]
         assert mine["seeds"] == row.seeds
-        assert mine["test_accuracy_mean"] == pytest.approx(row.test_accuracy_mean, rel=0, abs=1e-12)
-        if row.seeds > 1:
-            assert mine["test_accuracy_std"] == pytest.approx(row.test_accuracy_std, rel=0, abs=1e-12)
-        else:     # the sweep writes 0.0 for one seed; the notebook leaves it undefined
-            assert math.isnan(mine["test_accuracy_std"])
+        for column in ("test_accuracy_mean", "test_accuracy_std", "test_ece_mean", "diff_vs_none_mean"):
+            assert mine[column] == pytest.approx(getattr(row, column), rel=0, abs=1e-12, nan_ok=True), column
 
 
 def test_notebook_quality_table_lists_every_sample_set(executed, smoke_sweep):
@@ -144,28 +141,22 @@ def trial(size, source, weight, seed, acc, status="FINISHED", start=0, generator
     return {"run_id": f"{size}-{source}-{weight}-{seed}-{start}-{generator}", "status": status,
             "start_time": start, "tags.raydgm.stage": "ssl_trial", "params.labeled_size": str(size),
             "params.unlabeled": source, "params.semantic_weight": str(float(weight)), "params.seed": str(seed),
-            "params.generator": generator, "metrics.test_accuracy": acc, "metrics.best_val_accuracy": acc - 0.01}
+            "params.generator": generator, "metrics.test_accuracy": acc, "metrics.best_val_accuracy": acc - 0.01,
+            "metrics.calib/test/ece": acc / 10}
 
 
-def test_accuracy_summary_means_stds_and_order():
+def test_trials_keep_finished_runs_and_their_ece():
     frame = pd.DataFrame([
-        trial(100, "weighted", 0.5, 0, 0.70), trial(100, "generated", 0.5, 0, 0.80),
-        trial(100, "generated", 0.5, 1, 0.90), trial(100, "none", 0, 0, 0.85),
-        trial(50, "generated", 0.1, 0, 0.60), trial(100, "generated", 0.1, 0, 0.75),
-        trial(100, "generated", 0.1, 0, 0.55, generator="vae"),
-        trial(100, "resampled", 0.5, 0, 0.10, status="RUNNING"),
+        trial(100, "weighted", 0.5, 0, 0.70, generator="vae"), trial(100, "none", 0, 0, 0.85),
+        trial(100, "resampled", 0.5, 0, 0.10, status="RUNNING", generator="vae"),
         {"run_id": "q", "status": "FINISHED", "start_time": 0, "tags.raydgm.stage": "quality"},
     ])
-    summary = compare.accuracy_summary(compare.trials(frame))
-    keys = list(zip(summary.labeled_size, summary.unlabeled, summary.generator, summary.semantic_weight))
-    assert keys == [(50, "generated", "-", 0.1), (100, "none", "-", 0.0), (100, "generated", "-", 0.1),
-                    (100, "generated", "-", 0.5), (100, "generated", "vae", 0.1),
-                    (100, "weighted", "-", 0.5)]     # RUNNING trial left out
-    assert compare.trials(frame).val_accuracy.tolist()[-1] == pytest.approx(0.69)   # best val, for study
-    row = summary.iloc[3]
-    assert row.seeds == 2 and row.test_accuracy_mean == pytest.approx((0.8 + 0.9) / 2)
-    assert row.test_accuracy_std == pytest.approx(math.sqrt(2 * 0.05**2 / (2 - 1)))   # ddof=1
-    assert math.isnan(summary.iloc[1].test_accuracy_std)                                # one seed
+    rows = compare.trials(frame)
+    assert rows.unlabeled.tolist() == ["none", "weighted"]          # newest first; RUNNING left out
+    assert rows.test_ece.tolist() == pytest.approx([0.85 / 10, 0.70 / 10])
+    assert rows.val_accuracy.tolist() == pytest.approx([0.84, 0.69])     # best val, for study
+    older = frame.assign(**{compare.TEST_ECE: [0.07, np.nan, np.nan, np.nan]})   # one run without ECE
+    assert "test_ece" not in compare.trials(older)
 
 
 def test_trials_keep_the_newest_duplicate_and_refuse_none_finished():
@@ -177,33 +168,33 @@ def test_trials_keep_the_newest_duplicate_and_refuse_none_finished():
         compare.trials(pd.DataFrame([trial(50, "none", 0, 0, 0.3, status="KILLED")]))
 
 
-def test_parent_accuracy_parses_the_parent_metrics():
-    parent = pd.Series({"run_id": "p", "metrics.test_accuracy/n100_none_w0": 0.88,
-                        "metrics.test_accuracy/n1000_resampled_w0.0005": 0.95,
-                        "metrics.test_accuracy/n100_resampled_w1.66e-05_my_vae": 0.9,
-                        "metrics.test_accuracy/n50_generated_w0.5": np.nan, "metrics.other": 1.0})
-    got = compare.parent_accuracy(parent)
-    assert got.to_dict("records") == [
-        {"generator": "-", "labeled_size": 100, "unlabeled": "none", "semantic_weight": 0.0, "parent_mean": 0.88},
-        {"generator": "-", "labeled_size": 1000, "unlabeled": "resampled", "semantic_weight": 0.0005,
-         "parent_mean": 0.95},
-        {"generator": "my_vae", "labeled_size": 100, "unlabeled": "resampled", "semantic_weight": 1.66e-05,
-         "parent_mean": 0.9}]
+def test_summary_disagreements_match_arms_on_their_typed_values():
+    """The notebook's check: study.summarize over the trial runs against the parent's summary.json;
+    the weight is matched as a float (0.000166 stays 0.000166), never parsed from a metric name."""
+    rows = pd.DataFrame({"generator": ["-", "vae", "vae"], "labeled_size": [50, 50, 50],
+                         "unlabeled": ["none", "generated", "weighted"], "semantic_weight": [0.0, 0.000166, 0.5],
+                         "test_accuracy_mean": [0.3, 0.2, 0.1], "test_ece_mean": [0.05, 0.04, 0.03]})
+    logged = rows.iloc[:2].copy()
+    logged.loc[1, "test_accuracy_mean"] += 1e-12
+    off = compare.summary_disagreements(rows, logged)
+    assert off[["unlabeled", "semantic_weight"]].values.tolist() == [["weighted", 0.5]]   # absent on the parent
+    assert math.isnan(off.test_accuracy_mean_logged[0])
+    assert compare.summary_disagreements(rows, rows).empty
+    changed = rows.assign(test_ece_mean=[0.05, 0.04, 0.031])
+    assert compare.summary_disagreements(rows, changed).unlabeled.tolist() == ["weighted"]
+    assert compare.summary_disagreements(rows, rows.drop(columns="test_ece_mean")).empty   # older parent: no ECE
 
 
-def test_parent_disagreements_match_keys_as_the_sweep_writes_them():
-    summary = pd.DataFrame({"generator": ["-"] * 3, "labeled_size": [50, 50, 50], "unlabeled": ["none", "generated", "weighted"],
-                            "semantic_weight": [0.0, 0.1234567, 0.5], "seeds": [1, 1, 1],
-                            "test_accuracy_mean": [0.3, 0.2, 0.1], "test_accuracy_std": [np.nan] * 3})
-    parent = pd.Series({"metrics.test_accuracy/n50_none_w0": 0.3,
-                        "metrics.test_accuracy/n50_generated_w0.123457": 0.2 + 1e-12})   # :g keeps 6 digits
-    off = compare.parent_disagreements(summary, parent)
-    assert off[["unlabeled", "semantic_weight"]].values.tolist() == [["weighted", 0.5]]  # absent on the parent
-    assert math.isnan(off.parent_mean[0])
-    parent["metrics.test_accuracy/n50_weighted_w0.5"] = 0.1
-    assert compare.parent_disagreements(summary, parent).empty
-    parent["metrics.test_accuracy/n50_none_w0"] = 0.31
-    assert compare.parent_disagreements(summary, parent).test_accuracy_mean.tolist() == [0.3]
+def test_arm_curves_rebuild_each_arms_curve_from_the_flat_table():
+    table = pd.DataFrame({"generator": ["-", "-", "vae"], "labeled_size": [50] * 3,
+                          "unlabeled": ["none", "none", "generated"], "semantic_weight": [0.0, 0.0, 0.5],
+                          "seeds": [2] * 3, "test_ece_mean": [0.1, 0.1, 0.2], "bin": [9, 14, 12],
+                          "count": [3, 7, 10], "confidence": [0.62, 0.97, 0.8], "accuracy": [0.5, 1.0, 0.7]})
+    none, gen = compare.arm_curves(table)
+    assert none["curve"] == {"bin": [9, 14], "count": [3, 7], "confidence": [0.62, 0.97], "accuracy": [0.5, 1.0]}
+    assert (gen["generator"], gen["semantic_weight"], gen["curve"]["bin"]) == ("vae", 0.5, [12])
+    with pytest.raises(compare.RunsNotFound, match="lacks columns \\['bin'\\]"):
+        compare.arm_curves(table.drop(columns="bin"))
 
 
 def test_quality_table_rows_columns_and_missing_values():

@@ -267,3 +267,45 @@ def test_accuracy_vs_weight_older_rows_and_rejects(tmp_path):
     assert table["generator"] == ["-", "-"] and math.isnan(table["test_accuracy_lo"][1])
     with pytest.raises(ValueError, match="rows is empty"):
         plots.accuracy_vs_weight([], tmp_path / "x.png")
+
+
+# --------------------------------------------------------------------------- reliability (raydgm.pipeline.calibration_plots)
+
+def _top_label(seed, n=60):
+    from raydgm.calibration import top_label
+    rng = np.random.default_rng(seed)
+    z = rng.normal(scale=2.0, size=(n, 4))
+    return top_label(z - np.log(np.exp(z).sum(axis=1, keepdims=True)), rng.integers(0, 4, n))
+
+
+def test_trial_reliability_png_and_table(tmp_path):
+    from raydgm.pipeline import calibration_plots
+    calib = {"val": _top_label(0), "test": _top_label(1)}
+    png, table = calibration_plots.trial_reliability(calib, tmp_path / "r.png", "a trial")
+    check_png(png)
+    check_columns(table, ["split", "bin", "count", "confidence", "accuracy"])
+    for split, result in calib.items():
+        rows = [i for i, s in enumerate(table["split"]) if s == split]
+        assert [table["bin"][i] for i in rows] == result["curve"]["bin"]
+        assert sum(table["count"][i] for i in rows) == 60
+        assert [table["accuracy"][i] for i in rows] == result["curve"]["accuracy"]
+    with pytest.raises(ValueError, match="unequal lengths"):
+        calibration_plots.trial_reliability({"test": calib["test"] | {"curve": calib["test"]["curve"] | {"bin": [1]}}},
+                                            tmp_path / "bad.png")
+
+
+def test_arm_reliability_one_panel_per_size_and_source(tmp_path):
+    from raydgm.calibration import pool_curves
+    from raydgm.pipeline import calibration_plots
+    arm = {"generator": "vae", "labeled_size": 50, "unlabeled": "generated", "seeds": 2, "test_ece_mean": 0.1}
+    pooled = pool_curves([_top_label(2)["curve"], _top_label(3)["curve"]], 15)
+    arms = [arm | {"semantic_weight": 0.5, "curve": pooled}, arm | {"semantic_weight": 2.0, "curve": pooled},
+            arm | {"generator": "-", "unlabeled": "none", "semantic_weight": 0.0, "curve": _top_label(4)["curve"]}]
+    png, table = calibration_plots.arm_reliability(arms, tmp_path / "arms.png")
+    check_png(png)
+    check_columns(table, ["generator", "labeled_size", "unlabeled", "semantic_weight", "seeds", "test_ece_mean",
+                          "bin", "count", "confidence", "accuracy"])
+    assert len(table["bin"]) == 2 * len(pooled["bin"]) + len(arms[2]["curve"]["bin"])
+    assert sum(c for c, w in zip(table["count"], table["semantic_weight"]) if w == 2.0) == 120   # 2 seeds x 60
+    with pytest.raises(ValueError, match="empty"):
+        calibration_plots.arm_reliability([], tmp_path / "none.png")

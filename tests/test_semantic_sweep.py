@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import csv
 import json
+import pickle
 import signal
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 import smoke
-from raydgm.config import ResampleConfig, SweepConfig
+from raydgm.config import ResampleConfig, SSLConfig, SSLTrial, SweepConfig
 from raydgm.sweeps import cli, semantic
 
 
@@ -32,7 +34,7 @@ def _runs(home: Path, name: str = "semantic_weight_smoke") -> tuple[object, list
 def test_grid_runs_supervised_only_once_per_size_and_seed():
     cfg = SweepConfig.from_dict({"labeled_sizes": [10, 20], "semantic_weights": [0.1, 1.0],
                                  "unlabeled": ["none", "generated", "weighted"], "seeds": [0, 1, 2]})
-    grid = semantic.trial_grid(cfg)
+    grid = [t.grid() for t in semantic.trial_grid(cfg)]
     assert len(grid) == 2 * (1 + 2 * 2) * 3
     assert len({tuple(sorted(g.items())) for g in grid}) == len(grid)
     assert all(g["semantic_weight"] == 0.0 for g in grid if g["unlabeled"] == "none")
@@ -46,7 +48,8 @@ def test_grid_runs_generated_sources_per_generator_and_none_and_real_once():
         "generators": {"weak": {"model": {"kind": "baseline"}}, "vae": {"model": {"kind": "vae"}}},
         "labeled_sizes": [10, 20], "semantic_weights": [0.01, 0.1, 1.0], "seeds": [0, 1],
         "unlabeled": ["none", "generated", "resampled", "weighted", "real"]})
-    grid = semantic.trial_grid(cfg)
+    trials = semantic.trial_grid(cfg)
+    grid = [t.grid() for t in trials]
     assert len(grid) == 2 * (1 + 2 * 3 * 3 + 3) * 2
     assert len({tuple(sorted(g.items())) for g in grid}) == len(grid)
     by_source = {u: {g["generator"] for g in grid if g["unlabeled"] == u} for u in cfg.unlabeled}
@@ -55,8 +58,34 @@ def test_grid_runs_generated_sources_per_generator_and_none_and_real_once():
     pipes = cfg.pipelines()
     assert list(pipes) == ["weak", "vae"] and pipes["vae"].generator.model.kind == "vae"
     assert pipes["weak"].replace(generator=pipes["vae"].generator.to_dict()) == pipes["vae"]  # only the generator differs
-    names = {semantic.trial_name(g) for g in grid}
+    names = {t.name for t in trials}
     assert {"n10-none-s0", "n10-real-w0.1-s1", "n20-vae-resampled-w0.01-s0"} <= names and len(names) == len(grid)
+    assert len({t.key("parent") for t in trials}) == len(grid)
+
+
+def test_a_trial_is_built_once_as_a_frozen_typed_config():
+    """The grid holds SSLTrial objects whose ssl is the sweep's ssl section with the four grid
+    values put in; the semantic weight reaches ssl.train as trial.ssl.semantic_weight, and no
+    name or key is parsed back."""
+    cfg = SweepConfig.from_dict({"labeled_sizes": [20], "semantic_weights": [0.000166, 2.5], "seeds": [3],
+                                 "unlabeled": ["none", "weighted"], "ssl": {"epochs": 2, "batch_size": 8}})
+    none, small, big = semantic.trial_grid(cfg)
+    assert isinstance(small, SSLTrial) and isinstance(small.ssl, SSLConfig)
+    assert small.ssl == SSLConfig.from_dict(cfg.ssl.to_dict() | {"labeled_size": 20, "unlabeled": "weighted",
+                                                                "semantic_weight": 0.000166, "seed": 3})
+    assert (none.ssl.semantic_weight, big.ssl.semantic_weight, none.generator) == (0.0, 2.5, "-")
+    assert small.grid() == {"generator": "baseline", "labeled_size": 20, "unlabeled": "weighted",
+                            "semantic_weight": 0.000166, "seed": 3}
+    assert small.name == "n20-baseline-weighted-w0.000166-s3"
+    assert small.key("p1") == ("p1:generator=baseline:labeled_size=20:seed=3:semantic_weight=0.000166:"
+                               "unlabeled=weighted")            # the key of runs made before SSLTrial
+    with pytest.raises(ValidationError, match="frozen"):
+        small.ssl.semantic_weight = 1.0
+    with pytest.raises(ValueError, match="need a generator"):
+        SSLTrial(generator="-", ssl=small.ssl)
+    with pytest.raises(ValueError, match="need a generator"):
+        SSLTrial(generator="vae", ssl=none.ssl)
+    assert pickle.loads(pickle.dumps(small)) == small          # what Tune does to a trial's config
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -152,6 +181,12 @@ def test_smoke_sweep_logs_parent_trials_and_stages_to_mlflow(smoke_sweep):
         assert sorted(m.step for m in history) == list(range(1, cfg.ssl.epochs + 1))
         assert 0.0 <= run.data.metrics["test_accuracy"] <= 1.0
         assert "train_loss" in run.data.metrics
+        assert run.data.metrics["calib/test/accuracy"] == run.data.metrics["test_accuracy"]
+        assert {"calib/test/ece", "calib/val/nll", "calib/test/brier", "test_ece_epoch", "val_ece"} <= set(run.data.metrics)
+        bins = {m.step for m in client.get_metric_history(run.info.run_id, "reliability/test/accuracy")}
+        assert bins == {m.step for m in client.get_metric_history(run.info.run_id, "reliability/test/confidence")}
+        assert bins and bins <= set(range(15)) and run.data.tags["raydgm.reliability"].startswith("top-label")
+        assert {"reliability.png", "reliability.json"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
     stages = {r.data.tags["raydgm.stage"]: r for r in children if r.data.tags["raydgm.stage"] != "ssl_trial"}
     assert {"train_generator", "generate", "density_ratio", "resample", "quality"} <= set(stages)
     dr = stages["density_ratio"]
@@ -159,15 +194,20 @@ def test_smoke_sweep_logs_parent_trials_and_stages_to_mlflow(smoke_sweep):
     assert {"calibration_curve.png", "calibration_curve.json", "weight_histogram.png",
             "weight_histogram.json"} <= {a.path for a in client.list_artifacts(dr.info.run_id)}
     assert "raw/fid_domain_mean" in stages["quality"].data.metrics
+    assert client.get_metric_history(dr.info.run_id, "reliability/prob_pred")       # the binary curve, step = bin
     assert {"summary.csv", "summary.md", "selected.csv", "table_6_4.md", "table_6_3.md", "accuracy_vs_weight.png",
-            "accuracy_vs_weight.json"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+            "accuracy_vs_weight.json", "summary.json", "reliability_by_arm.png", "reliability_by_arm.json"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert not [k for k in parent.data.metrics if k.startswith("test_accuracy/")], "no weight in a metric name"
     accuracy = {(r.data.params["generator"], r.data.params["unlabeled"]): r.data.metrics["test_accuracy"]
                 for r in trials}
+    ece = {(r.data.params["generator"], r.data.params["unlabeled"]): r.data.metrics["calib/test/ece"] for r in trials}
     with smoke_sweep.summary("summary.csv").open() as f:
         table = list(csv.DictReader(f))
     assert len(table) == len(trials)            # one seed: one trial per row
     for row in table:
         assert float(row["test_accuracy_mean"]) == pytest.approx(accuracy[row["generator"], row["unlabeled"]])
+        assert float(row["test_ece_mean"]) == pytest.approx(ece[row["generator"], row["unlabeled"]])
         assert int(row["seeds"]) == 1
         for ref in ("none", "generated"):       # one seed: a difference but no interval
             assert {f"diff_vs_{ref}_mean", f"diff_vs_{ref}_lo", f"diff_vs_{ref}_hi"} <= set(row)

@@ -252,7 +252,7 @@ def test_smoke_sweep_logs_through_a_real_server(tmp_path):
         grid = semantic.trial_grid(load_sweep(SweepConfig, "smoke"))
         keys = ("labeled_size", "unlabeled", "semantic_weight", "seed")
         assert sorted(tuple(r.data.params[k] for k in keys) for r in trials) == sorted(
-            tuple(str(p[k]) for k in keys) for p in grid)
+            tuple(str(p.grid()[k]) for k in keys) for p in grid)
         stages = [r.data.tags.get("raydgm.stage") for r in runs if r.data.tags.get("raydgm.stage") != "ssl_trial"]
         assert all(stages.count(stage) == 1 for stage in STAGES), stages
         assert {r.info.status for r in runs} == {"FINISHED"}

@@ -168,6 +168,8 @@ def test_rows_report_test_accuracy_at_the_best_val_epoch(data):
         best = int(np.argmax(vals))   # first maximum
         assert row["best_epoch"] == best + 1 and row["best_val_accuracy"] == vals[best]
         assert row["test_accuracy_at_best"] == rows[best]["test_accuracy"]
+        assert row["test_ece_at_best"] == rows[best]["test_ece"] and row["val_nll_at_best"] == rows[best]["val_nll"]
+        assert 0 <= row["test_ece"] <= 1 and row["test_nll"] > 0 and 0 <= row["test_brier"] <= 2
         assert row["train_loss"] == pytest.approx(row["supervised_loss"] + 0.5 * row["semantic_loss"])
         assert all(isinstance(v, (int, float)) for v in row.values())
     last = rows[-1]
@@ -326,10 +328,21 @@ def test_test_predictions_are_the_best_epochs_argmax_and_survive_resume(data):
     expected = ssl.predict(model, torch.from_numpy(data.test_images), 7).numpy()
     assert np.array_equal(pred, expected) and np.array_equal(states[3]["test_predictions"].numpy(), pred)
     assert all(s["test_predictions"].dtype == torch.int8 for s in states.values())
+    for split, (images, labels) in {"val": (data.val_images, data.val_labels),
+                                    "test": (data.test_images, data.test_labels)}.items():
+        _, again = ssl.evaluate(model, torch.from_numpy(images), torch.from_numpy(labels), 7)
+        got = result["calibration"][split]
+        assert got["curve"]["bin"] == again["curve"]["bin"] and got["curve"]["count"] == again["curve"]["count"]
+        assert {k: got[k] for k in ("accuracy", "ece", "nll", "brier")} == pytest.approx(
+            {k: again[k] for k in ("accuracy", "ece", "nll", "brier")}, rel=1e-5)
+        assert got["ece"] == result["history"][-1][f"{split}_ece_at_best"]
+        assert sum(got["curve"]["count"]) == len(labels) and got["n_bins"] == 15
+    assert result["calibration"]["test"]["accuracy"] == result["test_accuracy"]
     buf = io.BytesIO()
     torch.save(states[1], buf)
     resumed = ssl.train(cfg, data, state=torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
     assert np.array_equal(resumed["test_predictions"], pred)
+    assert resumed["calibration"] == result["calibration"]
 
 
 # --------------------------------------------------------------------------- input checks

@@ -243,3 +243,51 @@ def test_table_6_3_rows_and_caption():
     assert "vae: inception, pcnn: domain" in mixed
     with pytest.raises(ValueError, match="empty"):
         study.table_6_3({})
+
+
+# --------------------------------------------------------------------------- calibration (ECE)
+
+
+def with_ece(trials, eces):
+    """The trials with test_ece set, in order."""
+    return [t | {"test_ece": e} for t, e in zip(trials, eces)]
+
+
+#   none [0.05, 0.06, 0.04]; generated = none + [0.03, 0.04, 0.05]; resampled = generated - 0.04
+ECE_TRIALS = with_ece(arm("-", 100, "none", 0.0, NONE) + arm("vae", 100, "generated", 0.1, [0.81, 0.85, 0.83])
+                      + arm("vae", 100, "resampled", 0.1, [0.83, 0.86, 0.86]),
+                      [0.05, 0.06, 0.04] + [0.08, 0.10, 0.09] + [0.04, 0.06, 0.05])
+
+
+def test_summarize_gives_ece_an_interval_and_paired_differences():
+    none, gen, res = study.summarize(ECE_TRIALS)
+    half = T2 * 0.01 / math.sqrt(3)                          # sd 0.01 over 3 seeds
+    assert none["test_ece_mean"] == pytest.approx(0.05) and none["test_ece_hi"] == pytest.approx(0.05 + half)
+    assert math.isnan(none["ece_diff_vs_none_mean"]) and none["ece_diff_vs_none_pairs"] == 0
+    assert gen["ece_diff_vs_none_mean"] == pytest.approx(0.04)            # [0.03, 0.04, 0.05]
+    assert gen["ece_diff_vs_none_lo"] == pytest.approx(0.04 - half) and gen["ece_diff_vs_none_pairs"] == 3
+    assert math.isnan(gen["ece_diff_vs_generated_mean"])
+    assert res["ece_diff_vs_generated_mean"] == pytest.approx(-0.04)      # [-0.04] * 3: zero width
+    assert res["ece_diff_vs_generated_hi"] == pytest.approx(-0.04)
+    assert res["ece_diff_vs_none_mean"] == pytest.approx(0.0, abs=1e-15)  # [-0.01, 0, 0.01]
+    assert res["ece_diff_vs_none_hi"] == pytest.approx(half)
+    assert res["diff_vs_generated_mean"] == pytest.approx(0.02)           # accuracy untouched by ECE
+    assert "test_ece_mean" not in study.summarize(TRIALS)[0]              # no ECE without test_ece
+    partial = ECE_TRIALS[:-1] + [{k: v for k, v in ECE_TRIALS[-1].items() if k != "test_ece"}]
+    assert "test_ece_mean" not in study.summarize(partial)[0]             # all or nothing
+
+
+def test_format_summary_and_table_6_4_show_ece():
+    lines = study.format_summary(study.summarize(ECE_TRIALS)).splitlines()
+    assert lines[0].endswith("| test ECE (mean [95% CI]) | ΔECE vs none | ΔECE vs generated | seeds |")
+    cells = [c.strip() for c in lines[4].strip("|").split("|")]           # resampled
+    assert cells[7:10] == ["0.050 [0.025, 0.075]", "+0.000 [-0.025, +0.025]", "**-0.040 [-0.040, -0.040]**"]
+    assert [c.strip() for c in lines[3].strip("|").split("|")][8] == "**+0.040 [+0.015, +0.065]**"
+    assert "15 equal-width confidence bins" in lines[-1]
+    table = study.table_6_4(study.select_weights(ECE_TRIALS)).splitlines()
+    at = table.index("Table 6.4, calibration: test ECE at the same selected weights")
+    rows = {line.split("|")[2].strip(): line.split("|")[3].strip() for line in table[at + 4:at + 7]}
+    assert rows == {"none": "0.050 [0.025, 0.075]",
+                    "generated": "0.090 [0.065, 0.115]; Δ none **+0.040 [+0.015, +0.065]**",
+                    "resampled": "0.050 [0.025, 0.075]; Δ none +0.000 [-0.025, +0.025]; "
+                                 "Δ gen **-0.040 [-0.040, -0.040]**"}

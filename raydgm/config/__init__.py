@@ -20,7 +20,7 @@ from raydgm.config.stages import (ActorPool, AutoencoderConfig, BaselineModelCon
                                   FeaturesConfig, GenerateConfig, ImportSamplesConfig, ModelConfig,
                                   PipelineConfig, PixelCNNConfig, QualityConfig, ResampleConfig,
                                   ResampleMethod, TrackingConfig, TrainGeneratorConfig, VAEConfig)
-from raydgm.config.sweeps import ClassifierSweepConfig, SweepConfig, TrialResources, check_grid_axes
+from raydgm.config.sweeps import ClassifierSweepConfig, SSLTrial, SweepConfig, TrialResources, check_grid_axes
 
 STAGE_CONFIGS: dict[str, type[Config]] = {
     c.STAGE: c for c in (DataConfig, TrainGeneratorConfig, GenerateConfig, DomainClassifierConfig,
@@ -42,6 +42,6 @@ __all__ = ["STAGE_CONFIGS", "UNLABELED_SOURCES", "ActorPool", "AutoencoderConfig
            "DensityRatioConfig", "DomainClassifierConfig", "ExtractConfig", "Extractor",
            "FeaturesConfig", "GenerateConfig", "ImportSamplesConfig", "ModelConfig",
            "PipelineConfig", "PixelCNNConfig", "QualityConfig", "ResNetConfig", "ResampleConfig",
-           "ResampleMethod", "SSLConfig", "SSLTrainingConfig", "SweepConfig", "TrackingConfig",
+           "ResampleMethod", "SSLConfig", "SSLTrainingConfig", "SSLTrial", "SweepConfig", "TrackingConfig",
            "TrainGeneratorConfig", "TrialResources", "Unlabeled", "VAEConfig", "check_grid_axes",
            "load_config", "merge", "parse_override", "read_mapping"]

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import re
-from typing import ClassVar, Iterable
+from typing import Any, ClassVar, Iterable
 
 from pydantic import Field, model_validator
 
 from raydgm.config.base import Config
-from raydgm.config.ssl import SSLTrainingConfig, Unlabeled
+from raydgm.config.ssl import SSLConfig, SSLTrainingConfig, Unlabeled
 from raydgm.config.stages import Calibration, PipelineConfig, TrainGeneratorConfig
 
 
@@ -36,6 +36,45 @@ def check_grid_axes(cfg: Config, names: Iterable[str]) -> None:
 WEIGHTED_SOURCES = {"resampled", "weighted"}   # unlabeled sources chosen with the density ratio
 GENERATED_SOURCES = {"generated", *WEIGHTED_SOURCES}   # sources drawn from a generator's samples
 NO_GENERATOR = "-"   # the generator of the arms that use none (unlabeled none and real)
+GRID_KEYS = ("generator", "labeled_size", "unlabeled", "semantic_weight", "seed")   # one trial's grid values
+
+
+class SSLTrial(Config):
+    """One trial of the semantic-loss sweep, built once (``SweepConfig.trials``) and handed as is
+    to Tune, the trainable (``ssl`` is what ``raydgm.training.ssl.train`` gets) and the MLflow
+    callback: the generator whose pool gives the unlabeled images (``NO_GENERATOR`` for the
+    sources that use none) and the run's whole ``SSLConfig``, the sweep's ``ssl`` section with
+    the grid's labeled_size, unlabeled, semantic_weight and seed in it."""
+
+    STAGE: ClassVar[str] = "ssl_trial"
+    generator: str = Field(pattern=r"^([A-Za-z0-9_.]+|-)$")
+    ssl: SSLConfig
+
+    @model_validator(mode="after")
+    def _check(self) -> "SSLTrial":
+        if (self.generator == NO_GENERATOR) == (self.ssl.unlabeled in GENERATED_SOURCES):
+            raise ValueError(f"unlabeled={self.ssl.unlabeled!r} with generator={self.generator!r}: the "
+                             f"sources {sorted(GENERATED_SOURCES)} need a generator, the others take "
+                             f"{NO_GENERATOR!r}")
+        return self
+
+    def grid(self) -> dict[str, Any]:
+        """The grid values ``GRID_KEYS`` (str, int, str, float, int): MLflow params, study records."""
+        return {"generator": self.generator} | {k: getattr(self.ssl, k) for k in GRID_KEYS[1:]}
+
+    @property
+    def name(self) -> str:
+        """``n100-vae-resampled-w0.005-s2``: labeled size, generator, unlabeled source, weight, seed;
+        ``n100-none-s2`` for supervised only, ``n100-real-w0.005-s2`` for real images."""
+        c = self.ssl
+        gen = "" if self.generator == NO_GENERATOR else f"{self.generator}-"
+        weight = "" if c.unlabeled == "none" else f"-w{c.semantic_weight:g}"
+        return f"n{c.labeled_size}-{gen}{c.unlabeled}{weight}-s{c.seed}"
+
+    def key(self, parent: str | None) -> str:
+        """The trial's MLflow key under ``parent`` (a resumed trial finds its run by it)."""
+        grid = self.grid()
+        return f"{parent}:" + ":".join(f"{k}={grid[k]}" for k in sorted(grid))
 
 
 class SweepConfig(Config):
@@ -103,6 +142,22 @@ class SweepConfig(Config):
             name = "imported" if self.pipeline.import_samples else self.pipeline.generator.model.kind
             return {name: self.pipeline}
         return {name: self.pipeline.replace(generator=g.to_dict()) for name, g in self.generators.items()}
+
+    def trials(self) -> list[SSLTrial]:
+        """Every trial, by labeled size, then arm (source, generator, weight), then seed; each
+        ``SSLConfig`` built once, here. ``none`` runs once per (labeled size, seed), at weight 0;
+        ``none`` and ``real`` use no generator; generated, resampled and weighted run per generator."""
+        arms: list[tuple[str, str, float]] = []
+        for source in self.unlabeled:
+            if source == "none":
+                arms.append((NO_GENERATOR, source, 0.0))
+            else:
+                gens = list(self.pipelines()) if source in GENERATED_SOURCES else [NO_GENERATOR]
+                arms += [(g, source, w) for g in gens for w in self.semantic_weights]
+        base = self.ssl.to_dict()
+        return [SSLTrial(generator=g, ssl=SSLConfig.from_dict(base | {"labeled_size": n, "unlabeled": u,
+                                                                      "semantic_weight": w, "seed": s}))
+                for n in self.labeled_sizes for g, u, w in arms for s in self.seeds]
 
 
 class ClassifierSweepConfig(Config):

@@ -24,7 +24,8 @@ MLflow: one parent run per sweep (experiment = ``name``) holding the pipeline's 
 one child run per grid point: flat params (``hidden_units``, ``learning_rate``,
 ``calibration``, ``seed``, ``alpha``, ``density_ratio.*``) and flat metrics, comparable side by
 side (filter on ``params.alpha``); train / val BCE per epoch (``step=epoch``); the
-classifier's calibration curve (``calibration_curve.png`` + ``.json``) and the histogram of
+classifier's calibration curve (``calibration_curve.png`` + ``.json``; ``reliability/*`` metrics
+overlaid across runs by MLflow's chart view, ``raydgm.tracking.curves``) and the histogram of
 the flattened log-weights (``weight_histogram.json``); the loss curves are fold 0's. Runs of one fit share the tag
 ``raydgm.fit``; runs are keyed by (parent, grid point), so a retried or resumed trial (it
 refits from scratch: fits are short) writes into the runs it has. Tune gets the losses after
@@ -50,7 +51,7 @@ import numpy as np
 from ray.tune import Callback
 
 from raydgm import density_ratio, tracking
-from raydgm._diagnostics import DensityRatioReport
+from raydgm._diagnostics import N_BINS, DensityRatioReport
 from raydgm.config import (ClassifierSweepConfig, ConfigError, DensityRatioConfig, PipelineConfig,
                            TrackingConfig)
 from raydgm.data import Dataset
@@ -59,6 +60,7 @@ from raydgm.pipeline import plots
 from raydgm.sweeps.tuning import (Log, Parent, Progress, SweepResult, checked_data, checkpoint_state,
                                   finished, prologue, report, run_pipeline_only, trial_resources,
                                   tune_grid, write_tables)
+from raydgm.tracking import curves
 
 FIT_KEYS = ("hidden_units", "learning_rate", "calibration", "seed")
 CLASSIFIER_METRICS = {"ece": "ece", "brier": "brier", "classifier_accuracy": "accuracy",
@@ -93,11 +95,9 @@ def classifier_data(cfg: PipelineConfig, dataset: Dataset, samples: Any, store: 
 # --------------------------------------------------------------------------- grid
 
 def trial_grid(cfg: ClassifierSweepConfig) -> list[dict[str, Any]]:
-    """One Tune trial per (hidden_units, learning_rate, calibration, seed); alphas are scored
-    inside each trial."""
-    return [{"hidden_units": h, "learning_rate": lr, "calibration": c, "seed": s}
-            for h in cfg.hidden_units for lr in cfg.learning_rates for c in cfg.calibrations
-            for s in cfg.seeds]
+    """One Tune trial per (hidden_units, learning_rate, calibration, seed); alphas are scored inside each trial."""
+    return [{"hidden_units": h, "learning_rate": lr, "calibration": c, "seed": s} for h in cfg.hidden_units
+            for lr in cfg.learning_rates for c in cfg.calibrations for s in cfg.seeds]
 
 
 def fit_config(base: dict[str, Any], params: dict[str, Any], device: str | None = None) -> DensityRatioConfig:
@@ -270,6 +270,7 @@ def log_trial(track: TrackingConfig, parent: str | None, experiment: str, params
             run.metrics({k: v for k, v in values.items() if math.isfinite(v)})
             run.file(png)
             run.table(points, "calibration_curve.json")
+            curves.log_binary(run, rep.reliability_prob_pred, rep.reliability_prob_true, N_BINS)
             flat = density_ratio.flatten(scores.log_w, w["alpha"])
             run.table(plots.weight_histogram_table(flat), "weight_histogram.json")
             if rep.warnings:

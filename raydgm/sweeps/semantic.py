@@ -6,14 +6,18 @@
    samples, features, density ratio, resampling, quality (``raydgm.pipeline.stages``);
 3. put the arrays the trials need (``ssl.SSLData``, one per generator, the real splits shared)
    into Ray's object store once (``tune.with_parameters``) and run a Tune grid over
-   ``labeled_size`` x (``generator``, ``unlabeled``, ``semantic_weight``) x ``seed``; each
-   trial is ``raydgm.training.ssl.train`` with a checkpoint and a report per epoch, which the
-   driver logs to the trial's MLflow child run (``TrialRuns``), with the trial's test
-   predictions (``test_predictions.npy``, int8 per test image) when it finishes;
-4. print and log the statistics (``raydgm.sweeps.study``): per arm, test accuracy with a 95%
-   interval and paired differences vs ``none`` and vs ``generated``; the thesis-shaped tables
-   (Table 6.4: accuracy at the weight selected on validation; Table 6.3: sample quality per
-   generator); the plot of test accuracy vs semantic weight.
+   ``labeled_size`` x (``generator``, ``unlabeled``, ``semantic_weight``) x ``seed``, one
+   ``SSLTrial`` per trial (built once by ``SweepConfig.trials``); each trial is
+   ``raydgm.training.ssl.train(trial.ssl, ...)`` with a checkpoint and a report per epoch,
+   which the driver logs to the trial's MLflow child run (``TrialRuns``: ``TRIAL_METRICS``),
+   with, when it finishes, its test predictions (``test_predictions.npy``, int8 per test
+   image) and its reliability curves at the reported epoch (step-indexed metrics, see
+   ``raydgm.tracking.curves``; ``reliability.png`` / ``.json``);
+4. print and log the statistics (``raydgm.sweeps.study``): per arm, test accuracy and test
+   ECE with 95% intervals and paired differences vs ``none`` and vs ``generated``; the
+   thesis-shaped tables (Table 6.4: accuracy and ECE at the weight selected on validation;
+   Table 6.3: sample quality per generator); the plot of test accuracy vs semantic weight and
+   each arm's reliability curve pooled over seeds (``reliability_by_arm.png``).
 
 Each invocation is one MLflow parent run in the experiment named after the sweep; stage
 runs and trial runs are its children. Tune's state lives in
@@ -24,7 +28,9 @@ from their last checkpoint, and they write into the MLflow runs they already hav
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -32,47 +38,33 @@ import numpy as np
 from ray.tune import Callback
 
 from raydgm import tracking
-from raydgm.config import ConfigError, SSLConfig, SweepConfig, TrackingConfig
-from raydgm.config.sweeps import GENERATED_SOURCES, NO_GENERATOR
+from raydgm.calibration import TOP_LABEL_BINS, pool_curves
+from raydgm.config import ConfigError, SSLTrial, SweepConfig, TrackingConfig
+from raydgm.config.sweeps import NO_GENERATOR
 from raydgm.data import Dataset, labeled_subset
-from raydgm.pipeline import plots, tables
+from raydgm.pipeline import calibration_plots, plots, tables
 from raydgm.sweeps import study
 from raydgm.sweeps.tuning import (Log, Parent, Progress, SweepResult, checked_data, checkpoint_state,
                                   finished, last_state, prologue, report, run_pipeline_only,
                                   trial_resources, tune_grid, write_csv, write_tables)
+from raydgm.tracking import curves
 from raydgm.tracking.compare import PREDICTIONS   # each trial run's artifact: int8 (N_test,) classes
 from raydgm.training import ssl
 
 LABELS = "test_labels.npy"                          # the parent run's: int8 (N_test,) true classes
 
 
-def trial_grid(cfg: SweepConfig) -> list[dict[str, Any]]:
-    """Every trial's grid values, by labeled size, then arm (source, generator, weight), then
-    seed. ``none`` runs once per (labeled size, seed), at weight 0; ``none`` and ``real`` use
-    no generator (``NO_GENERATOR``); generated, resampled and weighted run per generator."""
-    arms: list[tuple[str, str, float]] = []
-    for source in cfg.unlabeled:
-        if source == "none":
-            arms.append((NO_GENERATOR, source, 0.0))
-        else:
-            gens = list(cfg.pipelines()) if source in GENERATED_SOURCES else [NO_GENERATOR]
-            arms += [(g, source, w) for g in gens for w in cfg.semantic_weights]
-    return [{"generator": g, "labeled_size": n, "unlabeled": u, "semantic_weight": w, "seed": s}
-            for n in cfg.labeled_sizes for g, u, w in arms for s in cfg.seeds]
+def trial_grid(cfg: SweepConfig) -> list[SSLTrial]:
+    """Every trial (``SweepConfig.trials``: by labeled size, then arm, then seed), its SSLConfig
+    built once, here; Tune, the trainable and ``TrialRuns`` get these objects."""
+    return cfg.trials()
 
 
 def check_grid(cfg: SweepConfig, dataset: Dataset) -> None:
     """Every check that needs no compute, in every mode (``--pipeline-only`` too): the labeled
-    sizes against the data and every trial's SSL config."""
+    sizes against the data and every trial's SSL config (built, so validated)."""
     check_labeled_sizes(cfg, dataset)
-    for params in trial_grid(cfg):
-        ssl_config(cfg.ssl.to_dict(), params)
-
-
-def ssl_config(base: Mapping[str, Any], params: Mapping[str, Any], **changes: Any) -> SSLConfig:
-    """A trial's SSLConfig: ``base`` (an SSLTrainingConfig dict) with its grid values put in
-    (the generator picks the trial's data, not a training key)."""
-    return SSLConfig.from_dict(dict(base) | {k: v for k, v in params.items() if k != "generator"} | changes)
+    trial_grid(cfg)
 
 
 def check_labeled_sizes(cfg: SweepConfig, dataset: Dataset) -> None:
@@ -114,31 +106,37 @@ def ssl_data(dataset: Dataset, arts: Mapping[str, dict[str, Any]]) -> dict[str, 
     return out
 
 
-TRIAL_METRICS = ("train_loss", "supervised_loss", "semantic_loss", "val_accuracy", "test_accuracy_epoch",
-                 "best_epoch", "best_val_accuracy", "test_accuracy")
+TRIAL_METRICS = {   # MLflow metric (and Tune report key) of a trial run, step = epoch: ssl.train's row key
+    "train_loss": "train_loss", "supervised_loss": "supervised_loss", "semantic_loss": "semantic_loss",
+    "val_accuracy": "val_accuracy", "test_accuracy_epoch": "test_accuracy",       # this epoch's
+    "val_ece": "val_ece", "test_ece_epoch": "test_ece",                           # this epoch's
+    "best_epoch": "best_epoch", "best_val_accuracy": "best_val_accuracy",
+    "test_accuracy": "test_accuracy_at_best",                                      # at the best epoch so far
+    **{f"calib/{s}/{k}": f"{s}_{k}_at_best" for s in ("val", "test") for k in ssl.SCORES},
+    "calib/val/accuracy": "best_val_accuracy", "calib/test/accuracy": "test_accuracy_at_best"}
 
 
-def ssl_trial(config: dict[str, Any], *, data: dict[str, ssl.SSLData], base: dict[str, Any],
-              device: str | None, threads: int) -> None:
-    """One Tune trial: ``base`` (an SSLConfig dict) with the trial's grid values, trained on
-    ``data[generator]`` with a checkpoint and a Tune report after every epoch. It does not
-    talk to MLflow: the driver logs its reports (``TrialRuns``). ``device`` "auto": CUDA if this process sees a GPU;
-    None: ``base``'s device."""
+def epoch_metrics(row: Mapping[str, Any]) -> dict[str, float]:
+    """A trial's Tune report for one ``ssl.train`` history row: ``TRIAL_METRICS`` and the epoch."""
+    return {name: row[key] for name, key in TRIAL_METRICS.items()} | {"epoch": int(row["epoch"])}
+
+
+def ssl_trial(config: dict[str, Any], *, data: dict[str, ssl.SSLData], device: str | None, threads: int) -> None:
+    """One Tune trial: ``config["trial"]`` (an ``SSLTrial``) trained on ``data[generator]`` with
+    a checkpoint and a Tune report (``TRIAL_METRICS``) after every epoch. It does not talk to
+    MLflow: the driver logs its reports (``TrialRuns``). ``device`` "auto": CUDA if this
+    process sees a GPU; None: the trial's own device."""
     import torch
     torch.set_num_threads(threads)
     from raydgm.pipeline import raydata
-    params = config["trial"]
-    cfg = ssl_config(base, params, **({"device": raydata.resolve_device(device)} if device else {}))
+    trial: SSLTrial = config["trial"]
+    cfg = trial.ssl.replace(device=raydata.resolve_device(device)) if device else trial.ssl
     where = {"node_id": raydata.node_id() or "", "device": cfg.device, "gpus": raydata.assigned_gpus()}
 
     def on_epoch(row: dict[str, Any], checkpoint: Callable[[], dict]) -> None:
-        metrics = {"train_loss": row["train_loss"], "supervised_loss": row["supervised_loss"],
-                   "semantic_loss": row["semantic_loss"], "val_accuracy": row["val_accuracy"],
-                   "test_accuracy_epoch": row["test_accuracy"], "best_epoch": row["best_epoch"],
-                   "best_val_accuracy": row["best_val_accuracy"], "test_accuracy": row["test_accuracy_at_best"]}
-        report(metrics | {"epoch": int(row["epoch"])} | where, checkpoint())
+        report(epoch_metrics(row) | where, checkpoint())
 
-    ssl.train(cfg, data[params["generator"]], on_epoch=on_epoch, state=last_state())
+    ssl.train(cfg, data[trial.generator], on_epoch=on_epoch, state=last_state())
 
 
 class TrialRuns(Callback):
@@ -152,8 +150,8 @@ class TrialRuns(Callback):
     experiment; the MLflow clients are rebuilt after a resume.
     """
 
-    def __init__(self, track: dict[str, Any], parent: str | None, experiment: str, base: dict[str, Any]):
-        self.track, self.parent, self.experiment, self.base = track, parent, experiment, base
+    def __init__(self, track: dict[str, Any], parent: str | None, experiment: str):
+        self.track, self.parent, self.experiment = track, parent, experiment
         self._runs: dict[str, tuple[tracking.Run, set[int]]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -162,16 +160,14 @@ class TrialRuns(Callback):
     def run(self, trial: Any, result: Mapping[str, Any]) -> tuple[tracking.Run, set[int]]:
         """(the trial's run, epochs already logged), created with params at its first report."""
         if trial.trial_id not in self._runs:
-            params = trial.config["trial"]
-            key = f"{self.parent}:" + ":".join(f"{k}={params[k]}" for k in sorted(params))
-            cfg = ssl_config(self.base, params, device=result["device"])
-            run = tracking.Run.find_or_create(TrackingConfig(**self.track), key, trial_name(params),
+            point: SSLTrial = trial.config["trial"]
+            config = point.ssl.to_dict() | {"device": result["device"]}     # where it trained
+            run = tracking.Run.find_or_create(TrackingConfig(**self.track), point.key(self.parent), point.name,
                                               parent=self.parent, experiment=self.experiment,
-                                              tags={"raydgm.stage": "ssl_trial",
-                                                    "raydgm.generator": params["generator"]})
-            run.params(dict(params) | {"ssl": cfg.to_dict()})
-            run.text(json.dumps(cfg.to_dict(), indent=2), "config.json")
-            run.tags({"raydgm.node_id": result.get("node_id", ""), "raydgm.device": cfg.device,
+                                              tags={"raydgm.stage": "ssl_trial", "raydgm.generator": point.generator})
+            run.params(point.grid() | {"ssl": config})
+            run.text(json.dumps(config, indent=2), "config.json")
+            run.tags({"raydgm.node_id": result.get("node_id", ""), "raydgm.device": result["device"],
                       "raydgm.gpus": f"{result.get('gpus', 0.0):g}"})
             self._runs[trial.trial_id] = run, run.logged_steps("val_accuracy")
         return self._runs[trial.trial_id]
@@ -187,11 +183,8 @@ class TrialRuns(Callback):
         if trial.trial_id in self._runs:
             run = self._runs.pop(trial.trial_id)[0]
             state = checkpoint_state(trial.checkpoint)
-            if state is not None and "test_predictions" in state:
-                with tempfile.TemporaryDirectory() as tmp:
-                    path = Path(tmp) / PREDICTIONS
-                    np.save(path, state["test_predictions"].numpy().astype(np.int8), allow_pickle=False)
-                    run.file(path)
+            if state is not None:
+                log_outcome(run, state, trial.config["trial"].name)
             run.end("FINISHED")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -199,12 +192,19 @@ class TrialRuns(Callback):
             self._runs.pop(trial.trial_id)[0].end("FAILED")
 
 
-def trial_name(params: Mapping[str, Any]) -> str:
-    """``n100-vae-resampled-w0.005-s2``: labeled size, generator, unlabeled source, weight,
-    seed; ``n100-none-s2`` for supervised only, ``n100-real-w0.005-s2`` for real images."""
-    gen = "" if params["generator"] == NO_GENERATOR else f"{params['generator']}-"
-    weight = "" if params["unlabeled"] == "none" else f"-w{params['semantic_weight']:g}"
-    return f"n{params['labeled_size']}-{gen}{params['unlabeled']}{weight}-s{params['seed']}"
+def log_outcome(run: tracking.Run, state: Mapping[str, Any], name: str) -> None:
+    """A finished trial's last checkpoint ``state`` in its run: the test predictions
+    (``test_predictions.npy``) and the reliability curves at the reported epoch, as
+    step-indexed metrics (``curves.log_top_label``), ``reliability.png`` and ``reliability.json``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / PREDICTIONS
+        np.save(path, state["test_predictions"].numpy().astype(np.int8), allow_pickle=False)
+        run.file(path)
+        curves.log_top_label(run, state["calibration"])
+        title = f"{name}: reliability at epoch {state['history'][-1]['best_epoch']}"
+        png, table = calibration_plots.trial_reliability(state["calibration"], Path(tmp) / "reliability.png", title)
+        run.file(png)
+        run.table(table, "reliability.json")
 
 
 def run_semantic_sweep(cfg: SweepConfig, resume: bool = False, log: Log = print,
@@ -219,61 +219,78 @@ def run_semantic_sweep(cfg: SweepConfig, resume: bool = False, log: Log = print,
         return None
     track, uri, dataset, folder, restored, grid = prologue(cfg, resume, check_grid, trial_grid)
     pipelines = cfg.pipelines()
+    # Tune's TensorBoard logger says, once per trial, that an SSLTrial is no hparam: it is not
+    logging.getLogger("ray.tune.logger.tensorboardx").setLevel(logging.WARNING)
     with raydata.session() as ray:
         resources, device = trial_resources(cfg.resources, ray.cluster_resources())
         store = ArtifactStore()
         arts = {g: run_pipeline(p, store, log, dataset) for g, p in pipelines.items()}
         data = ssl_data(dataset, arts)
-        for params in grid:                                     # every trial's config, before Tune
-            ssl.validate(ssl_config(cfg.ssl.to_dict(), params), data[params["generator"]])
+        for trial in grid:                                      # every trial's config, before Tune
+            ssl.validate(trial.ssl, data[trial.generator])
         parent = Parent(track, cfg, folder, restored, cfg.name)
         for g, p in pipelines.items():
             parent.log_stages(p, arts[g], track, cfg.name, label=g)
         log(f"sweep: {len(grid)} trials ({len(cfg.labeled_sizes)} labeled sizes x "
             f"{len(grid) // len(cfg.labeled_sizes) // len(cfg.seeds)} generator/source/weight arms x "
             f"{len(cfg.seeds)} seeds), {resources} each; Tune state in {folder}")
-        callbacks: list[Any] = [Progress(len(grid), cfg.ssl.epochs, trial_name)]
+        callbacks: list[Any] = [Progress(len(grid), cfg.ssl.epochs, attrgetter("name"))]
         if parent.run is not None:
-            callbacks.append(TrialRuns(track.to_dict() | {"tracking_uri": uri}, parent.run_id, cfg.name,
-                                       cfg.ssl.to_dict()))
+            callbacks.append(TrialRuns(track.to_dict() | {"tracking_uri": uri}, parent.run_id, cfg.name))
         result_grid = tune_grid(ssl_trial, grid, folder, restored, cfg.resources, resources, log,
-                                data=data, base=cfg.ssl.to_dict(), device=device,
-                                threads=max(1, int(resources["cpu"])), callbacks=callbacks)
+                                data=data, device=device, threads=max(1, int(resources["cpu"])),
+                                callbacks=callbacks)
     ok = finished(result_grid, len(grid), lambda m: m.get("epoch") == cfg.ssl.epochs, parent)
-    trials = [r.config["trial"] | {"test_accuracy": r.metrics["test_accuracy"],
-                                   "val_accuracy": r.metrics["best_val_accuracy"]} for r in ok]
+    trials = [r.config["trial"].grid() | {"test_accuracy": r.metrics["test_accuracy"], "val_accuracy":
+                                          r.metrics["best_val_accuracy"], "test_ece": r.metrics["calib/test/ece"]}
+              for r in ok]
+    curves_by_trial = [checkpoint_state(r.checkpoint)["calibration"]["test"]["curve"] for r in ok]
     quality_reports = {g: json.loads(a["quality"].file("quality.json").read_text()) for g, a in arts.items()}
     rows, selected = study.summarize(trials), study.select_weights(trials)
     tables_md = {"summary.md": study.format_summary(rows), "table_6_4.md": study.table_6_4(selected),
                  "table_6_3.md": study.table_6_3(quality_reports)}
     table = "\n\n".join(tables_md.values())
-    _write_summary(folder, parent.run, rows, selected, trials, tables_md, data[NO_GENERATOR].test_labels)
+    _write_summary(folder, parent.run, rows, selected, trials, tables_md, data[NO_GENERATOR].test_labels,
+                   arm_curves(rows, trials, curves_by_trial))
     return SweepResult(rows, trials, table, folder, parent.run_id, uri, parent.experiment_id)
 
 
+def arm_curves(rows: list[dict], trials: list[dict], trial_curves: list[dict]) -> list[dict[str, Any]]:
+    """Per summary row (arm), its keys, seeds, test_ece_mean and "curve": its trials' test
+    reliability curves (``trial_curves``, aligned with ``trials``) pooled over seeds."""
+    by_arm: dict[tuple, list[dict]] = {}
+    for t, c in zip(trials, trial_curves):
+        key = (t["generator"], t["labeled_size"], t["unlabeled"], float(t["semantic_weight"]))
+        by_arm.setdefault(key, []).append(c)
+    keys = ("generator", "labeled_size", "unlabeled", "semantic_weight", "seeds", "test_ece_mean")
+    return [{k: r[k] for k in keys} | {"curve": pool_curves(by_arm[(r["generator"], r["labeled_size"], r["unlabeled"],
+                                                                       r["semantic_weight"])], TOP_LABEL_BINS)}
+            for r in rows]
+
+
 def _write_summary(folder: Path, run: tracking.Run | None, rows: list[dict], selected: list[dict],
-                   trials: list[dict], tables_md: dict[str, str], test_labels: np.ndarray) -> None:
+                   trials: list[dict], tables_md: dict[str, str], test_labels: np.ndarray,
+                   arms: list[dict]) -> None:
     """summary.md / summary.csv / selected.csv / trials.json, the thesis-shaped tables, the
-    accuracy plot and the test labels (``test_labels.npy``, int8: what the trials' predictions
-    are scored against, for McNemar), in ``folder/summary`` and the parent run."""
+    accuracy plot, each arm's reliability curve (``reliability_by_arm``) and the test labels
+    (``test_labels.npy``, int8: what the trials' predictions are scored against, for McNemar),
+    in ``folder/summary`` and the parent run, which also gets the summary rows as a table
+    (``summary.json``: typed columns, read back by ``compare.summary_disagreements``)."""
     out = write_tables(folder, rows, trials, tables_md["summary.md"])
     write_csv(out / "selected.csv", selected)
     np.save(out / LABELS, test_labels.astype(np.int8), allow_pickle=False)
     for name, text in tables_md.items():
         (out / name).write_text(text + "\n")
-    png, data = plots.accuracy_vs_weight(rows, out / "accuracy_vs_weight.png")
-    (out / "accuracy_vs_weight.json").write_text(json.dumps(data))
+    figures = {"accuracy_vs_weight": plots.accuracy_vs_weight(rows, out / "accuracy_vs_weight.png"),
+               "reliability_by_arm": calibration_plots.arm_reliability(arms, out / "reliability_by_arm.png")}
+    for name, (_, data) in figures.items():
+        (out / f"{name}.json").write_text(json.dumps(data))
     if run is None:
         return
-    for name in ("summary.csv", "selected.csv", "trials.json", "accuracy_vs_weight.png", LABELS, *tables_md):
+    for name in ("summary.csv", "selected.csv", "trials.json", LABELS, *tables_md):
         run.file(out / name)
-    run.table(data, "accuracy_vs_weight.json")
-    run.metrics({parent_metric(r): r["test_accuracy_mean"] for r in rows})
+    for name, (png, data) in figures.items():
+        run.file(png)
+        run.table(data, f"{name}.json")
+    run.table({k: [r[k] for r in rows] for k in rows[0]}, "summary.json")
     run.end("FINISHED")
-
-
-def parent_metric(row: Mapping[str, Any]) -> str:
-    """The parent run's metric for a summary row: ``test_accuracy/n100_resampled_w0.005_vae``
-    (no generator suffix for none and real)."""
-    gen = "" if row["generator"] == NO_GENERATOR else f"_{row['generator']}"
-    return f"test_accuracy/n{row['labeled_size']}_{row['unlabeled']}_w{row['semantic_weight']:g}{gen}"

@@ -8,7 +8,11 @@ A trial record (one finished trial of ``raydgm.sweeps.semantic``) is a dict::
      "labeled_size": int, "unlabeled": str (one of raydgm.config.UNLABELED_SOURCES),
      "semantic_weight": float, "seed": int,
      "val_accuracy": float (best validation accuracy, in [0, 1]),
-     "test_accuracy": float (test accuracy at the best-validation epoch, in [0, 1])}
+     "test_accuracy": float (test accuracy at the best-validation epoch, in [0, 1]),
+     "test_ece": float, optional (test top-label ECE at that epoch, 15 equal-width bins, in [0, 1])}
+
+When every record has a ``test_ece``, ECE gets the same statistics as accuracy: its mean with
+a t interval and its seed-paired differences (``ece_diff_vs_<ref>_*``; lower is better).
 
 An *arm* is one (generator, labeled_size, unlabeled, semantic_weight). Seeds pair the arms
 (docs/design.md, "Statistics of a sweep"): seed s fixes the labeled subset, the initial weights
@@ -26,7 +30,7 @@ then generator in first-seen order of the trials (none and real have only "-"), 
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy import stats
@@ -109,6 +113,27 @@ def _order(keys: Iterable[tuple]) -> list[tuple]:
     return sorted(keys, key=lambda k: (k[1], rank[k[2]], first[k[0]], *k[3:]))
 
 
+def _has_ece(trials: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether every trial record has a finite test_ece (ECE columns are all or nothing)."""
+    return bool(trials) and all(np.isfinite(t.get("test_ece", math.nan)) for t in trials)
+
+
+def _ece(seeds: Seeds, level: float) -> dict[str, Any]:
+    """test_ece_mean / _lo / _hi (t interval over the seeds)."""
+    mean, lo, hi = t_interval([float(t["test_ece"]) for t in seeds.values()], level)
+    return {"test_ece_mean": mean, "test_ece_lo": lo, "test_ece_hi": hi}
+
+
+def _scores(arm: Seeds, none: Seeds | None, generated: Seeds | None, level: float, ece: bool) -> dict[str, Any]:
+    """An arm's accuracy and paired differences vs none and generated (None: no reference), and
+    with ``ece`` the same for test_ece."""
+    out = (_accuracy(arm, level) | _diff("none", arm, none, level) | _diff("generated", arm, generated, level))
+    if ece:
+        out |= (_ece(arm, level) | _diff("none", arm, none, level, "test_ece", "ece_")
+                | _diff("generated", arm, generated, level, "test_ece", "ece_"))
+    return out
+
+
 def _accuracy(seeds: Seeds, level: float) -> dict[str, Any]:
     """seeds, val_accuracy_mean and test accuracy mean / std (ddof=1, 0 for one seed) / lo / hi."""
     test = [float(t["test_accuracy"]) for t in seeds.values()]
@@ -118,14 +143,16 @@ def _accuracy(seeds: Seeds, level: float) -> dict[str, Any]:
             "test_accuracy_lo": lo, "test_accuracy_hi": hi}
 
 
-def _diff(name: str, arm: Seeds, reference: Seeds | None, level: float) -> dict[str, Any]:
-    """diff_vs_<name>_mean / _lo / _hi / _pairs of ``arm`` against ``reference`` (None: NaNs, 0 pairs)."""
+def _diff(name: str, arm: Seeds, reference: Seeds | None, level: float, key: str = "test_accuracy",
+          prefix: str = "") -> dict[str, Any]:
+    """<prefix>diff_vs_<name>_mean / _lo / _hi / _pairs of the records' ``key`` of ``arm`` against
+    ``reference`` (None: NaNs, 0 pairs)."""
     if reference is None:
         d: dict[str, Any] = {"mean": math.nan, "lo": math.nan, "hi": math.nan, "pairs": 0}
     else:
-        d = paired_difference({s: float(t["test_accuracy"]) for s, t in arm.items()},
-                              {s: float(t["test_accuracy"]) for s, t in reference.items()}, level)
-    return {f"diff_vs_{name}_{k}": v for k, v in d.items()}
+        d = paired_difference({s: float(t[key]) for s, t in arm.items()},
+                              {s: float(t[key]) for s, t in reference.items()}, level)
+    return {f"{prefix}diff_vs_{name}_{k}": v for k, v in d.items()}
 
 
 def _none_key(keys: Iterable[Arm], size: int) -> Arm | None:
@@ -146,17 +173,17 @@ def summarize(trials: Iterable[Mapping[str, Any]], level: float = 0.95) -> list[
     ref in (none, generated): diff_vs_<ref>_mean, _lo, _hi, _pairs (paired by seed, see the
     module docstring). diff_vs_none is NaN (0 pairs) on none rows and where the labeled size
     has no none arm; diff_vs_generated is NaN except on resampled and weighted rows whose
-    generator, labeled size and weight have a generated arm. Intervals are NaN under 2 pairs."""
-    arms = group_arms(trials)
+    generator, labeled size and weight have a generated arm. Intervals are NaN under 2 pairs.
+    When every trial has a test_ece: test_ece_mean / _lo / _hi and ece_diff_vs_<ref>_* likewise."""
+    trials = list(trials)
+    arms, ece = group_arms(trials), _has_ece(trials)
     rows = []
     for key in _order(arms):
         g, n, u, w = key
         none = _none_key(arms, n)
         generated = arms.get((g, n, "generated", w)) if u in VS_GENERATED else None
         rows.append({"generator": g, "labeled_size": n, "unlabeled": u, "semantic_weight": w}
-                    | _accuracy(arms[key], level)
-                    | _diff("none", arms[key], arms[none] if none and u != "none" else None, level)
-                    | _diff("generated", arms[key], generated, level))
+                    | _scores(arms[key], arms[none] if none and u != "none" else None, generated, level, ece))
     return rows
 
 
@@ -172,8 +199,9 @@ def select_weights(trials: Iterable[Mapping[str, Any]], level: float = 0.95) -> 
     diff_vs_none_mean / _lo / _hi / _pairs (vs none of the labeled size; NaN on none rows),
     generated_weight (generated's own selected weight, NaN except on resampled / weighted) and
     diff_vs_generated_mean / _lo / _hi / _pairs (vs generated at generated_weight, same
-    generator and labeled size; paired by seed)."""
-    arms = group_arms(trials)
+    generator and labeled size; paired by seed); with test_ece, the ECE keys of ``summarize``."""
+    trials = list(trials)
+    arms, ece = group_arms(trials), _has_ece(trials)
     groups: dict[tuple[str, int, str], dict[float, Seeds]] = {}
     for (g, n, u, w), seeds in arms.items():
         groups.setdefault((g, n, u), {})[w] = seeds
@@ -185,11 +213,9 @@ def select_weights(trials: Iterable[Mapping[str, Any]], level: float = 0.95) -> 
         gen_key = (g, n, "generated")
         gen_w = chosen[gen_key] if u in VS_GENERATED and gen_key in chosen else None
         rows.append({"generator": g, "labeled_size": n, "unlabeled": u, "selected_weight": chosen[(g, n, u)],
-                     "candidates": len(groups[(g, n, u)])}
-                    | _accuracy(seeds, level)
-                    | _diff("none", seeds, arms[none] if none and u != "none" else None, level)
-                    | {"generated_weight": math.nan if gen_w is None else gen_w}
-                    | _diff("generated", seeds, None if gen_w is None else groups[gen_key][gen_w], level))
+                     "candidates": len(groups[(g, n, u)]), "generated_weight": math.nan if gen_w is None else gen_w}
+                    | _scores(seeds, arms[none] if none and u != "none" else None,
+                              None if gen_w is None else groups[gen_key][gen_w], level, ece))
     return rows
 
 
@@ -205,6 +231,8 @@ def _select(by_weight: Mapping[float, Seeds]) -> float:
 
 LEGEND = ("Δ: seed-paired difference (arm − reference over the seeds both have), mean [95% t "
           "interval]; **bold**: the interval excludes 0; – : no reference; no [ ] part: under 2 paired seeds.")
+ECE_LEGEND = (" ECE: top-label expected calibration error on the test split at the reported epoch, 15 "
+              "equal-width confidence bins (lower is better).")
 
 
 def _interval(mean: float, lo: float, hi: float, digits: int = 3, signed: bool = False) -> str:
@@ -220,14 +248,14 @@ def _interval(mean: float, lo: float, hi: float, digits: int = 3, signed: bool =
     return text
 
 
-def _difference(row: Mapping[str, Any], name: str, digits: int = 3) -> str:
-    """The diff_vs_<name> cell: signed interval, bold when it excludes 0, "(k pairs)" when
+def _difference(row: Mapping[str, Any], name: str, digits: int = 3, prefix: str = "") -> str:
+    """The <prefix>diff_vs_<name> cell: signed interval, bold when it excludes 0, "(k pairs)" when
     fewer seeds were paired than the row has."""
-    mean, lo, hi = (row[f"diff_vs_{name}_{k}"] for k in ("mean", "lo", "hi"))
+    mean, lo, hi = (row[f"{prefix}diff_vs_{name}_{k}"] for k in ("mean", "lo", "hi"))
     text = _interval(mean, lo, hi, digits, signed=True)
     if excludes_zero(lo, hi):
         text = f"**{text}**"
-    pairs = row[f"diff_vs_{name}_pairs"]
+    pairs = row[f"{prefix}diff_vs_{name}_pairs"]
     if np.isfinite(mean) and pairs < row["seeds"]:
         text += f" ({pairs} pairs)"
     return text
@@ -235,15 +263,21 @@ def _difference(row: Mapping[str, Any], name: str, digits: int = 3) -> str:
 
 def format_summary(rows: Sequence[Mapping[str, Any]], digits: int = 3) -> str:
     """Markdown table of ``summarize``'s rows: labeled | generator | unlabeled | weight | test
-    accuracy (mean [95% t interval]) | Δ vs none | Δ vs generated | seeds, then the legend."""
-    lines = ["| labeled | generator | unlabeled | weight | test accuracy (mean [95% CI]) | Δ vs none "
-             "| Δ vs generated | seeds |", "|---:|---|---|---:|---|---|---|---:|"]
+    accuracy (mean [95% t interval]) | Δ vs none | Δ vs generated | (with ECE: test ECE | ΔECE vs
+    none | ΔECE vs generated |) seeds, then the legend."""
+    ece = bool(rows) and "test_ece_mean" in rows[0]
+    head = "| labeled | generator | unlabeled | weight | test accuracy (mean [95% CI]) | Δ vs none | Δ vs generated |"
+    head += " test ECE (mean [95% CI]) | ΔECE vs none | ΔECE vs generated |" * ece
+    lines = [head + " seeds |", "|---:|---|---|---:|---|---|---|" + "---|---|---|" * ece + "---:|"]
     for r in rows:
-        accuracy = _interval(r["test_accuracy_mean"], r["test_accuracy_lo"], r["test_accuracy_hi"], digits)
-        lines.append(f"| {r['labeled_size']} | {r['generator']} | {r['unlabeled']} | {r['semantic_weight']:g} "
-                     f"| {accuracy} | {_difference(r, 'none', digits)} | {_difference(r, 'generated', digits)} "
-                     f"| {r['seeds']} |")
-    return "\n".join(lines + ["", LEGEND])
+        cells = [str(r["labeled_size"]), r["generator"], r["unlabeled"], f"{r['semantic_weight']:g}",
+                 _interval(r["test_accuracy_mean"], r["test_accuracy_lo"], r["test_accuracy_hi"], digits),
+                 _difference(r, "none", digits), _difference(r, "generated", digits)]
+        if ece:
+            cells += [_interval(r["test_ece_mean"], r["test_ece_lo"], r["test_ece_hi"], digits),
+                      _difference(r, "none", digits, "ece_"), _difference(r, "generated", digits, "ece_")]
+        lines.append("| " + " | ".join(cells + [str(r["seeds"])]) + " |")
+    return "\n".join(lines + ["", LEGEND + ECE_LEGEND * ece])
 
 
 def table_6_4(selected: Sequence[Mapping[str, Any]], digits: int = 3) -> str:
@@ -251,7 +285,9 @@ def table_6_4(selected: Sequence[Mapping[str, Any]], digits: int = 3) -> str:
     first and real last, once, generator "-"; per generator: generated, resampled, weighted),
     one column per labeled size. Cell: test accuracy mean [95% t interval] at the selected
     weight, "w=<weight>", and for resampled / weighted "Δ gen" (vs generated at its own
-    selected weight), bold when its interval excludes 0; "–" where the sweep has no row."""
+    selected weight), bold when its interval excludes 0; "–" where the sweep has no row. With
+    ECE (``select_weights`` rows from trials with test_ece), a second table below: test ECE at the
+    same selected weight, with "Δ none" and (resampled / weighted) "Δ gen"."""
     if not selected:
         raise ValueError("selected is empty")
     cells: dict[tuple[str, str], dict[int, Mapping[str, Any]]] = {}
@@ -264,25 +300,39 @@ def table_6_4(selected: Sequence[Mapping[str, Any]], digits: int = 3) -> str:
     rank = {s: i for i, s in enumerate(("none", "generated", "resampled", "weighted", "real"))}
     first = {g: i for i, g in enumerate(dict.fromkeys(g for g, _ in cells))}
     order = sorted(cells, key=lambda k: (k[1] == "real", k[1] != "none", first[k[0]], rank[k[1]]))
-    lines = ["Table 6.4: test accuracy at the semantic weight selected on validation accuracy", "",
-             "| generator | unlabeled | " + " | ".join(f"{n} labeled" for n in sizes) + " |",
-             "|---|---|" + "---|" * len(sizes)]
-    for g, u in order:
-        row = [_cell_6_4(cells[(g, u)].get(n), digits) for n in sizes]
-        lines.append(f"| {g} | {u} | " + " | ".join(row) + " |")
+    head = ["| generator | unlabeled | " + " | ".join(f"{n} labeled" for n in sizes) + " |",
+            "|---|---|" + "---|" * len(sizes)]
+
+    def body(cell: Callable[[Mapping[str, Any], int], str]) -> list[str]:
+        return [f"| {g} | {u} | " + " | ".join(DASH if (r := cells[(g, u)].get(n)) is None else cell(r, digits)
+                                                for n in sizes) + " |" for g, u in order]
     legend = ("Test accuracy at the weight w selected on mean validation accuracy over seeds, mean "
               "[95% t interval over seeds]. Δ gen: seed-paired difference vs generated at its own "
               "selected weight (same generator and labeled size); **bold**: its interval excludes 0.")
-    return "\n".join(lines + ["", legend])
+    lines = ["Table 6.4: test accuracy at the semantic weight selected on validation accuracy", "",
+             *head, *body(_cell_6_4), "", legend]
+    if "test_ece_mean" in selected[0]:
+        lines += ["", "Table 6.4, calibration: test ECE at the same selected weights", "", *head,
+                  *body(_cell_6_4_ece), "", "Test top-label ECE (15 equal-width bins; lower is better), mean "
+                  "[95% t interval over seeds]. Δ none / Δ gen: seed-paired ECE difference vs none / vs "
+                  "generated at its own selected weight; **bold**: its interval excludes 0."]
+    return "\n".join(lines)
 
 
-def _cell_6_4(r: Mapping[str, Any] | None, digits: int) -> str:
-    if r is None:
-        return DASH
+def _cell_6_4(r: Mapping[str, Any], digits: int) -> str:
     text = (f"{_interval(r['test_accuracy_mean'], r['test_accuracy_lo'], r['test_accuracy_hi'], digits)}"
             f" w={r['selected_weight']:g}")
     if r["unlabeled"] in VS_GENERATED:
         text += f"; Δ gen {_difference(r, 'generated', digits)}"
+    return text
+
+
+def _cell_6_4_ece(r: Mapping[str, Any], digits: int) -> str:
+    text = _interval(r["test_ece_mean"], r["test_ece_lo"], r["test_ece_hi"], digits)
+    if r["unlabeled"] != "none":
+        text += f"; Δ none {_difference(r, 'none', digits, 'ece_')}"
+    if r["unlabeled"] in VS_GENERATED:
+        text += f"; Δ gen {_difference(r, 'generated', digits, 'ece_')}"
     return text
 
 

@@ -8,13 +8,18 @@ turns them into tables with these functions; the MLflow calls stay in the notebo
 
 - ``ssl_trial`` runs: params ``generator`` ("-" for none and real), ``labeled_size``,
   ``unlabeled``, ``semantic_weight``, ``seed``; metrics ``test_accuracy`` (at the epoch with
-  the best validation accuracy) and ``best_val_accuracy``; artifact ``test_predictions.npy``.
+  the best validation accuracy), ``best_val_accuracy`` and ``calib/test/ece`` (at that epoch;
+  runs made before calibration was logged lack it); artifact ``test_predictions.npy``.
 - ``quality`` runs: metrics ``<set>/<metric>_<features>_mean`` and ``_std`` (``raw/fid_domain_mean``),
   one set per sample set (``real_train`` (the floor), ``raw``, ``resampled_<method>``, ``importance_weighted``).
-- the parent run: metrics ``test_accuracy/n<size>_<source>_w<weight>[_<generator>]`` (means
-  over seeds; no generator suffix for none and real).
+- the parent run: artifacts ``summary.json``, the sweep's own summary rows
+  (``raydgm.sweeps.study.summarize``) as a table with typed columns, and
+  ``reliability_by_arm.json``, each arm's test reliability curve pooled over seeds.
 - ``ssl_trial`` artifact ``test_predictions.npy``: int8 (N_test,) predicted classes, read by
   ``download_predictions`` and compared arm against arm with ``mcnemar`` / ``mcnemar_over_seeds``.
+
+The statistics themselves (means, intervals, paired differences) are computed once, by
+``raydgm.sweeps.study`` on ``trials(...).to_dict("records")``; nothing here re-implements them.
 """
 from __future__ import annotations
 
@@ -28,16 +33,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from raydgm.config import UNLABELED_SOURCES
+from raydgm.config.sweeps import GRID_KEYS, NO_GENERATOR
 from raydgm.metrics import format_pm
 
 SET_ORDER = ("real_train", "raw", "resampled", "importance_weighted")    # prefixes of quality sets
 QUALITY_METRICS = ("fid", "kid", "is")
-TRIAL_KEYS = ("generator", "labeled_size", "unlabeled", "semantic_weight", "seed")
-GROUP_KEYS = ("generator", "labeled_size", "unlabeled", "semantic_weight")
-NO_GENERATOR = "-"     # raydgm.config.sweeps.NO_GENERATOR (tracking does not import config.sweeps)
+TRIAL_KEYS = GRID_KEYS                           # an ssl_trial run's params: its SSLTrial.grid()
+GROUP_KEYS = TRIAL_KEYS[:-1]                     # an arm: all but the seed
 STAGE_TAG = "tags.raydgm.stage"
-_PARENT_METRIC = re.compile(r"^metrics\.test_accuracy/n(\d+)_([A-Za-z]+)_w([^_]+)(?:_(.+))?$")
+TEST_ECE = "metrics.calib/test/ece"
 _QUALITY_METRIC = re.compile(r"^metrics\.(?P<set>[^/]+)/(?P<metric>[a-z]+)_(?P<features>[a-z0-9]+)_(?P<stat>mean|std)$")
 
 
@@ -103,8 +107,9 @@ def stage_runs(runs: pd.DataFrame, stage: str) -> pd.DataFrame:
 def trials(runs: pd.DataFrame) -> pd.DataFrame:
     """The finished ``ssl_trial`` runs as ``run_id, generator (str), labeled_size (int),
     unlabeled (str), semantic_weight (float), seed (int), test_accuracy (float),
-    val_accuracy (float: the best validation accuracy, where the run logged it)``; the
-    records ``raydgm.sweeps.study`` takes (``.to_dict("records")``).
+    val_accuracy (float: the best validation accuracy, where the run logged it)`` and, when
+    every run logged it, ``test_ece`` (float); the records ``raydgm.sweeps.study`` takes
+    (``.to_dict("records")``).
 
     Unfinished runs (a sweep in progress or interrupted) are left out: their ``test_accuracy``
     is the best so far. Two finished runs of one (size, source, weight, seed) would be counted
@@ -132,6 +137,8 @@ def trials(runs: pd.DataFrame) -> pd.DataFrame:
         "val_accuracy": done.get("metrics.best_val_accuracy", pd.Series(np.nan, index=done.index))
                             .astype(float).to_numpy(),
     })
+    if TEST_ECE in done and done[TEST_ECE].notna().all():
+        out["test_ece"] = done[TEST_ECE].astype(float).to_numpy()
     dup = out.duplicated(list(TRIAL_KEYS), keep="first")
     if dup.any():
         warnings.warn(f"{int(dup.sum())} finished ssl_trial runs repeat a (generator, labeled_size, "
@@ -141,48 +148,36 @@ def trials(runs: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def accuracy_summary(trial_rows: pd.DataFrame) -> pd.DataFrame:
-    """Per (generator, labeled_size, unlabeled, semantic_weight): ``seeds``,
-    ``test_accuracy_mean`` and ``test_accuracy_std`` (sample std, ddof=1; NaN for a single
-    seed), ordered as the sweep's summary: size, then none / generated / resampled / weighted /
-    real, then generator, then weight. Intervals and paired differences:
-    ``raydgm.sweeps.study.summarize`` on ``trials(...).to_dict("records")``."""
-    grouped = trial_rows.groupby(list(GROUP_KEYS), sort=False)["test_accuracy"]
-    out = grouped.agg(seeds="count", test_accuracy_mean="mean",
-                      test_accuracy_std=lambda a: a.std(ddof=1)).reset_index()
-    rank = {s: i for i, s in enumerate(UNLABELED_SOURCES)}   # as the sweep's summary
-    out["_rank"] = out["unlabeled"].map(lambda s: rank.get(s, len(rank)))
-    out = out.sort_values(["labeled_size", "_rank", "unlabeled", "generator", "semantic_weight"])
-    return out.drop(columns="_rank").reset_index(drop=True)
+def summary_disagreements(rows: pd.DataFrame, logged: pd.DataFrame,
+                          columns: Iterable[str] = ("test_accuracy_mean", "test_ece_mean"),
+                          atol: float = 1e-9) -> pd.DataFrame:
+    """The arms whose ``columns`` differ by more than ``atol`` between ``rows`` (``study.summarize``
+    of the trial runs, as a frame) and ``logged`` (the parent run's ``summary.json``, the sweep's
+    own summary), or that only one side has: ``GROUP_KEYS``, then ``<column>`` and
+    ``<column>_logged`` for each of ``columns`` both have. Arms are matched on their typed
+    values (the weight as a float, never parsed from a metric name). Empty when they agree."""
+    both = rows.merge(logged, on=list(GROUP_KEYS), how="outer", suffixes=("", "_logged"), indicator=True)
+    off = both["_merge"] != "both"
+    shown = [c for c in columns if c in rows and c in logged]
+    for c in shown:
+        off |= ~np.isclose(both[c].astype(float), both[f"{c}_logged"].astype(float), rtol=0, atol=atol)
+    return both.loc[off, [*GROUP_KEYS, *(x for c in shown for x in (c, f"{c}_logged"))]].reset_index(drop=True)
 
 
-def parent_accuracy(parent: Mapping[str, Any]) -> pd.DataFrame:
-    """The parent run's ``test_accuracy/n<size>_<source>_w<weight>[_<generator>]`` metrics
-    (seed means) as ``generator, labeled_size, unlabeled, semantic_weight, parent_mean``;
-    ``parent``: its search_runs row.
-    The sweep writes the weight with ``:g`` (6 significant digits)."""
-    rows = []
-    for key, value in parent.items():
-        m = _PARENT_METRIC.match(str(key))
-        if m and value is not None and np.isfinite(value):
-            rows.append({"generator": m[4] or NO_GENERATOR, "labeled_size": int(m[1]), "unlabeled": m[2],
-                         "semantic_weight": float(m[3]), "parent_mean": float(value)})
-    return pd.DataFrame(rows, columns=[*GROUP_KEYS, "parent_mean"])
+CURVE_COLUMNS = ("bin", "count", "confidence", "accuracy")
 
 
-def parent_disagreements(summary: pd.DataFrame, parent: Mapping[str, Any],
-                         atol: float = 1e-9) -> pd.DataFrame:
-    """The rows of ``accuracy_summary`` whose mean differs from the parent run's logged seed mean
-    by more than ``atol``, or that only one side has: ``labeled_size, unlabeled,
-    semantic_weight, test_accuracy_mean, parent_mean``. Empty when they agree."""
-    logged = parent_accuracy(parent)
-    key = ["generator", "labeled_size", "unlabeled", "_w"]
-    left = summary.assign(_w=summary["semantic_weight"].map(_as_logged))
-    right = logged.assign(_w=logged["semantic_weight"].map(_as_logged)).drop(columns="semantic_weight")
-    both = left.merge(right, on=key, how="outer")
-    both["semantic_weight"] = both["semantic_weight"].fillna(both["_w"])
-    off = ~np.isclose(both["test_accuracy_mean"], both["parent_mean"], rtol=0, atol=atol)
-    return both.loc[off, [*GROUP_KEYS, "test_accuracy_mean", "parent_mean"]].reset_index(drop=True)
+def arm_curves(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """The parent run's ``reliability_by_arm.json`` (``mlflow_table`` of it: one row per curve
+    point, the arm's ``GROUP_KEYS``, ``seeds`` and ``test_ece_mean``, then ``CURVE_COLUMNS``) back
+    as one dict per arm, in table order, with "curve": {column: list}; what
+    ``raydgm.pipeline.calibration_plots.arm_reliability`` draws."""
+    keys = [*GROUP_KEYS, "seeds", "test_ece_mean"]
+    missing = [c for c in (*keys, *CURVE_COLUMNS) if c not in table]
+    if missing:
+        raise RunsNotFound(f"the reliability table lacks columns {missing}")
+    return [dict(zip(keys, key)) | {"curve": {c: part[c].tolist() for c in CURVE_COLUMNS}}
+            for key, part in table.groupby(keys, sort=False, dropna=False)]
 
 
 def quality_table(quality_runs: pd.DataFrame, metrics: Iterable[str] = QUALITY_METRICS) -> pd.DataFrame:
@@ -287,10 +282,6 @@ def predictions_by_seed(client: Any, arm: pd.DataFrame, artifact: str = PREDICTI
 def mlflow_table(data: Mapping[str, Any]) -> pd.DataFrame:
     """A table logged with ``MlflowClient.log_table`` (JSON ``{"columns": [...], "data": [[...]]}``)."""
     return pd.DataFrame(data["data"], columns=data["columns"])
-
-
-def _as_logged(weight: float) -> float:
-    return float(f"{weight:g}")
 
 
 def _set_rank(name: str) -> tuple[int, str]:

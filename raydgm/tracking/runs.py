@@ -9,8 +9,10 @@ and adds nothing.
 - ``train_generator``: the generator config; per-epoch losses (``step=epoch``).
 - ``generate``: sample counts.
 - ``density_ratio``: ``classifier_accuracy``, ``roc_auc``, ``ece``, ``brier``, ``ess_frac``,
-  ``psis_khat`` out of sample (out of fold when cross-fitted); the figures the caller hands
-  over (``figures``: ``raydgm.pipeline.report.stage_figures`` draws ``calibration_curve`` and
+  ``psis_khat`` out of sample (out of fold when cross-fitted); the reliability points as
+  step-indexed metrics (``reliability/prob_pred``, ``/prob_true``, step = bin:
+  ``raydgm.tracking.curves``); the figures the caller hands over (``figures``:
+  ``raydgm.pipeline.report.stage_figures`` draws ``calibration_curve`` and
   ``weight_histogram``, each a picture and its data as a table).
 - ``resample``: alpha, ESS, ESS fraction and k-hat of the raw and of the used weights,
   distinct draws.
@@ -30,7 +32,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from raydgm import tracking
+from raydgm._diagnostics import N_BINS
 from raydgm.config import PipelineConfig, TrackingConfig
+from raydgm.tracking import curves
 
 Artifact = Any                                  # a raydgm.pipeline.store.Artifact
 Figures = Callable[[Artifact, Path], list[Path]]  # (artifact, folder) -> <name>.png / <name>.json files
@@ -106,6 +110,7 @@ def _log_density_ratio(run: tracking.Run, art: Artifact) -> None:
     rep = json.loads(art.file("report.json").read_text())
     run.metrics({name: rep[key] for name, key in DR_METRICS.items() if rep.get(key) is not None})
     run.text("\n".join(rep.get("warnings", [])) + "\n", "warnings.txt")
+    curves.log_binary(run, rep["reliability_prob_pred"], rep["reliability_prob_true"], N_BINS)
 
 
 def _log_quality(run: tracking.Run, art: Artifact) -> None:

@@ -25,8 +25,11 @@ labeled batches, pixel for pixel. Training draws nothing else, and the learning 
 semantic weight of a step are pure functions of its global step (:func:`learning_rate_at`,
 :func:`semantic_weight_at`), so a run resumed from an epoch-k checkpoint ends with the same
 weights and history as an uninterrupted run (same device and thread count). The validation
-split picks the epoch, the test split is reported at that epoch (its accuracy and its
-predictions). Imports no Ray and no MLflow.
+split picks the epoch, the test split is reported at that epoch (its accuracy, its
+predictions and its calibration). Calibration (``raydgm.calibration.top_label``): top-label
+ECE over 15 equal-width confidence bins, NLL and multiclass Brier score of the softmax, on val
+and on test, every epoch, and the reliability curves at the best epoch. Imports no Ray and no
+MLflow.
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from raydgm.calibration import top_label
 from raydgm.config import SSLConfig
 from raydgm.data import labeled_subset
 from raydgm.models.resnet import ResNet
@@ -52,9 +56,11 @@ from raydgm.training.ssl_batches import (Plan, augment, index_digest, labeled_pl
 from raydgm.training.ssl_data import SSLData
 from raydgm.training.ssl_norm import bn_rows, labeled_statistics, recompute_batch_norm
 
-CHECKPOINT_FORMAT = "raydgm.ssl/2"
+CHECKPOINT_FORMAT = "raydgm.ssl/3"     # 3: the best epoch's calibration
 OnEpoch = Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None]
 _RESUME_FREE = ("epochs", "device", "eval_batch_size")   # may change between run and resume
+SCORES = ("ece", "nll", "brier")     # per split and epoch, beside the accuracy
+AT_BEST = ("test_accuracy",) + tuple(f"{s}_{k}" for s in ("val", "test") for k in SCORES)   # <key>_at_best
 
 
 def validate(cfg: SSLConfig, data: SSLData) -> np.ndarray:
@@ -161,9 +167,9 @@ def train(cfg: SSLConfig, data: SSLData, *, on_epoch: OnEpoch | None = None,
     Args:
         on_epoch: called after every epoch as ``on_epoch(row, checkpoint)``; ``checkpoint()``
             (call it inside on_epoch) returns the resume state: CPU copies of model and
-            optimizer state, epoch, history, and "test_predictions" (int8 (N_test,) at the best
-            epoch so far); only tensors, numbers, strings, lists and dicts, so it round-trips
-            through ``torch.save`` / ``torch.load(weights_only=True)``.
+            optimizer state, epoch, history, "test_predictions" (int8 (N_test,) at the best
+            epoch so far) and "calibration" (the best epoch's, as in the result); only tensors,
+            numbers, strings, lists and dicts (``torch.load(weights_only=True)`` reads it).
         state: such a state; training resumes after its epoch (its config may differ from
             ``cfg`` only in epochs (constant lr_schedule only), device and eval_batch_size).
         progress: print one line per epoch to stderr.
@@ -171,39 +177,39 @@ def train(cfg: SSLConfig, data: SSLData, *, on_epoch: OnEpoch | None = None,
     Returns:
         {"history": rows, "best_epoch", "val_accuracy" (best), "test_accuracy" (at the best
         epoch), "test_predictions" (np.int8 (N_test,): argmax class of every test image at the
-        best epoch), "labeled_indices" (int64 into the train split), "model" (the last epoch's
-        ResNet, eval mode)}. Row keys: epoch (1-based), train_loss, supervised_loss,
-        semantic_loss (the term before the semantic weight; 0 for 'none'), train_accuracy
-        (labeled batches, augmented, train mode), labeled_seen, labeled_digest (see
-        :func:`index_digest`) of the labeled indices used this epoch, val_accuracy,
-        test_accuracy, best_epoch, best_val_accuracy, test_accuracy_at_best (the first
-        epoch with the highest val accuracy so far). All values are int or float.
+        best epoch), "calibration" ({"val", "test"}: :func:`evaluate`'s at the best epoch),
+        "labeled_indices" (int64 into the train split), "model" (the last epoch's ResNet, eval
+        mode)}. Row keys: epoch (1-based), train_loss, supervised_loss, semantic_loss (before
+        the semantic weight; 0 for 'none'), train_accuracy (labeled batches, augmented, train
+        mode), labeled_seen, labeled_digest (:func:`index_digest`) of the labeled indices used
+        this epoch, val_ and test_ accuracy, ece, nll and brier, best_epoch, best_val_accuracy
+        (the first epoch with the highest val accuracy so far) and, at that epoch,
+        <key>_at_best for each key of ``AT_BEST``. All values are int or float.
     """
     labeled = validate(cfg, data)
     device = torch.device(cfg.device)
     model = build_model(cfg, data.train_images.shape[1:], data.num_classes).to(device, memory_format=_memory_format(device))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay, foreach=True)
-    start, history, best = (0, [], None) if state is None else _restore(state, cfg, model, opt, labeled)
+    start, history, best, calib = (0, [], None, None) if state is None else _restore(state, cfg, model, opt, labeled)
     t = _tensors(cfg, data, labeled, device)
     bn_images = t.train_x[torch.from_numpy(bn_rows(t.labeled)).to(device)]   # fixed for the run
     for epoch in range(start, cfg.epochs):
         row = _train_epoch(model, opt, cfg, t, epoch)
         recompute_batch_norm(model, bn_images, cfg.eval_batch_size)
-        row["val_accuracy"] = accuracy(predict(model, t.val[0], cfg.eval_batch_size), t.val[1])
-        test_pred = predict(model, t.test[0], cfg.eval_batch_size)
-        row["test_accuracy"] = accuracy(test_pred, t.test[1])
-        row.update(_best(row, history))
-        best = test_pred.to("cpu", torch.int8) if row["best_epoch"] == row["epoch"] else best
+        scores, test_pred, epoch_calib = _score_epoch(model, t, cfg.eval_batch_size)
+        row |= scores | _best(row | scores, history)
+        if row["best_epoch"] == row["epoch"]:
+            best, calib = test_pred.to("cpu", torch.int8), epoch_calib
         history.append(row)
         if progress:
             print(f"ssl epoch {row['epoch']}/{cfg.epochs}: " + ", ".join(f"{k} {row[k]:.4f}" for k in (
                 "train_loss", "val_accuracy", "test_accuracy")), file=sys.stderr, flush=True)
         if on_epoch is not None:
-            on_epoch(dict(row), lambda: _checkpoint(cfg, model, opt, history, labeled, best))
+            on_epoch(dict(row), lambda: _checkpoint(cfg, model, opt, history, labeled, best, calib))
     last = history[-1]
     return {"history": history, "best_epoch": last["best_epoch"], "val_accuracy": last["best_val_accuracy"],
             "test_accuracy": last["test_accuracy_at_best"], "test_predictions": best.numpy().copy(),
-            "labeled_indices": labeled, "model": model.eval()}
+            "calibration": calib, "labeled_indices": labeled, "model": model.eval()}
 
 
 def _memory_format(device: torch.device) -> torch.memory_format:
@@ -292,11 +298,35 @@ def _forward(model: ResNet, x: torch.Tensor, x_u: torch.Tensor | None) -> tuple[
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """int64 (N,) argmax class of each uint8 (N, C, H, W) image, in eval mode (BatchNorm's
-    running statistics), no augmentation, ``batch_size`` images per pass; on images' device."""
+def logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """float (N, K) logits of each uint8 (N, C, H, W) image, in eval mode (BatchNorm's running
+    statistics), no augmentation, ``batch_size`` images per pass; on images' device."""
     model.eval()
-    return torch.cat([model(images[s:s + batch_size]).argmax(dim=1) for s in range(0, len(images), batch_size)])
+    return torch.cat([model(images[s:s + batch_size]) for s in range(0, len(images), batch_size)])
+
+
+def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """int64 (N,) argmax class of each image (see :func:`logits`); on images' device."""
+    return logits(model, images, batch_size).argmax(dim=1)
+
+
+def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+             batch_size: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    """(int64 (N,) predictions on images' device, ``top_label`` of the softmax against the int64
+    (N,) labels with "accuracy" = :func:`accuracy` of the predictions); one device sync."""
+    z = logits(model, images, batch_size)                                     # (N, K)
+    pred = z.argmax(dim=1)
+    log_probs = torch.log_softmax(z.to(torch.float64), dim=1).cpu().numpy()    # (N, K), float64
+    return pred, top_label(log_probs, labels.cpu().numpy()) | {"accuracy": accuracy(pred, labels)}
+
+
+def _score_epoch(model: torch.nn.Module, t: "_Tensors", batch_size: int
+                 ) -> tuple[dict[str, float], torch.Tensor, dict[str, dict[str, Any]]]:
+    """(val_ and test_ accuracy, ece, nll and brier; the int64 (N_test,) test predictions;
+    {"val": .., "test": ..} the two :func:`evaluate` calibrations)."""
+    (_, val), (test_pred, test) = (evaluate(model, x, y, batch_size) for x, y in (t.val, t.test))
+    scores = {f"{s}_{k}": d[k] for s, d in (("val", val), ("test", test)) for k in ("accuracy", *SCORES)}
+    return scores, test_pred, {"val": val, "test": test}
 
 
 def accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
@@ -305,12 +335,14 @@ def accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def _best(row: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
-    """Best-so-far by val accuracy (the first epoch wins ties) and the test accuracy there."""
+    """Best-so-far by val accuracy (the first epoch wins ties) and, at that epoch, <key>_at_best
+    for each key of ``AT_BEST`` that the row has."""
     prev = history[-1] if history else None
     if prev is None or row["val_accuracy"] > prev["best_val_accuracy"]:
-        return {"best_epoch": row["epoch"], "best_val_accuracy": row["val_accuracy"],
-                "test_accuracy_at_best": row["test_accuracy"]}
-    return {k: prev[k] for k in ("best_epoch", "best_val_accuracy", "test_accuracy_at_best")}
+        return {"best_epoch": row["epoch"], "best_val_accuracy": row["val_accuracy"]} | {
+            f"{k}_at_best": row[k] for k in AT_BEST if k in row}
+    return {k: prev[k] for k in ("best_epoch", "best_val_accuracy", *(f"{k}_at_best" for k in AT_BEST))
+            if k in prev}
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -332,16 +364,16 @@ def _cpu_copy(obj: Any) -> Any:
     return obj.detach().cpu().clone() if isinstance(obj, torch.Tensor) else obj
 
 
-def _checkpoint(cfg: SSLConfig, model: ResNet, opt: torch.optim.Optimizer,
-                history: list[dict[str, Any]], labeled: np.ndarray, test_predictions: torch.Tensor) -> dict[str, Any]:
+def _checkpoint(cfg: SSLConfig, model: ResNet, opt: torch.optim.Optimizer, history: list[dict[str, Any]],
+                labeled: np.ndarray, test_predictions: torch.Tensor, calibration: dict[str, Any]) -> dict[str, Any]:
     return {"format": CHECKPOINT_FORMAT, "resume_key": _resume_key(cfg), "epoch": len(history),
             "labeled_digest": index_digest(labeled), "history": [dict(r) for r in history],
             "model": _cpu_copy(model.state_dict()), "optimizer": _cpu_copy(opt.state_dict()),
-            "test_predictions": test_predictions.clone()}
+            "test_predictions": test_predictions.clone(), "calibration": json.loads(json.dumps(calibration))}
 
 
 def _restore(state: dict[str, Any], cfg: SSLConfig, model: ResNet, opt: torch.optim.Optimizer,
-             labeled: np.ndarray) -> tuple[int, list[dict[str, Any]], torch.Tensor]:
+             labeled: np.ndarray) -> tuple[int, list[dict[str, Any]], torch.Tensor, dict[str, Any]]:
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"state is not a {CHECKPOINT_FORMAT} checkpoint (from ssl.train's on_epoch)")
     if state["resume_key"] != _resume_key(cfg):
@@ -357,4 +389,4 @@ def _restore(state: dict[str, Any], cfg: SSLConfig, model: ResNet, opt: torch.op
         raise ValueError("state has no int8 (N_test,) test_predictions (a checkpoint of an older format)")
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
-    return epoch, history, pred.clone()
+    return epoch, history, pred.clone(), state["calibration"]
