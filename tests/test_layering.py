@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "raydgm"
-LEAVES = {"raydgm", "raydgm.resample", "raydgm.density_ratio", "raydgm._classifier", "raydgm._diagnostics", "raydgm.metrics",
+LEAVES = {"raydgm", "raydgm.resample", "raydgm.recovery", "raydgm.density_ratio", "raydgm._classifier", "raydgm._diagnostics", "raydgm.metrics",
           "raydgm._cifar", "raydgm._checks",
           "raydgm.semantic_loss", "raydgm.data"}
 LAYERS = ("leaf", "training", "pipeline", "tracking", "sweeps", "command line")
