@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from raydgm import data, resample
 from raydgm.config.base import Config
+from raydgm.config.known_bias import ContaminatedConfig, SkewedConfig
 
 
 class DataConfig(Config):
@@ -69,8 +70,8 @@ class PixelCNNConfig(Config):
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
 
 
-ModelConfig = Annotated[Union[BaselineModelConfig, VAEConfig, PixelCNNConfig],
-                        Field(discriminator="kind")]
+ModelConfig = Annotated[Union[BaselineModelConfig, VAEConfig, PixelCNNConfig, SkewedConfig,
+                              ContaminatedConfig], Field(discriminator="kind")]
 
 
 class TrainGeneratorConfig(Config):
@@ -88,7 +89,7 @@ class TrainGeneratorConfig(Config):
     model: ModelConfig = BaselineModelConfig()
     checkpoint: str | None = Field(None, min_length=1, exclude_if=lambda v: v is None)
     checkpoint_format: Literal["pclucas14"] = Field("pclucas14", exclude_if=lambda v: v == "pclucas14")
-    epochs: int = Field(10, ge=1)                # ignored by the baseline (closed-form fit)
+    epochs: int = Field(10, ge=1)                # ignored by closed-form fits (baseline, skewed, contaminated)
     batch_size: int = Field(64, ge=1)
     learning_rate: float = Field(1e-3, gt=0.0)   # Adam
     lr_decay: float = Field(1.0, gt=0.0, le=1.0)  # multiplied into the rate after every epoch

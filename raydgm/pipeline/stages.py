@@ -69,7 +69,8 @@ def train_generator(data_cfg: DataConfig, cfg: TrainGeneratorConfig, store: Arti
                     + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
         model, history = generators.fit_generator(real, cfg, work, val_images=val if len(val) else None,
                                                   test_images=test if len(test) else None,
-                                                  on_epoch=on_epoch, progress=progress)
+                                                  on_epoch=on_epoch, progress=progress,
+                                                  labels=data.split("train")[1], num_classes=data.num_classes)
         generators.save_generator(model, cfg.model.kind, generators.model_kwargs(cfg), out / generators.MODEL)
         (out / "history.json").write_text(json.dumps(history, indent=2))
         rows = {"train_images": min(len(real), cfg.max_train_images or len(real))}
