@@ -230,6 +230,8 @@ class DensityRatioConfig(Config):
     """
 
     STAGE: ClassVar[str] = "density_ratio"
+    # 2: samples equal to a real train image share its fold (group_copies); truth scored in report.json
+    VERSION: ClassVar[int] = 2
     features: Extractor = "autoencoder"      # the classifier's input features: label-free by default
     folds: int = Field(5, ge=1)              # cross-fitting folds; 1: a single split
     hidden_units: int = Field(1000, ge=1)    # the paper's one hidden layer of 1,000 units
@@ -244,6 +246,7 @@ class DensityRatioConfig(Config):
     calibration: Calibration = "temperature"
     isotonic_eps: float = Field(1e-4, gt=0.0, lt=0.5)    # isotonic probabilities clipped to [eps, 1-eps]
     standardize: bool = True                 # z-score features with train-split statistics
+    group_copies: bool = True                # a sample equal to a real train image shares its fold and split
     device: str = "cpu"                      # torch device for the classifier
     seed: int = Field(0, ge=0)
 
@@ -267,6 +270,7 @@ class ResampleConfig(Config):
     """
 
     STAGE: ClassVar[str] = "resample"
+    VERSION: ClassVar[int] = 2   # 2: summary.json scores SIR against known-bias samples' truth
     method: ResampleMethod = "systematic"
     num_samples: int | None = Field(None, ge=1)   # None: as many as the pool
     pool: Literal["held_out", "all"] = "held_out"
