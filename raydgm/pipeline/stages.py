@@ -342,6 +342,7 @@ def quality_report(cfg: PipelineConfig, arts: dict[str, Artifact], featurizer: F
         data = featurizer.dataset
         inputs: dict[str, Any] = {k: read_features(a) for k, a in feats.items()}
         inputs["weights"] = tables.read_weights(arts["density_ratio"].file("weights.parquet"))
+        inputs["truth"] = tables.read_truth(arts["density_ratio"].file("weights.parquet"))
         inputs["used"] = tables.read_resampled(arts["resample"].file("resampled.parquet"))
         inputs["resample"] = json.loads(arts["resample"].file("summary.json").read_text())
         inputs["dr_report"] = json.loads(arts["density_ratio"].file("report.json").read_text())

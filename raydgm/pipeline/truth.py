@@ -105,6 +105,26 @@ def scatter(folder: Path, truth: np.ndarray, log_w: np.ndarray, stats: dict[str,
     return path
 
 
+def describe(weights: dict[str, Any], sir: dict[str, Any] | None, alpha: float | None = None) -> str:
+    """Markdown lines: the weights against the truth (``weights_report``) and what SIR did
+    (``sir_report``; ``alpha``: the used exponent)."""
+    lines = ["weights vs the known truth (held-out rows):",
+             f"- rank (Spearman) {_fmt(weights['spearman'])}, linear (Pearson) {_fmt(weights['pearson'])}, "
+             f"slope {_fmt(weights['slope'])} on {weights['real_rows']} real copies; ESS "
+             f"{weights['ess_estimated']:.1f} estimated vs {weights['ess_true']:.1f} true "
+             f"(ratio {weights['ess_ratio']:.3f})"]
+    if weights["junk_rows"]:
+        lines.append(f"- junk: {weights['junk_rows']} rows, AUC real vs junk {_fmt(weights['junk_auc'])}, "
+                     f"weight share {weights['junk_weight_share']:.4f}")
+    if sir is not None:
+        used = "used" if alpha is None else f"alpha={alpha:.3g}"
+        for what, key in (("class-mix TV to the data's", "class_tv"), ("junk share", "junk_share")):
+            lines.append(f"- {what}: before {_fmt(sir[f'{key}_before'])} -> SIR alpha=1 "
+                         f"{_fmt(sir[f'{key}_alpha1'])}, {used} {_fmt(sir[f'{key}_used'])} (drawn "
+                         f"{_fmt(sir[f'{key}_drawn'])}); true weights {_fmt(sir[f'{key}_true'])}")
+    return "\n".join(lines)
+
+
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 

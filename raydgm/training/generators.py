@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from raydgm.config import TrainGeneratorConfig
 from raydgm.models import GenerativeModel, build
 from raydgm.models.baseline import PCAGaussianMixture
-from raydgm.training.common import check_finite, checked_images, derived_seed
+from raydgm.training.common import check_finite, checked_images, derived_seed, one_thread
 
 LAST = "last.pt"          # resume checkpoint (model + optimizer + scheduler + history)
 MODEL = "model.pt"        # the trained generator alone: what generation actors load
@@ -96,6 +96,7 @@ def fit_generator(images: np.ndarray, config: TrainGeneratorConfig, work_dir: st
     return model, history
 
 
+@one_thread()   # the same weights whatever the caller's thread count
 def _train_epoch(model: GenerativeModel, opt: torch.optim.Optimizer, images: np.ndarray,
                  config: TrainGeneratorConfig, epoch: int, device: torch.device,
                  progress: bool) -> dict[str, float]:
@@ -124,6 +125,7 @@ def _train_epoch(model: GenerativeModel, opt: torch.optim.Optimizer, images: np.
 
 
 @torch.no_grad()
+@one_thread()
 def _evaluate(model: GenerativeModel, images: np.ndarray, config: TrainGeneratorConfig,
               epoch: int, device: torch.device, split: str = "val") -> dict[str, float]:
     model.eval()
