@@ -88,6 +88,9 @@ def test_presets_load_and_differ():
     assert min(study.semantic_weights) == 0.000166 and max(study.semantic_weights) / 0.000166 >= 1e3
     with pytest.raises(ValueError, match="unknown preset 'nope'; known presets: .*default"):
         cli.load_sweep(SweepConfig, "nope")
+    known = cli.load_sweep(SweepConfig, "known_bias")
+    assert known.pipeline == default.pipeline and known.ssl == default.ssl, "the default pipeline"
+    assert {g.model.kind for g in known.generators.values()} == {"skewed", "contaminated"}
 
 
 @pytest.mark.parametrize("override, message", [

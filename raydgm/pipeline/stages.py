@@ -236,10 +236,8 @@ def fit_density_ratio(dr_cfg: DensityRatioConfig, samples: Artifact, featurizer:
     (``density_ratio.cross_fit``), so every weight and the report are out-of-fold and the real
     test split stays unseen, for the quality stage's reference. ``folds`` = 1: one split; the
     report compares the real test split with the generated rows it did not train on.
-    ``group_copies``: samples equal to a real train image share its fold and split
-    (``pipeline.truth.copy_groups``). Samples with a known truth (``tables.read_truth``) carry
-    it into the weights table; the report's ``truth`` scores the held-out weights against it
-    and ``truth_scatter.png`` plots them.
+    ``group_copies``: a sample equal to a real train image shares its fold and split. Known-bias
+    samples' truth goes into the weights table and is scored (``pipeline.truth.score_weights``).
     """
     arts = {"real_train": featurizer.real(dr_cfg.features, "train"),
             "samples": featurizer.samples(dr_cfg.features, samples)}
@@ -253,9 +251,8 @@ def fit_density_ratio(dr_cfg: DensityRatioConfig, samples: Artifact, featurizer:
             raise ValueError(f"generated samples give {gen.shape[1]} {dr_cfg.features} features "
                              f"but the real images {real_train.shape[1]}: the generated images' "
                              "shape must match the real dataset's")
-        real_images, labels = featurizer.dataset.split("train")
-        groups = known.copy_groups(real_images, tables.read_samples(samples.file("samples"))[2]) \
-            if dr_cfg.group_copies else None
+        groups = known.copy_groups(featurizer.dataset.split("train")[0],
+                                   tables.read_samples(samples.file("samples"))[2]) if dr_cfg.group_copies else None
         with tqdm(total=dr_cfg.max_epochs * dr_cfg.folds, desc="density_ratio: classifier epochs",
                   unit="epoch", leave=False) as bar:
             def on_epoch(row: dict) -> None:
@@ -274,12 +271,9 @@ def fit_density_ratio(dr_cfg: DensityRatioConfig, samples: Artifact, featurizer:
                 split, fold = np.full(len(gen), "out_of_fold"), cf.gen_fold
         for k, model in enumerate(models):
             model.save(out / "classifier" / f"fold-{k}")
-        rep, truth = report.to_dict(), tables.read_truth(samples.file("samples"))
-        if truth is not None:
-            held = split != "train"
-            rep["truth"] = known.weights_report(known.aligned(truth, ids), log_w, held, labels,
-                                                featurizer.dataset.num_classes)
-            known.scatter(out, truth["true_log_weight"][held], log_w[held], rep["truth"])
+        rep = report.to_dict()
+        truth = known.score_weights(out, rep, samples.file("samples"), ids, log_w, split != "train",
+                                    featurizer.dataset.split("train")[1], featurizer.dataset.num_classes)
         (out / "report.json").write_text(json.dumps(rep, indent=2))
         return {"weights": tables.write_weights(out / "weights.parquet", ids, logit, log_w, split, fold, truth)}
     return featurizer.store.run(dr_cfg.STAGE, dr_cfg, write,

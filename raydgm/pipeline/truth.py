@@ -25,6 +25,7 @@ import numpy as np
 
 from raydgm import recovery
 from raydgm.density_ratio import Groups
+from raydgm.pipeline import tables
 
 SCATTER = "truth_scatter"
 
@@ -55,6 +56,17 @@ def weights_report(truth: dict[str, np.ndarray], log_w: np.ndarray, held_out: np
     out = recovery.recovery(log_w[held_out], truth["true_log_weight"][held_out])
     out["data_class_mix"] = recovery.class_mix(np.asarray(data_labels), num_classes).tolist()
     return _json_safe(out)
+
+
+def score_weights(out: Path, report: dict[str, Any], samples_dir: Path, ids: np.ndarray, log_w: np.ndarray,
+                  held_out: np.ndarray, data_labels: np.ndarray, num_classes: int) -> dict[str, np.ndarray] | None:
+    """The density-ratio stage's truth: the samples' truth columns (None without them), with
+    ``report["truth"]`` (``weights_report``) set and ``out/truth_scatter.png`` drawn."""
+    truth = tables.read_truth(samples_dir)
+    if truth is not None:
+        report["truth"] = weights_report(aligned(truth, ids), log_w, held_out, data_labels, num_classes)
+        scatter(out, truth["true_log_weight"][held_out], log_w[held_out], report["truth"])
+    return truth
 
 
 def sir_report(truth: dict[str, np.ndarray], pool: np.ndarray, raw: np.ndarray, used: np.ndarray,
