@@ -8,7 +8,11 @@ well estimated log-weights log w recover them:
 - ``recovery``: on the rows with a finite truth, the rank (Spearman) and linear (Pearson)
   correlation of log w with log w* and the least-squares slope of log w on log w* (1: the
   right spread; below 1: weights too flat); on every row, Kish's ESS of w and of w*; where
-  junk exists, the ROC AUC of log w separating real copies (positive) from junk.
+  junk exists, the ROC AUC of log w separating real copies (positive) from junk. A truth with
+  few distinct values (one per class) has ties that an untied estimate cannot match:
+  ``spearman_max`` is the Spearman of any estimate that orders the distinct true values
+  rightly and breaks their ties (the correlation of the truth's average ranks with its
+  ordinal ranks; every tie-break gives the same value). Two equal groups give sqrt(3)/2.
 - ``sir_effect``: what sampling-importance-resampling with probabilities p_i = w_i / sum_j w_j
   (or with observed draw counts) does to the class mix and the junk share: the class mix of
   the drawn real copies, sum_{i real, y_i = k} p_i / sum_{i real} p_i, against the data's
@@ -113,8 +117,8 @@ def recovery(log_weights: Any, true_log_weights: Any) -> dict[str, float]:
     """How well estimated ``log_weights`` (N,) recover ``true_log_weights`` (N,; -inf = junk).
 
     Returns ``rows``, ``real_rows``, ``junk_rows``; on the rows with a finite truth:
-    ``spearman``, ``pearson`` (NaN when either side is constant there) and ``slope`` (the
-    least-squares slope of log w on log w*); on every row: ``ess_estimated``, ``ess_true``,
+    ``spearman``, ``spearman_max`` (its ceiling under the truth's ties), ``pearson`` (NaN when
+    either side is constant there) and ``slope`` (the least-squares slope of log w on log w*); on every row: ``ess_estimated``, ``ess_true``,
     their fractions of N and ``ess_ratio`` = ess_estimated / ess_true; ``junk_auc`` (NaN
     without junk) and ``junk_weight_share`` (sum of p_i over junk, ``sir_probabilities``).
     """
@@ -131,6 +135,7 @@ def recovery(log_weights: Any, true_log_weights: Any) -> dict[str, float]:
     x, y = truth[real], lw[real]
     varies = x.size >= 2 and x.min() < x.max() and y.min() < y.max()
     out["spearman"] = float(spearmanr(x, y)[0]) if varies else math.nan
+    out["spearman_max"] = float(np.corrcoef(rankdata(x), rankdata(x, method="ordinal"))[0, 1]) if varies else math.nan
     out["pearson"] = float(pearsonr(x, y)[0]) if varies else math.nan
     out["slope"] = float(np.cov(x, y)[0, 1] / np.var(x, ddof=1)) if varies else math.nan
     out["ess_estimated"], out["ess_true"] = ess(lw), ess(truth)

@@ -93,6 +93,20 @@ def test_recovery_by_hand_with_junk():
     assert out["junk_auc"] == pytest.approx((0 + 0.5 + 0.5 + 1 + 1 + 1) / 6)
 
 
+def test_the_spearman_ceiling_under_ties_by_hand():
+    """Truth (0, 0, 1, 1): average ranks (1.5, 1.5, 3.5, 3.5) against ordinal (1, 2, 3, 4):
+    centred (-1, -1, 1, 1) and (-1.5, -0.5, 0.5, 1.5): 4 / (2 sqrt 5). A perfect ordering of the
+    groups with ties broken reaches it; the truth itself (tied) reaches 1."""
+    truth = np.array([0.0, 0.0, 1.0, 1.0])
+    out = recovery.recovery(np.array([0.1, 0.2, 0.7, 0.9]), truth)
+    assert out["spearman_max"] == pytest.approx(4 / (2 * math.sqrt(5)))
+    assert out["spearman"] == pytest.approx(out["spearman_max"])
+    big = np.repeat([0.0, 1.0], 5000)               # two equal groups: sqrt(3)/2 as n grows
+    assert recovery.recovery(big + np.linspace(0, 0.5, 10_000), big)["spearman_max"] == pytest.approx(
+        math.sqrt(3) / 2, abs=1e-3)
+    assert recovery.recovery(truth, truth)["spearman"] == 1.0
+
+
 def test_recovery_refuses_bad_input():
     with pytest.raises(ValueError, match="every row is junk"):
         recovery.recovery([0.0, 1.0], [-np.inf, -np.inf])

@@ -121,7 +121,8 @@ def describe(weights: dict[str, Any], sir: dict[str, Any] | None, alpha: float |
     """Markdown lines: the weights against the truth (``weights_report``) and what SIR did
     (``sir_report``; ``alpha``: the used exponent)."""
     lines = ["weights vs the known truth (held-out rows):",
-             f"- rank (Spearman) {_fmt(weights['spearman'])}, linear (Pearson) {_fmt(weights['pearson'])}, "
+             f"- rank (Spearman) {_fmt(weights['spearman'])} (at most {_fmt(weights['spearman_max'])} "
+             f"under the truth's ties), linear (Pearson) {_fmt(weights['pearson'])}, "
              f"slope {_fmt(weights['slope'])} on {weights['real_rows']} real copies; ESS "
              f"{weights['ess_estimated']:.1f} estimated vs {weights['ess_true']:.1f} true "
              f"(ratio {weights['ess_ratio']:.3f})"]
