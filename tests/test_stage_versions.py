@@ -27,7 +27,7 @@ PINNED_ON = {"python": "3.11.7", "machine": "x86_64", "torch": "2.14.1+cu130", "
 # "<stage>/<key>": (config class, its VERSION, sha256 of the artifact), in key order
 PINNED = {
     "autoencoder/a60e78635ada3019": ("AutoencoderConfig", 1, "37bfdefeda1cf4136d86c9623ed647095341201517757af5259bd7af6670e985"),
-    "density_ratio/9c2f5766462e00d2": ("DensityRatioConfig", 2, "74bd58327dcc9ca03e50c2b37dd90a36483f10e0b8a9f14fa39349e0016bc3fa"),
+    "density_ratio/9c2f5766462e00d2": ("DensityRatioConfig", 2, "eebe1abe7aaca91c61c58795d3ec04bbe4abe46e6e5258698b56568aeb63a046"),
     "density_ratio/e6eba2bfddee09a0": ("DensityRatioConfig", 2, "f3758698382178d8eafeb670e93b01554c794de25836d78bf3e4c25d435b78d0"),
     "domain_classifier/7a8a24f22b84a844": ("DomainClassifierConfig", 1, "6ed9ea76b4e7188efc17d28fad4773e4baa3f39960300d1f108eb9e086d8f897"),
     "features/223beed4cbe00de4": ("ExtractConfig", 1, "f185600aa9230917d32359c355dbba2f874fad369047e2c772a57260544db7c6"),
@@ -38,7 +38,7 @@ PINNED = {
     "features/d7ac75b1aca546ae": ("ExtractConfig", 1, "7fa2f28c9aee720c70bc4af92baedc061a16ff1b44e3913658266f403d38c8db"),
     "generate/207fef029b0dcd67": ("GenerateConfig", 1, "4a1eedefae351a83329bb73cf55cab00d19f32f98daf2d1b6ea6c757935fe2ed"),
     "generate/ec15a7578dd65942": ("GenerateConfig", 1, "7339050b3b7a16dff848da9010d182abe3b44bf75ec0f524ea6ac5e218e776a2"),
-    "quality/ee15794d8292f9a3": ("QualityConfig", 1, "2c1b8be1779d5a3ac666ff7c4c7b33021814573b04f424ca7128891dd0bc1cf4"),
+    "quality/ee15794d8292f9a3": ("QualityConfig", 1, "655c3c8a55ac34d3501c2ea6c8e6eb5aa0c1d6889048bb00403c02bd3125e0a3"),
     "resample/6419a0c8f1a4bcd4": ("ResampleConfig", 2, "c14c6e4ceccee85a8c2de31cf707fc966b69f88ddafcc047a236574538296b55"),
     "resample/938cff9b694e1b1a": ("ResampleConfig", 2, "e52f7abd6b4a2a6bcf11fec6a77f2c8003663a27bed119e37cb2b123825ce101"),
     "train_generator/15e1767c8ff9bfae": ("TrainGeneratorConfig", 2, "06d0bd0812396572f003af21e7ffb4e8fcaab8940afb43510306534c096a6de1"),
