@@ -38,8 +38,8 @@ def load_config(stage: str, path: str | Path | None = None, overrides: Iterable[
     return STAGE_CONFIGS[stage].load(path, overrides)
 
 
-__all__ = ["CLASS_MIX_RULES", "STAGE_CONFIGS", "UNLABELED_SOURCES", "ContaminatedConfig", "SkewedConfig", "ActorPool", "AutoencoderConfig", "BaselineModelConfig",
-           "Calibration", "ClassifierSweepConfig", "Config", "ConfigError", "DataConfig",
+__all__ = ["CLASS_MIX_RULES", "STAGE_CONFIGS", "UNLABELED_SOURCES", "ActorPool", "AutoencoderConfig",
+           "BaselineModelConfig", "ContaminatedConfig", "SkewedConfig", "Calibration", "ClassifierSweepConfig", "Config", "ConfigError", "DataConfig",
            "DensityRatioConfig", "DomainClassifierConfig", "ExtractConfig", "Extractor",
            "FeaturesConfig", "GenerateConfig", "ImportSamplesConfig", "ModelConfig",
            "PipelineConfig", "PixelCNNConfig", "QualityConfig", "ResNetConfig", "ResampleConfig",
