@@ -10,6 +10,7 @@ from pathlib import Path
 from raydgm import tracking
 from raydgm.config import PipelineConfig
 from raydgm.pipeline import report
+from raydgm.pipeline import truth as known
 from raydgm.pipeline.stages import load_data, run_pipeline
 from raydgm.pipeline.store import Artifact, ArtifactStore
 from raydgm.tracking import runs
@@ -59,6 +60,8 @@ def print_summary(summary: dict, warnings: list[str], folds: int) -> None:
           f"ESS fraction {s['ess_fraction_used']:.4f}, k-hat {s['khat_used']:.2f}")
     print(f"  {s['method']} resampling, {s['num_samples']} draws: {s['unique_drawn']} distinct, "
           f"most-drawn sample x{s['max_count']}")
+    if "truth" in q:     # a known-bias generator: the weights against its exact truth
+        print("\n" + known.describe(q["truth"]["weights"], q["truth"]["sir"], s["alpha"]))
 
 
 def print_quality(art: Artifact, uri: str | None, run_id: str | None) -> None:

@@ -36,9 +36,9 @@ from raydgm._diagnostics import (DensityRatioReport, alpha_for_ess, build_report
                                  used_weights, weight_stats)
 from raydgm.config import DensityRatioConfig
 
-__all__ = ["CrossFit", "DensityRatioModel", "DensityRatioReport", "alpha_for_ess", "cross_fit", "diagnose",
-           "effective_sample_size", "ess_fraction", "fit", "flatten", "khat_threshold", "noise_baseline",
-           "pareto_smooth", "psis_khat", "used_weights", "weight_stats"]
+__all__ = ["CrossFit", "DensityRatioModel", "DensityRatioReport", "Groups", "alpha_for_ess", "cross_fit",
+           "diagnose", "effective_sample_size", "ess_fraction", "fit", "flatten", "khat_threshold",
+           "noise_baseline", "pareto_smooth", "psis_khat", "share_groups", "used_weights", "weight_stats"]
 
 SPLITS = ("train", "val", "calib")
 WEIGHTS_FILE, META_FILE = "weights.pt", "model.json"
@@ -150,12 +150,38 @@ class DensityRatioModel:
 
 # --------------------------------------------------------------------------- public functions
 
+Groups = tuple[np.ndarray, np.ndarray]   # int64 (N_r,), (N_g,): rows with equal ids are copies
+
+
+def share_groups(real_part: np.ndarray, gen_part: np.ndarray, groups: Groups | None,
+                 parts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Put every row of a group in the part (fold or split) of its group's first row, real rows
+    first: a copy of a real image is never predicted by a model that trained on its twin.
+    Rows in groups of one keep their part. Raises when a part of either set ends up empty."""
+    if groups is None:
+        return real_part, gen_part
+    g_real, g_gen = (np.asarray(g, np.int64) for g in groups)
+    if g_real.shape != real_part.shape or g_gen.shape != gen_part.shape:
+        raise ValueError(f"groups have shapes {g_real.shape}, {g_gen.shape}; the features "
+                         f"{real_part.shape}, {gen_part.shape}")
+    part, group = np.concatenate([real_part, gen_part]), np.concatenate([g_real, g_gen])
+    _, first, inverse = np.unique(group, return_index=True, return_inverse=True)
+    part = part[first[inverse.reshape(-1)]]
+    real_part, gen_part = part[:real_part.size], part[real_part.size:]
+    for name, p in (("real", real_part), ("generated", gen_part)):
+        if np.bincount(p, minlength=parts).min() == 0:
+            raise ValueError(f"keeping copies together leaves a fold or split without {name} rows; "
+                             "use fewer folds or set group_copies: false")
+    return real_part, gen_part
+
+
 def fit(real_features: Any, gen_features: Any, config: DensityRatioConfig | None = None, *,
-        on_epoch: Callable[[dict], None] | None = None) -> DensityRatioModel:
+        on_epoch: Callable[[dict], None] | None = None, groups: Groups | None = None) -> DensityRatioModel:
     """Fit c(x) = P(real | x) on real ``(N_r, D)`` vs generated ``(N_g, D)`` features.
 
     Each class is split train / val / calib by ``config.val_fraction`` / ``calib_fraction``
-    (seeded by ``config.seed``); features are z-scored with the train split's mean and std;
+    (seeded by ``config.seed``); ``groups`` (see ``share_groups``): copies share a split.
+    Features are z-scored with the train split's mean and std;
     the MLP trains on train with early stopping on val; calibration fits on calib.
     ``on_epoch``, if given, is called after each epoch with ``{epoch, train_loss, val_loss}``
     (a progress hook: the module itself prints nothing).
@@ -167,6 +193,7 @@ def fit(real_features: Any, gen_features: Any, config: DensityRatioConfig | None
     tgen = torch.Generator().manual_seed(config.seed)
     s_real = split_rows(real.shape[0], config, rng, "real_features")
     s_gen = split_rows(gen.shape[0], config, rng, "gen_features")
+    s_real, s_gen = share_groups(s_real, s_gen, groups, len(SPLITS))
 
     def part(k: int) -> tuple[np.ndarray, np.ndarray]:
         x = np.concatenate([real[s_real == k], gen[s_gen == k]])
@@ -254,10 +281,12 @@ def assign_folds(n: int, folds: int, rng: np.random.Generator, name: str) -> np.
 
 def cross_fit(real_features: Any, gen_features: Any, folds: int = 5,
               config: DensityRatioConfig | None = None, rng: np.random.Generator | None = None, *,
-              on_epoch: Callable[[dict], None] | None = None) -> CrossFit:
+              on_epoch: Callable[[dict], None] | None = None, groups: Groups | None = None) -> CrossFit:
     """K-fold cross-fitted density ratios: every row's weight from a model that never saw it.
 
-    Both sets are split into ``folds`` folds (``rng``, default seeded by ``config.seed``); fold
+    Both sets are split into ``folds`` folds (``rng``, default seeded by ``config.seed``); with
+    ``groups`` (``share_groups``) copies share a fold, so no row is weighted by a model that
+    trained on a copy of it. Fold
     k's classifier is ``fit`` on the other folds' rows (its own train / val / calib split, so
     early stopping and calibration use them only; prior correction per fold) and predicts fold
     k. The report is ``build_report`` of the out-of-fold log-weights of every real and
@@ -272,11 +301,13 @@ def cross_fit(real_features: Any, gen_features: Any, folds: int = 5,
     rng = rng if rng is not None else np.random.default_rng([config.seed, folds])
     real_fold = assign_folds(len(real), folds, rng, "real_features")
     gen_fold = assign_folds(len(gen), folds, rng, "gen_features")
+    real_fold, gen_fold = share_groups(real_fold, gen_fold, groups, folds)
     real_logit, gen_logit = np.empty(len(real)), np.empty(len(gen))
     models, prior = [], np.empty(folds)
     for k in range(folds):
         hook = None if on_epoch is None else (lambda row, k=k: on_epoch(row | {"fold": k}))
-        model = fit(real[real_fold != k], gen[gen_fold != k], config, on_epoch=hook)
+        rest = None if groups is None else (groups[0][real_fold != k], groups[1][gen_fold != k])
+        model = fit(real[real_fold != k], gen[gen_fold != k], config, on_epoch=hook, groups=rest)
         real_logit[real_fold == k] = model.logit(real[real_fold == k])
         gen_logit[gen_fold == k] = model.logit(gen[gen_fold == k])
         models.append(model)

@@ -28,7 +28,8 @@ EPILOG = """\
 presets (raydgm/sweeps/presets/*.yaml): default (mnist5k, baseline and VAE generators, 100
 labels, 3 weights, 3 seeds: 39 trials, ~15 min), smoke (--smoke-test), study (the README's
 results: 100 and 1,000 labels, every source, 5 weights, 5 seeds: 360 trials, < 2 h), paper
-(CIFAR-10, PixelCNN++ and VAE, the thesis's grid, for a GPU cluster)."""
+(CIFAR-10, PixelCNN++ and VAE, the thesis's grid, for a GPU cluster), known_bias (the default
+pipeline on generators whose true weights are known: docs/known_bias.md)."""
 
 
 def run(cfg: SweepConfig, resume: bool, pipeline_only: bool = False):
@@ -38,4 +39,4 @@ def run(cfg: SweepConfig, resume: bool, pipeline_only: bool = False):
 
 if __name__ == "__main__":
     sys.exit(main(None, SweepConfig, run, "semantic_weight.py", DESCRIPTION, EPILOG,
-                  smoke="smoke", default="default", presets=("study", "paper")))
+                  smoke="smoke", default="default", presets=("study", "paper", "known_bias")))

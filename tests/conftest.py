@@ -38,3 +38,14 @@ def smoke_sweep(tmp_path_factory):
     (MLflow in ``home/mlflow.db``): the sweep test, the notebook and the multi-node run read it."""
     from smoke import run_smoke
     return run_smoke(tmp_path_factory.mktemp("smoke") / "home")
+
+
+@pytest.fixture(scope="session")
+def tiny_pipelines(tmp_path_factory, ray_local):
+    """``stage_digests.run``'s two tiny digits pipelines (baseline; contaminated, with quality),
+    computed once on one torch thread; returns their RAYDGM_HOME."""
+    import stage_digests
+    assert torch.get_num_threads() == 1
+    home = tmp_path_factory.mktemp("tiny") / "home"
+    stage_digests.run(home)
+    return home

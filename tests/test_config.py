@@ -177,3 +177,19 @@ def test_the_extractor_configs_keep_their_own_defaults_and_checks():
             cls.from_dict({"feature_dim": 1})
         with pytest.raises(ConfigError, match="'batch_size'"):
             cls.from_dict({"batch_size": 0})
+
+
+def test_known_bias_generators_load_from_overrides_and_the_sweep_axis():
+    from raydgm.config import SweepConfig
+    cfg = PipelineConfig.load(None, ["generator.model.kind=skewed", "generator.model.class_mix=[1,2,3]"])
+    assert cfg.generator.model.kind == "skewed" and cfg.generator.model.class_mix == (1.0, 2.0, 3.0)
+    assert PipelineConfig.load(None, ["generator.model.kind=skewed"]).generator.model.class_mix == "linear"
+    sweep = SweepConfig.from_dict({"generators": {"skewed": {"model": {"kind": "skewed", "class_mix": "reversed"}},
+                                                  "junk": {"model": {"kind": "contaminated", "junk_fraction": 0.2}}}})
+    pipelines = sweep.pipelines()
+    assert [p.generator.model.kind for p in pipelines.values()] == ["skewed", "contaminated"]
+    assert pipelines["junk"].generator.model.junk_fraction == 0.2
+    with pytest.raises(ConfigError, match="'generator.model.contaminated.junk_fraction'"):
+        PipelineConfig.load(None, ["generator.model.kind=contaminated", "generator.model.junk_fraction=0"])
+    with pytest.raises(ConfigError, match="generator.model.skewed.class_mix"):
+        PipelineConfig.load(None, ["generator.model.kind=skewed", "generator.model.class_mix=[1,-2]"])

@@ -95,6 +95,36 @@ def test_unbalanced_folds_correct_their_own_prior():
     np.testing.assert_array_equal(cf.log_weights, cf.gen_logit + cf.prior_correction[cf.gen_fold])
 
 
+def test_share_groups_by_hand():
+    """Every row takes the part of its group's first row, real rows first; singletons stay."""
+    real_part, gen_part = np.array([0, 1, 2]), np.array([2, 0, 1, 1, 2])
+    groups = (np.array([10, 11, 12]), np.array([11, 99, 10, 99, 50]))   # gen 0 copies real 1, gen 2 real 0
+    real, gen = dr.share_groups(real_part, gen_part, groups, 3)
+    assert real.tolist() == [0, 1, 2] and gen.tolist() == [1, 0, 0, 0, 2]
+    with pytest.raises(ValueError, match="leaves a fold or split without generated rows"):
+        dr.share_groups(real_part, np.array([2, 0]), (np.array([10, 11, 12]), np.array([10, 10])), 3)
+
+
+def test_a_copy_of_a_real_row_shares_its_fold_and_split():
+    """Half the generated rows copy real rows (some twice): with groups no copy is weighted, early
+    stopped or calibrated by a classifier that trained on its twin; without them some are."""
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(150, 3))
+    source = rng.integers(0, 150, 100)
+    gen = np.concatenate([real[source], rng.normal(size=(100, 3))])
+    groups = (np.arange(150), np.concatenate([source, 150 + np.arange(100)]))
+    cfg = DensityRatioConfig(hidden_units=4, max_epochs=1)
+    cf = dr.cross_fit(real, gen, 3, cfg, groups=groups)
+    np.testing.assert_array_equal(cf.gen_fold[:100], cf.real_fold[source])
+    for k, model in enumerate(cf.models):
+        real_split = dict(zip(np.flatnonzero(cf.real_fold != k), model.real_split))
+        copies = np.flatnonzero(cf.gen_fold[:100] != k)                        # copies it trained on
+        gen_split = model.gen_split[np.searchsorted(np.flatnonzero(cf.gen_fold != k), copies)]
+        assert [real_split[source[i]] for i in copies] == gen_split.tolist()
+    plain = dr.cross_fit(real, gen, 3, cfg)
+    assert (plain.gen_fold[:100] != plain.real_fold[source]).mean() > 0.5
+
+
 def test_cross_fit_refuses_bad_folds():
     real, gen = normals(10, 2, 1.0, seed=0)
     with pytest.raises(ValueError, match="folds >= 2"):

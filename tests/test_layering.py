@@ -22,8 +22,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "raydgm"
-LEAVES = {"raydgm", "raydgm.resample", "raydgm.density_ratio", "raydgm._classifier", "raydgm._diagnostics",
-          "raydgm.calibration", "raydgm.metrics", "raydgm._cifar", "raydgm._checks", "raydgm._names", "raydgm._env",
+LEAVES = {"raydgm", "raydgm.resample", "raydgm.recovery", "raydgm.density_ratio", "raydgm._classifier",
+          "raydgm._diagnostics", "raydgm.calibration", "raydgm.metrics", "raydgm._cifar", "raydgm._checks",
+          "raydgm._names", "raydgm._env",
           "raydgm.semantic_loss", "raydgm.data"}
 LAYERS = ("leaf", "training", "pipeline", "tracking", "sweeps", "command line")
 EXTERNAL = {"ray": ("pipeline", "sweeps"), "mlflow": ("tracking",)}   # package: layers allowed

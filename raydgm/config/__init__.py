@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable
 
 from raydgm.config.base import Config, ConfigError, merge, parse_override, read_mapping
+from raydgm.config.known_bias import CLASS_MIX_RULES, ContaminatedConfig, SkewedConfig
 from raydgm.config.ssl import UNLABELED_SOURCES, ResNetConfig, SSLConfig, SSLTrainingConfig, Unlabeled
 from raydgm.config.stages import (ActorPool, AutoencoderConfig, BaselineModelConfig, Calibration, DataConfig,
                                   DensityRatioConfig, DomainClassifierConfig, ExtractConfig, Extractor,
@@ -37,8 +38,8 @@ def load_config(stage: str, path: str | Path | None = None, overrides: Iterable[
     return STAGE_CONFIGS[stage].load(path, overrides)
 
 
-__all__ = ["STAGE_CONFIGS", "UNLABELED_SOURCES", "ActorPool", "AutoencoderConfig", "BaselineModelConfig",
-           "Calibration", "ClassifierSweepConfig", "Config", "ConfigError", "DataConfig",
+__all__ = ["CLASS_MIX_RULES", "STAGE_CONFIGS", "UNLABELED_SOURCES", "ActorPool", "AutoencoderConfig",
+           "BaselineModelConfig", "ContaminatedConfig", "SkewedConfig", "Calibration", "ClassifierSweepConfig", "Config", "ConfigError", "DataConfig",
            "DensityRatioConfig", "DomainClassifierConfig", "ExtractConfig", "Extractor",
            "FeaturesConfig", "GenerateConfig", "ImportSamplesConfig", "ModelConfig",
            "PipelineConfig", "PixelCNNConfig", "QualityConfig", "ResNetConfig", "ResampleConfig",

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from raydgm._names import KNOWN_DATASETS, RESAMPLE_METHODS
 from raydgm.config.base import Config
+from raydgm.config.known_bias import ContaminatedConfig, SkewedConfig
 
 
 class DataConfig(Config):
@@ -69,8 +70,8 @@ class PixelCNNConfig(Config):
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
 
 
-ModelConfig = Annotated[Union[BaselineModelConfig, VAEConfig, PixelCNNConfig],
-                        Field(discriminator="kind")]
+ModelConfig = Annotated[Union[BaselineModelConfig, VAEConfig, PixelCNNConfig, SkewedConfig,
+                              ContaminatedConfig], Field(discriminator="kind")]
 
 
 class TrainGeneratorConfig(Config):
@@ -84,11 +85,11 @@ class TrainGeneratorConfig(Config):
     """
 
     STAGE: ClassVar[str] = "train_generator"
-    VERSION: ClassVar[int] = 2   # 2: history rows carry test_loss / test_bpd
+    VERSION: ClassVar[int] = 3   # 2: history rows carry test_loss / test_bpd; 3: trains on one intra-op thread
     model: ModelConfig = BaselineModelConfig()
     checkpoint: str | None = Field(None, min_length=1, exclude_if=lambda v: v is None)
     checkpoint_format: Literal["pclucas14"] = Field("pclucas14", exclude_if=lambda v: v == "pclucas14")
-    epochs: int = Field(10, ge=1)                # ignored by the baseline (closed-form fit)
+    epochs: int = Field(10, ge=1)                # ignored by closed-form fits (baseline, skewed, contaminated)
     batch_size: int = Field(64, ge=1)
     learning_rate: float = Field(1e-3, gt=0.0)   # Adam
     lr_decay: float = Field(1.0, gt=0.0, le=1.0)  # multiplied into the rate after every epoch
@@ -239,6 +240,8 @@ class DensityRatioConfig(Config):
     """
 
     STAGE: ClassVar[str] = "density_ratio"
+    # 2: samples equal to a real train image share its fold (group_copies); truth scored in report.json
+    VERSION: ClassVar[int] = 2
     features: Extractor = "autoencoder"      # the classifier's input features: label-free by default
     folds: int = Field(5, ge=1)              # cross-fitting folds; 1: a single split
     hidden_units: int = Field(1000, ge=1)    # the paper's one hidden layer of 1,000 units
@@ -253,6 +256,7 @@ class DensityRatioConfig(Config):
     calibration: Calibration = "temperature"
     isotonic_eps: float = Field(1e-4, gt=0.0, lt=0.5)    # isotonic probabilities clipped to [eps, 1-eps]
     standardize: bool = True                 # z-score features with train-split statistics
+    group_copies: bool = True                # a sample equal to a real train image shares its fold and split
     device: str = "cpu"                      # torch device for the classifier
     seed: int = Field(0, ge=0)
 
@@ -276,6 +280,7 @@ class ResampleConfig(Config):
     """
 
     STAGE: ClassVar[str] = "resample"
+    VERSION: ClassVar[int] = 2   # 2: summary.json scores SIR against known-bias samples' truth
     method: ResampleMethod = "systematic"
     num_samples: int | None = Field(None, ge=1)   # None: as many as the pool
     pool: Literal["held_out", "all"] = "held_out"

@@ -13,6 +13,8 @@ generation and the Ray Data stage treat them alike:
 - ``sample(n, generator) -> uint8 (n, C, H, W)``: both of the above, failing on NaN.
 - ``loss(x) -> (B,)``: negative log-likelihood (or its ELBO bound) in nats per image of
   uint8 images ``x``; ``bits_per_dim`` converts it.
+- ``truth(noise) -> dict[str, Tensor] | None``: what is known about each sample (the
+  known-bias generators of ``known_bias``: its true log-weight, class and source row).
 
 The protocol and the helpers the models share live in ``base``; ``build`` makes a model by kind.
 """
@@ -30,10 +32,12 @@ __all__ = ["GenerativeModel", "build", "check_batch_shape", "discretized_logisti
 def build(kind: str, image_shape: tuple[int, int, int], **kwargs: Any) -> GenerativeModel:
     """A fresh model of ``kind`` for images of ``image_shape`` (C, H, W)."""
     from raydgm.models.baseline import PCAGaussianMixture
+    from raydgm.models.known_bias import ContaminatedCopies, SkewedCopies
     from raydgm.models.pixelcnnpp import PixelCNNpp
     from raydgm.models.vae import VAE
     kinds: dict[str, type[GenerativeModel]] = {
-        "baseline": PCAGaussianMixture, "vae": VAE, "pixelcnnpp": PixelCNNpp}
+        "baseline": PCAGaussianMixture, "vae": VAE, "pixelcnnpp": PixelCNNpp, "skewed": SkewedCopies,
+        "contaminated": ContaminatedCopies}
     if kind not in kinds:
         raise ValueError(f"unknown generator kind {kind!r}; known: {', '.join(kinds)}")
     return kinds[kind](image_shape=tuple(image_shape), **kwargs)

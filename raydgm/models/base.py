@@ -25,6 +25,10 @@ class GenerativeModel(nn.Module):
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} has no likelihood")
 
+    def truth(self, noise: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+        """Per-sample known truth (the known-bias generators' true log-weights); None: unknown."""
+        return None
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """uint8 (n, C, H, W); raises ValueError if any generated value is NaN or Inf."""

@@ -56,6 +56,14 @@ def sample_seed(seed: int, sample_id: int) -> int:
 def draw_levels(model: GenerativeModel, sample_ids: np.ndarray, seed: int,
                 autocast: str = "none") -> tuple[np.ndarray, torch.Tensor]:
     """(seeds int64 (N,), float levels (N, C, H, W) on CPU, NaN where the model failed)."""
+    seeds, levels, _ = draw_batch(model, sample_ids, seed, autocast)
+    return seeds, levels
+
+
+def draw_batch(model: GenerativeModel, sample_ids: np.ndarray, seed: int, autocast: str = "none"
+               ) -> tuple[np.ndarray, torch.Tensor, dict[str, np.ndarray] | None]:
+    """``draw_levels`` and the model's ``truth`` of each sample (numpy (N,) columns; None when
+    the model knows none)."""
     seeds = np.array([sample_seed(seed, i) for i in np.asarray(sample_ids)], dtype=np.int64)
     parts = [model.draw_noise(1, torch.Generator().manual_seed(int(s))) for s in seeds]
     noise = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
@@ -63,7 +71,9 @@ def draw_levels(model: GenerativeModel, sample_ids: np.ndarray, seed: int,
     with torch.no_grad(), torch.autocast(device_type, dtype=torch.bfloat16,
                                          enabled=autocast == "bf16"):
         levels = model.decode(noise)
-    return seeds, levels.float().cpu()
+        truth = model.truth(noise)
+    truth = None if truth is None else {k: v.cpu().numpy() for k, v in truth.items()}
+    return seeds, levels.float().cpu(), truth
 
 
 class GenerateBatch:
@@ -114,7 +124,7 @@ class GenerateBatch:
             Path(self.crash_once_marker).touch()
             os._exit(1)
         ids = np.asarray(batch["sample_id"], dtype=np.int64)
-        seeds, levels = draw_levels(self.model, ids, self.seed, self.autocast)
+        seeds, levels, truth = draw_batch(self.model, ids, self.seed, self.autocast)
         ok = finite_rows(levels).numpy()
         if not ok.all() and self.on_nonfinite == "fail":
             raise NonFiniteSamples(
@@ -122,7 +132,8 @@ class GenerateBatch:
                 f"sample_id {ids[0]} hold NaN or Inf (first: {ids[~ok][:5].tolist()}); "
                 "set generate.on_nonfinite=drop to drop and count them instead")
         images = to_uint8(levels[torch.from_numpy(ok)]).numpy()
-        return samples_table(ids[ok], seeds[ok], images)
+        truth = None if truth is None else {k: v[ok] for k, v in truth.items()}
+        return samples_table(ids[ok], seeds[ok], images, truth)
 
 
 def write_ids(directory: Path, ids: np.ndarray, num_files: int) -> int:

@@ -16,6 +16,7 @@ import numpy as np
 from raydgm import density_ratio, resample
 from raydgm.config import PipelineConfig
 from raydgm.pipeline import plots, quality, tables
+from raydgm.pipeline import truth as known
 from raydgm.pipeline.quality import FeatureSet
 from raydgm.pipeline.store import Artifact
 
@@ -31,7 +32,10 @@ def build(out: Path, cfg: PipelineConfig, inputs: dict[str, Any], log: Callable[
     weights table; ``used`` / ``resample``: the resample stage's table (pool, used weights,
     counts) and summary; ``dr_report``: the density-ratio report dict;
     ``real_images``/``gen_images``: uint8 arrays for the grids (gen sorted by sample_id);
-    ``noise_auc``: a callable giving the noise baseline's AUC (or None).
+    ``noise_auc``: a callable giving the noise baseline's AUC (or None); ``truth``: the known-bias
+    columns of the weights table (``tables.read_truth``) or None: with them, ``quality.json``
+    gets ``truth`` (the density-ratio and resample stages' scores), ``table.md`` their lines
+    and the figures ``truth_scatter``.
     """
     q = cfg.quality
     gen_ids, gen_f, gen_l = inputs["generated"]
@@ -56,6 +60,9 @@ def build(out: Path, cfg: PipelineConfig, inputs: dict[str, Any], log: Callable[
     if q.noise_baseline and inputs.get("noise_auc") is not None:
         summary["noise_baseline_auc"] = float(inputs["noise_auc"]())
     table = plots.format_quality_table(rows)
+    if inputs.get("truth") is not None:
+        summary["truth"] = {"weights": inputs["dr_report"]["truth"], "sir": rs["truth"]}
+        table += "\n\n" + known.describe(inputs["dr_report"]["truth"], rs["truth"], alpha)
     (out / "table.md").write_text(table + "\n")
     figures = draw(out / "figures", cfg, inputs, pool, weights["log_weight"][pool], log_w, alpha, rows)
     summary["figures"] = sorted(figures)
@@ -107,6 +114,9 @@ def draw(folder: Path, cfg: PipelineConfig, inputs: dict[str, Any], pool: np.nda
     keep("proportion_curve", plots.proportion_curve(rep["mix_rho"], rep["mix_mean_prob"],
                                                     folder / "proportion_curve.png",
                                                     rep["mix_mean_prob_prior_adjusted"]))
+    if inputs.get("truth") is not None:
+        keep(known.SCATTER, known.scatter(folder, inputs["truth"]["true_log_weight"][pool], raw_log_w,
+                                          rep["truth"]))
     for metric in ("fid", "kid", "is"):
         if any(f"{metric}_mean" in r for r in rows):
             keep(f"quality_{metric}", plots.quality_bars(rows, metric, folder / f"quality_{metric}.png"))

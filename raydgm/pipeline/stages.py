@@ -26,6 +26,7 @@ from raydgm.config import (AutoencoderConfig, DataConfig, DensityRatioConfig, Do
                            ResampleConfig, TrainGeneratorConfig)
 from raydgm.data import Dataset, load_dataset, read_npz
 from raydgm.pipeline import features, tables
+from raydgm.pipeline import truth as known
 from raydgm.pipeline.store import Artifact, ArtifactStore, stage_key
 
 Log = Callable[[str], None]
@@ -69,7 +70,8 @@ def train_generator(data_cfg: DataConfig, cfg: TrainGeneratorConfig, store: Arti
                     + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
         model, history = generators.fit_generator(real, cfg, work, val_images=val if len(val) else None,
                                                   test_images=test if len(test) else None,
-                                                  on_epoch=on_epoch, progress=progress)
+                                                  on_epoch=on_epoch, progress=progress,
+                                                  labels=data.split("train")[1], num_classes=data.num_classes)
         generators.save_generator(model, cfg.model.kind, generators.model_kwargs(cfg), out / generators.MODEL)
         (out / "history.json").write_text(json.dumps(history, indent=2))
         rows = {"train_images": min(len(real), cfg.max_train_images or len(real))}
@@ -234,6 +236,8 @@ def fit_density_ratio(dr_cfg: DensityRatioConfig, samples: Artifact, featurizer:
     (``density_ratio.cross_fit``), so every weight and the report are out-of-fold and the real
     test split stays unseen, for the quality stage's reference. ``folds`` = 1: one split; the
     report compares the real test split with the generated rows it did not train on.
+    ``group_copies``: a sample equal to a real train image shares its fold and split. Known-bias
+    samples' truth goes into the weights table and is scored (``pipeline.truth.score_weights``).
     """
     arts = {"real_train": featurizer.real(dr_cfg.features, "train"),
             "samples": featurizer.samples(dr_cfg.features, samples)}
@@ -247,25 +251,31 @@ def fit_density_ratio(dr_cfg: DensityRatioConfig, samples: Artifact, featurizer:
             raise ValueError(f"generated samples give {gen.shape[1]} {dr_cfg.features} features "
                              f"but the real images {real_train.shape[1]}: the generated images' "
                              "shape must match the real dataset's")
+        groups = known.copy_groups(featurizer.dataset.split("train")[0],
+                                   tables.read_samples(samples.file("samples"))[2]) if dr_cfg.group_copies else None
         with tqdm(total=dr_cfg.max_epochs * dr_cfg.folds, desc="density_ratio: classifier epochs",
                   unit="epoch", leave=False) as bar:
             def on_epoch(row: dict) -> None:
                 bar.set_postfix(fold=row.get("fold", 0), val_bce=f"{row['val_loss']:.4f}")
                 bar.update()
             if dr_cfg.folds == 1:
-                model = density_ratio.fit(real_train, gen, dr_cfg, on_epoch=on_epoch)
+                model = density_ratio.fit(real_train, gen, dr_cfg, on_epoch=on_epoch, groups=groups)
                 report = density_ratio.diagnose(model, read_features(arts["real_test"])[1],
                                                 gen[model.gen_split != "train"])
                 models, logit, log_w = [model], model.logit(gen), model.log_weights(gen)
                 split, fold = model.gen_split, np.zeros(len(gen), np.int64)
             else:
-                cf = density_ratio.cross_fit(real_train, gen, dr_cfg.folds, dr_cfg, on_epoch=on_epoch)
+                cf = density_ratio.cross_fit(real_train, gen, dr_cfg.folds, dr_cfg, on_epoch=on_epoch,
+                                             groups=groups)
                 models, report, logit, log_w = cf.models, cf.report, cf.gen_logit, cf.log_weights
                 split, fold = np.full(len(gen), "out_of_fold"), cf.gen_fold
         for k, model in enumerate(models):
             model.save(out / "classifier" / f"fold-{k}")
-        (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
-        return {"weights": tables.write_weights(out / "weights.parquet", ids, logit, log_w, split, fold)}
+        rep = report.to_dict()
+        truth = known.score_weights(out, rep, samples.file("samples"), ids, log_w, split != "train",
+                                    featurizer.dataset.split("train")[1], featurizer.dataset.num_classes)
+        (out / "report.json").write_text(json.dumps(rep, indent=2))
+        return {"weights": tables.write_weights(out / "weights.parquet", ids, logit, log_w, split, fold, truth)}
     return featurizer.store.run(dr_cfg.STAGE, dr_cfg, write,
                                 inputs={k: a.key for k, a in arts.items()})
 
@@ -276,7 +286,8 @@ def resample_weights(rs_cfg: ResampleConfig, weights: Artifact, store: ArtifactS
     On the pool (``rs_cfg.pool``): flatten, smooth and clip once (``density_ratio.used_weights``),
     then resample. ``resampled.parquet``: every row's used log-weight (-inf outside the pool)
     and draw count; ``summary.json``: alpha and ESS / ESS fraction / k-hat of the raw and the
-    used weights. Warns when the used weights' k-hat exceeds ``khat_threshold``.
+    used weights, and with known-bias samples ``truth`` (``pipeline.truth.sir_report``). Warns
+    when the used weights' k-hat exceeds ``khat_threshold``.
     """
     def write(out: Path) -> dict[str, int]:
         table = tables.read_weights(weights.file("weights.parquet"))
@@ -296,6 +307,11 @@ def resample_weights(rs_cfg: ResampleConfig, weights: Artifact, store: ArtifactS
         log_w[pool] = used
         summary = {"method": rs_cfg.method, "pool_kind": rs_cfg.pool, "num_samples": int(n),
                    "unique_drawn": int((counts > 0).sum()), "max_count": int(counts.max())} | stats
+        truth = tables.read_truth(weights.file("weights.parquet"))
+        if truth is not None:    # known-bias samples: what SIR did to the class mix and the junk
+            data_mix = json.loads(weights.file("report.json").read_text())["truth"]["data_class_mix"]
+            summary["truth"] = known.sir_report(known.aligned(truth, table["sample_id"]), pool,
+                                                table["log_weight"][pool], used, counts, data_mix)
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         return {"resampled": tables.write_resampled(out / "resampled.parquet", table["sample_id"], pool, log_w,
                                                     counts)}
@@ -320,6 +336,7 @@ def quality_report(cfg: PipelineConfig, arts: dict[str, Artifact], featurizer: F
         data = featurizer.dataset
         inputs: dict[str, Any] = {k: read_features(a) for k, a in feats.items()}
         inputs["weights"] = tables.read_weights(arts["density_ratio"].file("weights.parquet"))
+        inputs["truth"] = tables.read_truth(arts["density_ratio"].file("weights.parquet"))
         inputs["used"] = tables.read_resampled(arts["resample"].file("resampled.parquet"))
         inputs["resample"] = json.loads(arts["resample"].file("summary.json").read_text())
         inputs["dr_report"] = json.loads(arts["density_ratio"].file("report.json").read_text())

@@ -1,9 +1,12 @@
 """Parquet tables keyed by ``sample_id`` (int64): the data that flows between stages.
 
-- samples:   ``sample_id, seed, image`` (image: fixed-shape uint8 tensor (C, H, W))
+- samples:   ``sample_id, seed, image`` (image: fixed-shape uint8 tensor (C, H, W)); samples of a
+             known-bias generator also ``true_log_weight`` (float64, -inf for junk),
+             ``true_class`` (int64, -1 for junk) and ``source_index`` (int64, the train row copied)
 - features:  ``sample_id, features`` and, for extractors with classes, ``logits``
              (fixed-shape float32 tensors (D,) and (K,))
-- weights:   ``sample_id, logit, log_weight, split, fold`` (the classifier's raw weights)
+- weights:   ``sample_id, logit, log_weight, split, fold`` (the classifier's raw weights), and the
+             samples' ``true_log_weight`` and ``true_class`` where they have them
 - resampled: ``sample_id, in_pool, log_weight, count``: every generated row, whether it is in
              the resample stage's pool, its used log-weight (-inf outside the pool) and how
              often the resampler drew it
@@ -19,8 +22,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
-def samples_table(sample_ids: np.ndarray, seeds: np.ndarray, images: np.ndarray) -> pa.Table:
-    """(N,) ids, (N,) seeds and uint8 (N, C, H, W) images as the samples layout."""
+TRUTH_COLUMNS = {"true_log_weight": np.float64, "true_class": np.int64, "source_index": np.int64}
+
+
+def samples_table(sample_ids: np.ndarray, seeds: np.ndarray, images: np.ndarray,
+                  truth: dict[str, np.ndarray] | None = None) -> pa.Table:
+    """(N,) ids, (N,) seeds and uint8 (N, C, H, W) images as the samples layout; ``truth``:
+    the known-bias columns (``TRUTH_COLUMNS``, each (N,)), or None."""
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4:
         raise ValueError(f"samples must be uint8 (N, C, H, W), got {images.dtype} {images.shape}")
@@ -29,11 +37,37 @@ def samples_table(sample_ids: np.ndarray, seeds: np.ndarray, images: np.ndarray)
     expected = tuple(int(np.prod(images.shape[i + 1:])) for i in range(4))
     if images.strides != expected:
         images = images.copy(order="C")
-    return pa.table({
-        "sample_id": _ids(sample_ids, len(images)),
-        "seed": pa.array(np.asarray(seeds, dtype=np.int64)),
-        "image": pa.FixedShapeTensorArray.from_numpy_ndarray(images),
-    })
+    columns = {"sample_id": _ids(sample_ids, len(images)), "seed": pa.array(np.asarray(seeds, dtype=np.int64)),
+               "image": pa.FixedShapeTensorArray.from_numpy_ndarray(images)}
+    return pa.table(columns | _truth_columns(truth, len(images)))
+
+
+def _truth_columns(truth: dict[str, np.ndarray] | None, n: int, names: tuple[str, ...] = tuple(TRUTH_COLUMNS)
+                   ) -> dict[str, pa.Array]:
+    if truth is None:
+        return {}
+    if not set(names) <= set(truth):
+        raise ValueError(f"truth must hold {sorted(names)}, got {sorted(truth)}")
+    out = {}
+    for name in names:
+        values = np.asarray(truth[name], dtype=TRUTH_COLUMNS[name])
+        if values.shape != (n,):
+            raise ValueError(f"truth column {name} must have shape ({n},), got {values.shape}")
+        if np.isnan(values).any() or np.isposinf(values).any():
+            raise ValueError(f"truth column {name} holds NaN or +inf")
+        out[name] = pa.array(values)
+    return out
+
+
+def read_truth(path: str | Path) -> dict[str, np.ndarray] | None:
+    """The known-bias columns of a samples (or weights) table, sorted by ``sample_id`` (which is
+    included); None when it has none."""
+    table = _read(path, ("sample_id",))
+    names = [c for c in TRUTH_COLUMNS if c in table.column_names]
+    if not names:
+        return None
+    table = table.select(["sample_id", *names]).sort_by("sample_id")
+    return {"sample_id": _np(table, "sample_id", np.int64)} | {c: _np(table, c, TRUTH_COLUMNS[c]) for c in names}
 
 
 def write_samples(path: str | Path, sample_ids: np.ndarray, seeds: np.ndarray,
@@ -113,10 +147,12 @@ def image_shape(path: str | Path) -> tuple[int, ...]:
 
 
 def write_weights(path: str | Path, sample_ids: np.ndarray, logit: np.ndarray,
-                  log_weight: np.ndarray, split: np.ndarray, fold: np.ndarray) -> int:
+                  log_weight: np.ndarray, split: np.ndarray, fold: np.ndarray,
+                  truth: dict[str, np.ndarray] | None = None) -> int:
     """Write per-sample classifier logits and log importance weights, each row's split
     (``train`` / ``val`` / ``calib`` of a single fit, ``out_of_fold`` under cross-fitting)
-    and the fold whose model weighted it; returns N."""
+    and the fold whose model weighted it; ``truth``: the samples' known-bias columns, aligned
+    (``true_log_weight`` and ``true_class`` are kept); returns N."""
     logit, log_weight = np.asarray(logit, np.float64), np.asarray(log_weight, np.float64)
     if np.isnan(logit).any() or np.isnan(log_weight).any():
         raise ValueError(f"refusing to write NaN weights to {path}")
@@ -126,7 +162,7 @@ def write_weights(path: str | Path, sample_ids: np.ndarray, logit: np.ndarray,
         "log_weight": pa.array(log_weight),
         "split": pa.array(np.asarray(split, dtype=str)),
         "fold": pa.array(np.asarray(fold, dtype=np.int64)),
-    })
+    } | _truth_columns(truth, len(logit), ("true_log_weight", "true_class")))
     pq.write_table(table, path)
     return len(logit)
 

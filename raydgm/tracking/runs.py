@@ -16,6 +16,9 @@ and adds nothing.
   ``weight_histogram``, each a picture and its data as a table).
 - ``resample``: alpha, ESS, ESS fraction and k-hat of the raw and of the used weights,
   distinct draws.
+- known-bias samples (a truth): ``truth/<name>`` metrics on the ``density_ratio`` run
+  (Spearman, Pearson, ESS vs true ESS, ...) with the stage's ``truth_scatter.png``, and on the
+  ``resample`` run (class-mix TV and junk share before and after SIR).
 - ``quality``: FID / KID / IS (and precision / recall / density / coverage) per sample set,
   named with their features (``raw/fid_domain_mean``),
   the table, every figure with the data behind it (the stage wrote them into its artifact).
@@ -102,13 +105,23 @@ def _log_samples(run: tracking.Run, art: Artifact) -> None:
 def _log_resample(run: tracking.Run, art: Artifact) -> None:
     summary = json.loads(art.file("summary.json").read_text())
     run.metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+    run.metrics(_truth_metrics(summary))
     run.params({"method": summary["method"]})
+
+
+def _truth_metrics(doc: dict[str, Any]) -> dict[str, float]:
+    """``truth/<name>``: the numbers of a stage's ``truth`` section (known-bias samples only)."""
+    truth = doc.get("truth") or {}
+    return {f"truth/{k}": v for k, v in truth.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def _log_density_ratio(run: tracking.Run, art: Artifact) -> None:
     """Held-out diagnostics and warnings (the figures come from ``log_pipeline``'s ``figures``)."""
     rep = json.loads(art.file("report.json").read_text())
     run.metrics({name: rep[key] for name, key in DR_METRICS.items() if rep.get(key) is not None})
+    run.metrics(_truth_metrics(rep))
+    if (art.path / "truth_scatter.png").exists():
+        run.file(art.file("truth_scatter.png"))
     run.text("\n".join(rep.get("warnings", [])) + "\n", "warnings.txt")
     curves.log_binary(run, rep["reliability_prob_pred"], rep["reliability_prob_true"], N_BINS)
 

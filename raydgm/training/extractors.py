@@ -23,7 +23,7 @@ from raydgm.config import AutoencoderConfig, DomainClassifierConfig
 from raydgm.data import check_labels
 from raydgm.models.autoencoder import ConvAutoencoder
 from raydgm.models.domain import DomainCNN
-from raydgm.training.common import check_finite_loss, checked_images, derived_seed
+from raydgm.training.common import check_finite_loss, checked_images, derived_seed, one_thread
 from raydgm.training.generators import OnEpoch, load_model, save_generator
 
 DOMAIN_KIND = "domain_cnn"             # the ``kind`` written into a domain-classifier checkpoint
@@ -122,6 +122,7 @@ def _seeded(cfg: NetworkConfig, make: Callable[[], torch.nn.Module]) -> Any:
         return make().to(torch.device(cfg.device))
 
 
+@one_thread()   # the same weights whatever the caller's thread count
 def _fit(model: torch.nn.Module, batch_stats: BatchStats, train: tuple[np.ndarray, ...],
          val: tuple[np.ndarray, ...] | None, cfg: NetworkConfig, what: str, monitor: str,
          progress: bool, on_epoch: OnEpoch | None) -> list[dict[str, float]]:

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from raydgm.config import TrainGeneratorConfig
 from raydgm.models import GenerativeModel, build
 from raydgm.models.baseline import PCAGaussianMixture
-from raydgm.training.common import check_finite_loss, checked_images, derived_seed
+from raydgm.training.common import check_finite_loss, checked_images, derived_seed, one_thread
 
 LAST = "last.pt"          # resume checkpoint (model + optimizer + scheduler + history)
 MODEL = "model.pt"        # the trained generator alone: what generation actors load
@@ -45,22 +45,34 @@ def model_kwargs(config: TrainGeneratorConfig) -> dict[str, Any]:
     return {k: v for k, v in config.model.to_dict().items() if k != "kind"}
 
 
+KNOWN_BIAS = ("skewed", "contaminated")   # copies of the train images: fitted from images + labels
+
+
 def fit_generator(images: np.ndarray, config: TrainGeneratorConfig, work_dir: str | Path, *,
                   val_images: np.ndarray | None = None, test_images: np.ndarray | None = None,
-                  on_epoch: OnEpoch | None = None,
-                  progress: bool = True) -> tuple[GenerativeModel, list[dict[str, float]]]:
+                  on_epoch: OnEpoch | None = None, progress: bool = True,
+                  labels: np.ndarray | None = None,
+                  num_classes: int = 0) -> tuple[GenerativeModel, list[dict[str, float]]]:
     """Train ``config.model`` on uint8 (N, C, H, W) ``images``; returns (model, per-epoch history).
 
     History rows: ``epoch``, ``train_loss`` (nats per image), ``train_bpd`` (bits per dim)
     and, with ``val_images`` / ``test_images``, ``val_loss`` / ``val_bpd`` and
-    ``test_loss`` / ``test_bpd`` of the weights at the end of that epoch.
+    ``test_loss`` / ``test_bpd`` of the weights at the end of that epoch. The known-bias
+    kinds (``KNOWN_BIAS``) are fitted in closed form from the images and their int ``labels``
+    (N,) in 0..``num_classes``-1 (``raydgm.training.known_bias``); no history.
     """
     images = checked_images(images, "train images")
     if config.max_train_images is not None:
         images = images[:config.max_train_images]
+        labels = None if labels is None else labels[:config.max_train_images]
     shape = tuple(int(s) for s in images.shape[1:])
     if config.model.kind == "baseline":
         return fit_baseline(images, seed=config.seed, **model_kwargs(config)), []
+    if config.model.kind in KNOWN_BIAS:
+        from raydgm.training.known_bias import fit_known_bias
+        if labels is None:
+            raise ValueError(f"a {config.model.kind} generator copies labelled train images: pass labels")
+        return fit_known_bias(images, labels, num_classes, config.model), []
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(config.device)
@@ -84,6 +96,7 @@ def fit_generator(images: np.ndarray, config: TrainGeneratorConfig, work_dir: st
     return model, history
 
 
+@one_thread()   # the same weights whatever the caller's thread count
 def _train_epoch(model: GenerativeModel, opt: torch.optim.Optimizer, images: np.ndarray,
                  config: TrainGeneratorConfig, epoch: int, device: torch.device,
                  progress: bool) -> dict[str, float]:
@@ -112,6 +125,7 @@ def _train_epoch(model: GenerativeModel, opt: torch.optim.Optimizer, images: np.
 
 
 @torch.no_grad()
+@one_thread()
 def _evaluate(model: GenerativeModel, images: np.ndarray, config: TrainGeneratorConfig,
               epoch: int, device: torch.device, split: str = "val") -> dict[str, float]:
     model.eval()

@@ -1,0 +1,129 @@
+"""The recovery scores (raydgm.recovery) against hand-computed answers and brute force."""
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from raydgm import recovery
+
+
+def test_total_variation_by_hand():
+    assert recovery.tv_distance([0.5, 0.5], [1.0, 0.0]) == pytest.approx(0.5)
+    assert recovery.tv_distance([0.2, 0.3, 0.5], [0.2, 0.3, 0.5]) == 0.0
+    assert recovery.tv_distance([0.1, 0.6, 0.3], [0.4, 0.4, 0.2]) == pytest.approx((0.3 + 0.2 + 0.1) / 2)
+    assert recovery.tv_distance([1, 0, 0], [0, 0, 1]) == 1.0
+
+
+def test_total_variation_is_the_largest_gap_over_events():
+    """TV = max over events A of |p(A) - q(A)|: enumerate every subset of 4 classes."""
+    rng = np.random.default_rng(0)
+    p, q = rng.dirichlet(np.ones(4)), rng.dirichlet(np.ones(4))
+    events = (s for r in range(5) for s in itertools.combinations(range(4), r))
+    brute = max(abs(p[list(s)].sum() - q[list(s)].sum()) for s in events)
+    assert recovery.tv_distance(p, q) == pytest.approx(brute, abs=1e-15)
+
+
+@pytest.mark.parametrize("p, q, message", [
+    ([0.5, 0.6], [0.5, 0.5], "p must sum to 1"),
+    ([0.5, 0.5], [1.5, -0.5], "q must hold finite non-negative"),
+    ([0.5, 0.5], [1.0, 0.0, 0.0], "p has 2 classes and q 3"),
+    ([], [1.0], "p must be a non-empty 1-D array"),
+    ([np.nan, 1.0], [0.0, 1.0], "p holds NaN"),
+])
+def test_total_variation_refuses_bad_input(p, q, message):
+    with pytest.raises(ValueError, match=message):
+        recovery.tv_distance(p, q)
+
+
+def test_class_mix_leaves_junk_out_and_weighs_rows():
+    y = np.array([0, 1, 1, -1, 2, -1])
+    np.testing.assert_allclose(recovery.class_mix(y, 3), [1 / 4, 2 / 4, 1 / 4])
+    w = np.array([2.0, 1.0, 0.0, 5.0, 1.0, 9.0])
+    np.testing.assert_allclose(recovery.class_mix(y, 3, w), [2 / 4, 1 / 4, 1 / 4])
+    with pytest.raises(ValueError, match="classes must lie in -1..2"):
+        recovery.class_mix(np.array([0, 3]), 3)
+    with pytest.raises(ValueError, match="carry no weight"):
+        recovery.class_mix(np.array([0, -1]), 2, [0.0, 1.0])
+
+
+def test_sir_probabilities_and_ess_by_hand():
+    lw = np.log([1.0, 3.0, 0.0 + 1e-300])
+    lw[2] = -np.inf                      # a zero weight
+    np.testing.assert_allclose(recovery.sir_probabilities(lw), [0.25, 0.75, 0.0])
+    assert recovery.ess(lw) == pytest.approx(16 / 10)           # (1 + 3)^2 / (1 + 9)
+    assert recovery.ess(np.full(7, 3.2)) == pytest.approx(7)
+    assert recovery.ess(np.array([1000.0, 1000.0])) == pytest.approx(2)   # no overflow
+    with pytest.raises(ValueError, match="no \\+inf"):
+        recovery.sir_probabilities([0.0, np.inf])
+
+
+def test_junk_auc_counts_pairs_by_brute_force():
+    rng = np.random.default_rng(1)
+    lw = np.round(rng.normal(size=40), 1)          # rounding makes ties
+    junk = rng.random(40) < 0.4
+    lw[np.flatnonzero(junk)[:3]] = -np.inf
+    pairs = [(1.0 if a > b else 0.5 if a == b else 0.0) for a in lw[~junk] for b in lw[junk]]
+    assert recovery.junk_auc(lw, junk) == pytest.approx(np.mean(pairs))
+    assert math.isnan(recovery.junk_auc(lw, np.zeros(40, bool)))
+
+
+def test_recovery_of_the_truth_itself_is_perfect():
+    truth = np.log(np.array([0.5, 0.5, 2.0, 2.0, 1.0, 1.0]) / 1.0)
+    out = recovery.recovery(truth + 0.3, truth)               # a constant offset is no error
+    assert out["spearman"] == pytest.approx(1) and out["pearson"] == pytest.approx(1)
+    assert out["slope"] == pytest.approx(1) and out["ess_ratio"] == pytest.approx(1)
+    assert out["junk_rows"] == 0 and math.isnan(out["junk_auc"]) and out["junk_weight_share"] == 0
+
+
+def test_recovery_by_hand_with_junk():
+    truth = np.array([0.0, 0.0, math.log(2), -np.inf, -np.inf])
+    est = np.array([0.0, math.log(2), math.log(4), math.log(2), 0.0])
+    out = recovery.recovery(est, truth)
+    assert (out["rows"], out["real_rows"], out["junk_rows"]) == (5, 3, 2)
+    x, y = np.array([0, 0, math.log(2)]), np.log([1, 2, 4])
+    assert out["pearson"] == pytest.approx(np.corrcoef(x, y)[0, 1])
+    assert out["slope"] == pytest.approx(np.sum((x - x.mean()) * (y - y.mean())) / np.sum((x - x.mean()) ** 2))
+    ranks_x, ranks_y = np.array([1.5, 1.5, 3]), np.array([1, 2, 3])      # average ranks for the tie
+    assert out["spearman"] == pytest.approx(np.corrcoef(ranks_x, ranks_y)[0, 1])
+    assert out["ess_true"] == pytest.approx((1 + 1 + 2) ** 2 / (1 + 1 + 4))
+    assert out["ess_estimated"] == pytest.approx((1 + 2 + 4 + 2 + 1) ** 2 / (1 + 4 + 16 + 4 + 1))
+    assert out["junk_weight_share"] == pytest.approx(3 / 10)
+    # (real, junk) pairs: (1, 2) 0, (1, 1) 1/2, (2, 2) 1/2, (2, 1) 1, (4, 2) 1, (4, 1) 1
+    assert out["junk_auc"] == pytest.approx((0 + 0.5 + 0.5 + 1 + 1 + 1) / 6)
+
+
+def test_the_spearman_ceiling_under_ties_by_hand():
+    """Truth (0, 0, 1, 1): average ranks (1.5, 1.5, 3.5, 3.5) against ordinal (1, 2, 3, 4):
+    centred (-1, -1, 1, 1) and (-1.5, -0.5, 0.5, 1.5): 4 / (2 sqrt 5). A perfect ordering of the
+    groups with ties broken reaches it; the truth itself (tied) reaches 1."""
+    truth = np.array([0.0, 0.0, 1.0, 1.0])
+    out = recovery.recovery(np.array([0.1, 0.2, 0.7, 0.9]), truth)
+    assert out["spearman_max"] == pytest.approx(4 / (2 * math.sqrt(5)))
+    assert out["spearman"] == pytest.approx(out["spearman_max"])
+    big = np.repeat([0.0, 1.0], 5000)               # two equal groups: sqrt(3)/2 as n grows
+    assert recovery.recovery(big + np.linspace(0, 0.5, 10_000), big)["spearman_max"] == pytest.approx(
+        math.sqrt(3) / 2, abs=1e-3)
+    assert recovery.recovery(truth, truth)["spearman"] == 1.0
+
+
+def test_recovery_refuses_bad_input():
+    with pytest.raises(ValueError, match="every row is junk"):
+        recovery.recovery([0.0, 1.0], [-np.inf, -np.inf])
+    with pytest.raises(ValueError, match="true_log_weights has 1 entries, expected 2"):
+        recovery.recovery([0.0, 1.0], [0.0])
+    with pytest.raises(ValueError, match="log_weights must be finite"):
+        recovery.recovery([0.0, -np.inf], [0.0, 0.0])
+
+
+def test_sir_effect_by_hand():
+    classes = np.array([0, 0, 1, -1])
+    data = np.array([0.5, 0.5])
+    before = recovery.sir_effect(np.ones(4), classes, data)     # mix (2/3, 1/3): TV 1/6; junk 1/4
+    assert before["class_tv"] == pytest.approx(1 / 6) and before["junk_share"] == pytest.approx(0.25)
+    after = recovery.sir_effect([0.25, 0.25, 0.5, 0.0], classes, data)
+    assert after == {"class_tv": 0.0, "junk_share": 0.0}
+    only_junk = recovery.sir_effect([0, 0, 0, 3], classes, data)
+    assert math.isnan(only_junk["class_tv"]) and only_junk["junk_share"] == 1.0
+    with pytest.raises(ValueError, match="not all 0"):
+        recovery.sir_effect(np.zeros(4), classes, data)
