@@ -390,13 +390,13 @@ def test_the_on_premise_variant_needs_its_deletions():
 
 
 def test_the_readme_shows_the_tested_on_premise_variant():
-    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / "cluster.md").read_text(), re.S)
     local = [b for b in blocks if "type: local" in b]
     assert LOCAL_PROVIDER_YAML in local, "README's on-premise block differs from LOCAL_PROVIDER_YAML"
 
 
 def test_the_readme_kuberay_job_uses_the_pinned_ray_version():
-    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / "cluster.md").read_text(), re.S)
     jobs = [yaml.safe_load(b) for b in blocks if "kind: RayJob" in b]
     assert len(jobs) == 1, "README shows one KubeRay RayJob"
     job = jobs[0]

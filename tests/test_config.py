@@ -59,7 +59,7 @@ def test_an_unknown_key_under_a_mapping_of_configs_lists_what_its_values_accept(
         SweepConfig.load(None, ["generators.foo.kind=bar"])
     assert str(info.value) == (
         "SweepConfig: unknown key 'generators.foo.kind' (did you mean 'generators.foo.model.kind'? "
-        "one of baseline, vae, pixelcnnpp); known keys: " + ", ".join(sorted(TrainGeneratorConfig.model_fields)))
+        "one of baseline, vae, pixelcnnpp, skewed, contaminated); known keys: " + ", ".join(sorted(TrainGeneratorConfig.model_fields)))
     assert "model, seed" in str(info.value) and "epochs" in str(info.value)
     with pytest.raises(ConfigError, match=r"unknown key 'generators\.foo\.epoch' \(did you mean 'epochs'\?\)"):
         SweepConfig.load(None, ["generators.foo.epoch=3"])
@@ -71,7 +71,7 @@ def test_an_unknown_key_inside_one_kind_of_model_names_that_kinds_keys():
     with pytest.raises(ConfigError, match=r"unknown key 'generator\.model\.latent' \(did you mean "
                                           r"'latent_dim'\?\); known keys: hidden_channels, kind, latent_dim"):
         PipelineConfig.load(None, ["generator.model.kind=vae", "generator.model.latent=3"])
-    with pytest.raises(ConfigError, match=r"'generator\.model\.kind'\? one of baseline, vae, pixelcnnpp"):
+    with pytest.raises(ConfigError, match=r"'generator\.model\.kind'\? one of baseline, vae, pixelcnnpp, skewed, contaminated"):
         PipelineConfig.load(None, ["generator.kind=vae"])
 
 
