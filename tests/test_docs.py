@@ -26,7 +26,6 @@ TOP_DIRS = ("raydgm", "tests", "bench", "configs", "sweeps", "notebooks", "docs"
 TOP_FILES = ("Makefile", "pyproject.toml", "cluster.yaml", "README.md", "LICENSE")
 # A path another branch renames: the doc names the new path; until the rename is merged the
 # old file stands in for it. Drop an entry once the new path exists.
-PENDING_RENAMES = {"bench/ssl_trial.py": "bench/ssl.py"}
 # Absolute paths that are only true on one machine: a checkout, a home, a temp run, an
 # absolute sqlite URI (sqlite:/// + /abs/path).
 MACHINE_PATH = re.compile(r"(?<![\w$.~])/(?:work|root|tmp|Users)/\S*|(?<![\w$.~])/home/(?!ray/)\S+|sqlite:////\S*")
@@ -83,9 +82,8 @@ def repo_path(token: str) -> str | None:
 
 
 def exists(root: Path, path: str) -> bool:
-    """``path`` (from ``root``; ``*`` allowed) names at least one file or folder, or is a pending rename."""
-    found = any(root.glob(path)) if "*" in path else (root / path).exists()
-    return found or (path in PENDING_RENAMES and (root / PENDING_RENAMES[path]).exists())
+    """``path`` (from ``root``; ``*`` allowed) names at least one file or folder."""
+    return any(root.glob(path)) if "*" in path else (root / path).exists()
 
 
 def broken_references(page: Path, root: Path = ROOT) -> list[str]:
@@ -163,16 +161,6 @@ def test_a_broken_link_anchor_or_file_is_reported(tmp_path):
         "file 'raydgm/missing.py' named in code does not exist",
         "file 'tests/*.py' named in code does not exist",
     ]
-
-
-def test_a_pending_rename_resolves_only_while_one_of_its_names_exists(tmp_path):
-    new, old = next(iter(PENDING_RENAMES.items()))
-    page = tmp_path / "README.md"
-    page.write_text(f"`python {new}`\n")
-    assert broken_references(page, root=tmp_path) == [f"file {new!r} named in code does not exist"]
-    (tmp_path / old).parent.mkdir(parents=True)
-    (tmp_path / old).write_text("")
-    assert broken_references(page, root=tmp_path) == []
 
 
 def test_machine_paths_are_caught_and_portable_ones_are_not():
