@@ -1,4 +1,4 @@
-"""PixelCNN++ cached sampling on one CUDA GPU: samples/s of the paper-size model, fp32 and bf16.
+"""PixelCNN++ cached sampling on one CUDA GPU: samples/s of the trained mnist5k preset and of the paper-size model, fp32 and bf16.
 
     python bench/gpu_pixelcnnpp.py                  # batches 64, 256, 1,024; make bench-gpu
     python bench/gpu_pixelcnnpp.py --batches 64 --skip-250
@@ -22,13 +22,22 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import torch
+import yaml
 
 from raydgm.models.pixelcnnpp import PixelCNNpp
 from raydgm.models.pixelcnnpp.cached import CachedSampler, sample_cached
 
 PAPER = {"image_shape": (3, 32, 32), "nr_resnet": 5, "nr_filters": 160, "nr_logistic_mix": 10}
+MNIST_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "pixelcnnpp_mnist.yaml"
+
+
+def mnist_preset() -> dict:
+    """The trained mnist5k preset's sizes (configs/pixelcnnpp_mnist.yaml), 1x32x32."""
+    model = yaml.safe_load(MNIST_CONFIG.read_text())["generator"]["model"]
+    return {"image_shape": (1, 32, 32), **{k: model[k] for k in ("nr_resnet", "nr_filters", "nr_logistic_mix")}}
 THESIS_250_S = 57 * 60  # 250 samples in 57 min on a P100 (the thesis, naive sampling)
 
 
@@ -73,6 +82,23 @@ def check(model: PixelCNNpp) -> float:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
+def table(model: PixelCNNpp, args: argparse.Namespace) -> dict[tuple[int, str], float]:
+    """Prints the fp32 check, then s/batch, samples/s and memory per batch size and dtype."""
+    print(f"cached fp32 params vs full pass (no TF32): max abs difference {check(model):.1e}")
+    print(f"{'batch':>5} | {'dtype':>5} | {'s/batch':>8} | {'samples/s':>10} | {'peak GiB':>8} | cache GiB")
+    for dtype in args.dtypes:
+        run(model, 8, dtype)  # warm-up: kernels, allocator
+    rate = {}
+    for n in args.batches:
+        cache = CachedSampler(model, torch.zeros(n, *model.image_shape, device="cuda")).cache_bytes() / 2**30
+        for dtype in args.dtypes:
+            seconds, peak = run(model, n, dtype)
+            rate[n, dtype] = n / seconds
+            print(f"{n:>5} | {dtype:>5} | {seconds:>8.2f} | {n / seconds:>10.1f} | {peak:>8.2f} | "
+                  f"{cache:.2f}", flush=True)
+    return rate
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if not torch.cuda.is_available():
@@ -81,21 +107,14 @@ def main(argv=None) -> int:
               "nvidia-smi sees a GPU.", file=sys.stderr)
         return 2
     torch.manual_seed(0)
+    mnist = PixelCNNpp(dropout=0.0, **mnist_preset()).cuda().eval()
+    print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
+    print(f"\nmodel: the mnist5k preset (configs/pixelcnnpp_mnist.yaml), "
+          f"{sum(p.numel() for p in mnist.parameters()) / 1e6:.2f}M parameters, untrained")
+    table(mnist, args)
     model = PixelCNNpp(dropout=0.5, **PAPER).cuda().eval()
-    print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}; model: paper size, "
-          f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, untrained")
-    print(f"cached fp32 params vs full pass (no TF32): max abs difference {check(model):.1e}")
-    print(f"\n{'batch':>5} | {'dtype':>5} | {'s/batch':>8} | {'samples/s':>10} | {'peak GiB':>8} | cache GiB")
-    for dtype in args.dtypes:
-        run(model, 8, dtype)  # warm-up: kernels, allocator
-    rate = {}
-    for n in args.batches:
-        cache = CachedSampler(model, torch.zeros(n, 3, 32, 32, device="cuda")).cache_bytes() / 2**30
-        for dtype in args.dtypes:
-            seconds, peak = run(model, n, dtype)
-            rate[n, dtype] = n / seconds
-            print(f"{n:>5} | {dtype:>5} | {seconds:>8.2f} | {n / seconds:>10.1f} | {peak:>8.2f} | "
-                  f"{cache:.2f}", flush=True)
+    print(f"\nmodel: paper size, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, untrained")
+    rate = table(model, args)
     if not args.skip_250:
         for dtype in args.dtypes:
             seconds, _ = run(model, 250, dtype)
