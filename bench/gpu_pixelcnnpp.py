@@ -1,4 +1,5 @@
-"""PixelCNN++ cached sampling on one CUDA GPU: samples/s of the trained mnist5k preset and of the paper-size model, fp32 and bf16.
+"""PixelCNN++ cached sampling on one CUDA GPU: samples/s of the trained mnist5k preset
+(configs/pixelcnnpp_mnist.yaml) and of the paper-size model, fp32 and bf16.
 
     python bench/gpu_pixelcnnpp.py                  # batches 64, 256, 1,024; make bench-gpu
     python bench/gpu_pixelcnnpp.py --batches 64 --skip-250
