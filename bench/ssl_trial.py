@@ -93,17 +93,16 @@ def trial_steps_per_s(cfg: SSLConfig, data: ssl.SSLData, threads: int) -> tuple[
     """(steps/s over the epochs after the first, driver's wall seconds) of one Tune trial."""
     import ray
 
-    from raydgm.config import TrialResources
+    from raydgm.config import SSLTrial, TrialResources
     from raydgm.sweeps.semantic import ssl_trial
     from raydgm.sweeps.tuning import tune_grid
-    grid = [{"generator": GENERATOR} | {k: PRESET[k] for k in ("labeled_size", "unlabeled", "semantic_weight", "seed")}]
-    base = {k: v for k, v in cfg.to_dict().items() if k not in grid[0]}
+    grid = [SSLTrial(generator=GENERATOR, ssl=cfg)]   # the typed grid point the sweep hands Tune
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             results = tune_grid(ssl_trial, grid, Path(tmp) / "bench", False, TrialResources(max_failures=0),
-                                {"cpu": 1.0, "gpu": 0.0}, print, data={GENERATOR: data}, base=base, device=None, threads=threads)
+                                {"cpu": 1.0, "gpu": 0.0}, print, data={GENERATOR: data}, device=None, threads=threads)
             wall = time.perf_counter() - start
             result = results[0]
             if result.error is not None:

@@ -9,7 +9,7 @@ import pytest
 import stage_digests
 from raydgm import recovery
 from raydgm.config import TrackingConfig
-from raydgm.pipeline import tables
+from raydgm.pipeline import report, tables
 from raydgm.pipeline.stages import load_data, run_pipeline
 from raydgm.pipeline.store import ArtifactStore
 
@@ -98,7 +98,8 @@ def test_the_quality_report_and_mlflow_carry_the_truth(contaminated, tmp_path):
     assert set(q["truth"]) == {"weights", "sir"} and "truth_scatter" in q["figures"]
     assert "weights vs the known truth" in arts["quality"].file("table.md").read_text()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    ids = runs.log_pipeline(cfg, arts, TrackingConfig(tracking_uri=uri, experiment="truth"))
+    ids = runs.log_pipeline(cfg, arts, TrackingConfig(tracking_uri=uri, experiment="truth"),
+                            figures=report.stage_figures)
     client = MlflowClient(tracking_uri=uri)
     dr, rs = client.get_run(ids["density_ratio"]), client.get_run(ids["resample"])
     assert dr.data.metrics["truth/junk_auc"] == pytest.approx(q["truth"]["weights"]["junk_auc"])

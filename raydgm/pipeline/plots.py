@@ -18,7 +18,7 @@ from raydgm.metrics import format_pm
 
 def sample_rows(rows: Mapping[str, np.ndarray], path: str | Path, per_row: int = 16) -> Path:
     """One labelled row per entry: uint8 (N, C, H, W) images, the first ``per_row`` shown."""
-    fig, axes = _subplots(len(rows), 1, figsize=(per_row * 0.6, len(rows) * 0.9), squeeze=False)
+    fig, axes = figure_axes(len(rows), 1, figsize=(per_row * 0.6, len(rows) * 0.9), squeeze=False)
     for ax, (title, images) in zip(axes[:, 0], rows.items()):
         ax.imshow(_strip(images[:per_row]), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         ax.set_title(title, fontsize=8, loc="left")
@@ -29,7 +29,7 @@ def sample_rows(rows: Mapping[str, np.ndarray], path: str | Path, per_row: int =
 def weight_histogram(log_weights: np.ndarray, path: str | Path, title: str = "") -> Path:
     """Histogram of finite log importance weights, with the ESS fraction in the title."""
     finite = log_weights[np.isfinite(log_weights)]
-    fig, ax = _subplots(figsize=(5, 3))
+    fig, ax = figure_axes(figsize=(5, 3))
     ax.hist(finite, bins=60, color="tab:blue")
     ax.set_yscale("log")                      # a single extreme weight stays visible
     ax.set_xlabel("log w (calibrated log-odds, prior-corrected)")
@@ -72,7 +72,7 @@ def reliability_diagram(prob_pred: Sequence[float], prob_true: Sequence[float], 
     a calibrated classifier lies on the diagonal. Table: prob_pred, prob_true."""
     pred, true = _vector(prob_pred, "prob_pred", unit=True), _vector(prob_true, "prob_true", unit=True)
     _same_length(prob_pred=pred, prob_true=true)
-    fig, ax = _subplots(figsize=(4, 4))
+    fig, ax = figure_axes(figsize=(4, 4))
     ax.plot([0, 1], [0, 1], "--", color="gray", label="perfectly calibrated")
     ax.plot(pred, true, "o-", color="tab:blue", label="classifier (binned)")
     _unit_axes(ax, "mean predicted P(real) in bin", "observed fraction real in bin")
@@ -93,7 +93,7 @@ def proportion_curve(rho: Sequence[float], mean_prob: Sequence[float], path: str
         columns["mean_prob_prior_adjusted"] = _vector(
             mean_prob_prior_adjusted, "mean_prob_prior_adjusted", unit=True)
     _same_length(**columns)
-    fig, ax = _subplots(figsize=(4, 4))
+    fig, ax = figure_axes(figsize=(4, 4))
     ax.plot([0, 1], [0, 1], "--", color="gray", label="mean P(real) = rho")
     ax.plot(r, m, "o-", color="tab:blue", label="classifier (prior 1/2)")
     if "mean_prob_prior_adjusted" in columns:
@@ -116,7 +116,7 @@ def ess_vs_alpha(log_weights: np.ndarray, path: str | Path, alphas: Sequence[flo
     if (a < 0).any():
         raise ValueError(f"alphas must be >= 0, got min {a.min()}")
     frac = np.array([ess_fraction(flatten(lw, float(x))) for x in a])
-    fig, ax = _subplots(figsize=(5, 3))
+    fig, ax = figure_axes(figsize=(5, 3))
     ax.plot(a, frac, "-", color="tab:blue", label="ESS(w^alpha) / N")
     if alpha_used is not None:
         used = ess_fraction(flatten(lw, float(alpha_used)))
@@ -138,7 +138,7 @@ def quality_bars(rows: Sequence[Mapping[str, Any]], metric: str, path: str | Pat
     (dicts with "set", f"{metric}_mean", f"{metric}_std"), error bars one std over evaluation
     blocks. Rows without the metric are left out. Table: set, mean, std (NaN if missing)."""
     sets, mean, std = _metric_columns(rows, metric, "rows")
-    fig, ax = _subplots(figsize=(5, 1.2 + 0.45 * len(sets)))
+    fig, ax = figure_axes(figsize=(5, 1.2 + 0.45 * len(sets)))
     y = np.arange(len(sets))
     bars = ax.barh(y, mean, xerr=np.nan_to_num(std), color="tab:blue", alpha=0.8, capsize=3)
     ax.bar_label(bars, labels=[format_pm(m, s) for m, s in zip(mean, std)], padding=4, fontsize=7)
@@ -189,7 +189,7 @@ def accuracy_figure(rows: Sequence[Mapping[str, Any]]) -> Any:
     x0 = zero_position(rows)
     zero = any(r["unlabeled"] != "none" and float(r["semantic_weight"]) == 0 for r in rows)
     where = "0 is left of the dotted line" if zero else "weight 0: the none band"
-    fig, axes = _subplots(1, len(sizes), figsize=(3.6 * len(sizes) + 2.2, 3.8), sharey=True, squeeze=False)
+    fig, axes = figure_axes(1, len(sizes), figsize=(3.6 * len(sizes) + 2.2, 3.8), sharey=True, squeeze=False)
     for ax, n in zip(axes[0], sizes):
         _accuracy_panel(ax, [r for r in rows if int(r["labeled_size"]) == n], x0)
         ax.set_title(f"{n} labeled images", fontsize=9)
@@ -262,7 +262,7 @@ def ece_vs_ess(rows: list[dict[str, Any]], path: str | Path) -> tuple[Path, dict
     """Held-out ECE (y) against ESS fraction (x, log scale): one line per (hidden, lr,
     calibration) through its alphas (labelled), colour = calibration, marker = (hidden, lr)."""
     arch = sorted({(r["hidden_units"], r["learning_rate"]) for r in rows})
-    fig, ax = _subplots(figsize=(8.5, 4))
+    fig, ax = figure_axes(figsize=(8.5, 4))
     for cal in CALIBRATION_COLOURS:
         for i, (h, lr) in enumerate(arch):
             sel = sorted((r for r in rows if (r["hidden_units"], r["learning_rate"], r["calibration"]) == (h, lr, cal)),
@@ -290,7 +290,7 @@ def calibration_curves(fits: list[dict[str, Any]], path: str | Path) -> tuple[Pa
     Table: one row per curve point."""
     cals = [c for c in CALIBRATION_COLOURS if any(f["calibration"] == c for f in fits)]
     arch = sorted({(f["hidden_units"], f["learning_rate"]) for f in fits})
-    fig, axes = _subplots(1, len(cals), figsize=(3.3 * len(cals), 3.6), squeeze=False)
+    fig, axes = figure_axes(1, len(cals), figsize=(3.3 * len(cals), 3.6), squeeze=False)
     for ax, cal in zip(axes[0], cals):
         ax.plot([0, 1], [0, 1], "--", color="gray", lw=0.8)
         for f in (f for f in fits if f["calibration"] == cal):
@@ -387,7 +387,7 @@ def _unit_axes(ax: Any, xlabel: str, ylabel: str) -> None:
     ax.legend(fontsize=7, loc="upper left")
 
 
-def _subplots(nrows: int = 1, ncols: int = 1, figsize: Any = None, **kw: Any) -> tuple[Figure, Any]:
+def figure_axes(nrows: int = 1, ncols: int = 1, figsize: Any = None, **kw: Any) -> tuple[Figure, Any]:
     """``pyplot.subplots`` without pyplot: a Figure on its own Agg canvas (nothing global to close)."""
     fig = Figure(figsize=figsize)
     FigureCanvasAgg(fig)

@@ -88,9 +88,9 @@ def sir_report(truth: dict[str, np.ndarray], pool: np.ndarray, raw: np.ndarray, 
 def scatter(folder: Path, truth: np.ndarray, log_w: np.ndarray, stats: dict[str, Any]) -> Path:
     """``truth_scatter.png``: estimated (y) vs true (x) log w of the held-out rows, junk (true
     w = 0) in a strip at the left; ``truth_scatter.json``: the points (junk's truth as null)."""
-    from raydgm.pipeline.plots import plt
+    from raydgm.pipeline.plots import figure_axes
     real = np.isfinite(truth)
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, ax = figure_axes(figsize=(5, 4))
     jitter = np.random.default_rng(0).uniform(-1, 1, truth.size)
     span = float(np.ptp(truth[real])) if real.sum() > 1 else 1.0
     ax.scatter(truth[real] + 0.02 * max(span, 0.1) * jitter[real], log_w[real], s=3, alpha=0.3,
@@ -110,7 +110,6 @@ def scatter(folder: Path, truth: np.ndarray, log_w: np.ndarray, stats: dict[str,
     fig.tight_layout()
     path = folder / f"{SCATTER}.png"
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     points = {"true_log_weight": [float(f"{t:.6g}") if math.isfinite(t) else None for t in truth],
               "log_weight": [float(f"{w:.6g}") for w in log_w]}
     (folder / f"{SCATTER}.json").write_text(json.dumps(points))
