@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from raydgm import resample
 from raydgm.config import SSLConfig
 from raydgm.data import labeled_subset, load_dataset
 from raydgm.models.resnet import ResNet
@@ -21,8 +22,7 @@ def data():
     (xt, yt), (xv, yv), (xs, ys) = ds.split("train"), ds.split("val"), ds.split("test")
     gen = xt[::-1][:300].copy()   # stand-in "generated" images: any uint8 of the right shape
     return ssl.SSLData(xt, yt, xv, yv, xs, ys, ds.num_classes, generated=gen,
-                       log_weights=np.linspace(-2.0, 2.0, len(gen)),
-                       resampled=np.array([3, 3, 7, 299], dtype=np.int64))
+                       log_weights=np.linspace(-2.0, 2.0, len(gen)), sir_method="systematic", sir_size=300)
 
 
 def _cfg(**changes):
@@ -120,6 +120,45 @@ def test_weighted_semantic_is_the_self_normalized_weighted_mean():
         ssl.weighted_semantic(logits, torch.zeros(2))
 
 
+def test_pool_normalized_weighting_divides_by_the_pools_mean_weight():
+    """Pool weights (3, 1, 4), mean 8/3: a batch of rows 0 and 2 gives (1/2)(9/8 L0 + 12/8 L2)."""
+    logits = torch.tensor([[0.0, 0.0], [4.0, -4.0], [1.0, 2.0]])
+    L = exactly_one(logits)
+    pool = np.log([3.0, 1.0, 4.0])
+    log_mean = ssl.log_mean_weight(pool)
+    assert log_mean == pytest.approx(math.log(8 / 3), rel=1e-12)
+    assert ssl.log_mean_weight(pool + 800.0) == pytest.approx(math.log(8 / 3) + 800.0, rel=1e-12)
+    rows = torch.tensor([0, 2])
+    got = ssl.weighted_semantic(logits[rows], torch.from_numpy(pool)[rows], log_mean).item()
+    assert got == pytest.approx(0.5 * (9 / 8 * L[0] + 12 / 8 * L[2]).item(), rel=1e-6)
+
+
+def test_batch_normalization_is_biased_and_pool_normalization_is_not_by_enumeration():
+    """A pool of 2 rows with weights (1, 3) and batches of 2 drawn uniformly with replacement
+    (4 equally likely batches). Pool value: (1 L0 + 3 L1) / 4. Self-normalized per batch:
+    E = (L0 + 2 (L0 + 3 L1) / 4 + L1) / 4 = 0.375 L0 + 0.625 L1 (biased by 0.125 (L0 - L1));
+    normalized by the pool's mean weight 2: E = exactly the pool value."""
+    logits = torch.tensor([[3.0, -3.0, -3.0], [0.5, 0.4, 0.3]])     # L0 small, L1 large
+    L = exactly_one(logits).double()
+    log_w = torch.log(torch.tensor([1.0, 3.0], dtype=torch.float64))
+    batches = [torch.tensor(b) for b in ([0, 0], [0, 1], [1, 0], [1, 1])]
+    est = {norm: float(np.mean([ssl.weighted_semantic(logits[b], log_w[b], norm).item() for b in batches]))
+           for norm in (None, math.log(2.0))}
+    pool_value = float((L[0] + 3 * L[1]) / 4)
+    assert est[math.log(2.0)] == pytest.approx(pool_value, rel=1e-6)
+    assert est[None] == pytest.approx(float(0.375 * L[0] + 0.625 * L[1]), rel=1e-6)
+    assert abs(est[None] - pool_value) == pytest.approx(float(0.125 * (L[1] - L[0])), rel=1e-5)
+    assert float(L[1] - L[0]) > 1.0      # the bias is not hidden in the tolerance
+
+
+def test_pool_normalization_changes_the_weighted_run_and_batch_is_the_default(data):
+    assert SSLConfig().weight_normalization == "batch"
+    base = dict(unlabeled="weighted", semantic_weight=2.0, epochs=1, steps_per_epoch=3)
+    batch = ssl.train(_cfg(**base), data)["history"][0]
+    pool = ssl.train(_cfg(weight_normalization="pool", **base), data)["history"][0]
+    assert batch["labeled_digest"] == pool["labeled_digest"] and batch["semantic_loss"] != pool["semantic_loss"]
+
+
 def test_recompute_batch_norm_sets_the_images_mean_and_variance_and_restores_momentum():
     model = ssl.build_model(_cfg(), (1, 8, 8), 10)
     images = torch.randint(0, 256, (40, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
@@ -199,7 +238,43 @@ def test_real_unlabeled_pool_is_the_train_split_minus_the_labeled_subset(data):
     assert np.intersect1d(t.choices, labeled).size == 0
     assert len(t.choices) + len(labeled) == len(data.train_labels)
     t = ssl._tensors(cfg.replace(unlabeled="resampled"), data, labeled, torch.device("cpu"))
-    assert np.array_equal(t.choices, data.resampled) and len(t.pool) == len(data.generated)
+    assert len(t.choices) == data.sir_size and len(t.pool) == len(data.generated)
+
+
+def _choices(cfg, data):
+    return ssl._tensors(cfg, data, ssl.validate(cfg, data), torch.device("cpu")).choices
+
+
+@pytest.mark.parametrize("seed", [0, 1, 5])
+def test_subset_has_as_many_distinct_images_as_the_same_seeds_sir_set(data, seed):
+    """The diversity-matched control: a uniform subset of the pool, without repeats, as large as
+    the seed's resampled set has distinct images (300 systematic draws on linspace(-2, 2) log w
+    keep far fewer than 300)."""
+    sir = _choices(_cfg(unlabeled="resampled", semantic_weight=1.0, seed=seed), data)
+    subset = _choices(_cfg(unlabeled="subset", semantic_weight=1.0, seed=seed), data)
+    distinct = np.unique(sir).size
+    assert len(sir) == 300 and 100 < distinct < 250
+    assert len(subset) == np.unique(subset).size == distinct
+    assert subset.min() >= 0 and subset.max() < len(data.generated)
+    assert not np.array_equal(subset, np.unique(sir))          # uniform, not the SIR set's rows
+    low, high = (np.arange(300) < 150), (np.arange(300) >= 150)
+    assert abs(low[subset].sum() - high[subset].sum()) < 0.3 * distinct    # uniform over the pool
+    assert high[sir].sum() > 2 * low[sir].sum()                           # SIR favours high weights
+
+
+def test_each_seed_draws_its_own_sir_set_and_the_same_seed_the_same_bytes(data):
+    """The SIR set is drawn per trial seed from the SIR stream (seed, 3), not shared by seeds."""
+    cfg = _cfg(unlabeled="resampled", semantic_weight=1.0)
+    draws = {s: _choices(cfg.replace(seed=s), data) for s in (0, 1, 2)}
+    assert draws[0].tobytes() == _choices(cfg.replace(seed=0), data).tobytes()
+    assert len({d.tobytes() for d in draws.values()}) == 3
+    expected = resample.resample(data.log_weights, 300, "systematic", np.random.default_rng([2, 3]))
+    assert np.array_equal(draws[2], expected)
+    peaked = _replace(data, log_weights=np.r_[np.zeros(7), 60.0, np.zeros(292)])
+    assert set(_choices(cfg, peaked)) == {7}
+    subsets = {s: _choices(cfg.replace(seed=s, unlabeled="subset"), data) for s in (0, 1)}
+    assert subsets[0].tobytes() != subsets[1].tobytes()
+    assert subsets[0].tobytes() == _choices(cfg.replace(seed=0, unlabeled="subset"), data).tobytes()
 
 
 def test_semantic_loss_makes_held_out_predictions_exactly_one(data):
@@ -359,10 +434,11 @@ def test_validate_refuses_configs_that_do_not_fit_the_data(data, changes, match)
 
 
 @pytest.mark.parametrize("unlabeled, missing", [
-    ("generated", "generated"), ("resampled", "resampled"), ("weighted", "log_weights"),
+    ("generated", "generated"), ("resampled", "log_weights"), ("subset", "log_weights"),
+    ("weighted", "log_weights"),
 ])
 def test_validate_refuses_a_missing_unlabeled_source(data, unlabeled, missing):
-    fewer = _replace(data, **({"generated": None, "log_weights": None, "resampled": None}
+    fewer = _replace(data, **({"generated": None, "log_weights": None}
                               if missing == "generated" else {missing: None}))
     with pytest.raises(ValueError, match=f"unlabeled='{unlabeled}' needs SSLData.{missing}"):
         ssl.validate(_cfg(unlabeled=unlabeled, semantic_weight=1.0), fewer)
@@ -382,13 +458,13 @@ def test_validate_refuses_real_when_every_train_row_is_labeled(data):
     ({"log_weights": np.zeros(7)}, "log_weights has 7 .*entries for 300"),
     ({"generated": np.zeros((300, 1, 16, 16), np.uint8)}, "generated: image shape"),
     ({"generated": np.zeros((300, 1, 8, 8), np.float32)}, "generated: images must have dtype uint8"),
-    ({"resampled": np.array([0, 300])}, "resampled must be .* indices in 0..299.* in 0..300"),
-    ({"generated": None, "log_weights": None}, "resampled is given without SSLData.generated"),
+    ({"sir_method": "bogus"}, "sir_method 'bogus' is not one of"),
+    ({"generated": None}, "log_weights is given without SSLData.generated"),
     ({"val_labels": np.full(180, 10)}, "val_labels must be in 0..9"),
     ({"test_labels": np.zeros(3, np.int64)}, "test_labels must be an integer array of shape"),
     ({"test_images": np.zeros((0, 1, 8, 8), np.uint8)}, "test_images"),
     ({"num_classes": 1}, "num_classes"),
-    ({"resampled": np.zeros((0,), np.int64)}, "resampled must be a non-empty"),
+    ({"sir_size": 0}, "sir_size must be an int >= 1"),
 ])
 def test_ssl_data_names_the_bad_field(data, changes, match):
     with pytest.raises(ValueError, match=match):

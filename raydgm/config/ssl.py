@@ -23,7 +23,7 @@ class ResNetConfig(Config):
         return self
 
 
-Unlabeled = Literal["none", "generated", "resampled", "weighted", "real"]
+Unlabeled = Literal["none", "generated", "resampled", "subset", "weighted", "real"]
 UNLABELED_SOURCES: tuple[str, ...] = get_args(Unlabeled)   # in this order in every summary table
 
 
@@ -45,6 +45,8 @@ class SSLTrainingConfig(Config):
     lr_schedule: Literal["constant", "cosine"] = "constant"   # cosine: per step, to 0 at the last step
     semantic_rampup_epochs: float = Field(0.0, ge=0.0)   # semantic weight x exp(-5 (1 - t)^2), t: 0 -> 1
     weight_decay: float = Field(0.0, ge=0.0)
+    # weighted: w_i / sum_batch w (self-normalized per batch, biased) or w_i / (B mean_pool w)
+    weight_normalization: Literal["batch", "pool"] = "batch"
     augment: Literal["none", "crop", "crop_flip"] = "crop"   # training batches only; no flips for digits
     eval_batch_size: int = Field(500, ge=1)
     device: str = "cpu"
@@ -56,9 +58,11 @@ class SSLConfig(SSLTrainingConfig):
     images.
 
     ``unlabeled``: ``none`` (supervised only), ``generated`` (raw samples), ``resampled``
-    (the SIR set of the resample stage), ``weighted`` (raw samples, each semantic loss times
-    its self-normalized importance weight within the batch) or ``real`` (the train split's
-    rows outside the labeled subset, labels unused). The labeled subset is fixed by
+    (an SIR set drawn per seed from the resample stage's used weights), ``subset`` (a uniform
+    random subset of the raw samples with as many distinct images as that seed's SIR set: the
+    diversity-matched control for ``resampled``), ``weighted`` (raw samples, each semantic loss
+    times its importance weight, normalized as ``weight_normalization`` says) or ``real`` (the
+    train split's rows outside the labeled subset, labels unused). The labeled subset is fixed by
     (``labeled_size``, ``seed``). An epoch is ``steps_per_epoch`` steps of one labeled and
     one unlabeled batch (None: one pass over the real train split's size).
     """

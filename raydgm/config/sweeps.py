@@ -33,7 +33,7 @@ def check_grid_axes(cfg: Config, names: Iterable[str]) -> None:
             raise ValueError(f"{name} lists a value twice: {list(values)}")
 
 
-WEIGHTED_SOURCES = {"resampled", "weighted"}   # unlabeled sources chosen with the density ratio
+WEIGHTED_SOURCES = {"resampled", "subset", "weighted"}   # unlabeled sources chosen (or sized) with the density ratio
 GENERATED_SOURCES = {"generated", *WEIGHTED_SOURCES}   # sources drawn from a generator's samples
 NO_GENERATOR = "-"   # the generator of the arms that use none (unlabeled none and real)
 GRID_KEYS = ("generator", "labeled_size", "unlabeled", "semantic_weight", "seed")   # one trial's grid values
@@ -115,7 +115,7 @@ class SweepConfig(Config):
         if self.pipeline.density_ratio.features == "domain" and set(self.unlabeled) & WEIGHTED_SOURCES:
             raise ValueError(
                 "pipeline.density_ratio.features=domain leaks labels into the weights: the domain CNN "
-                "is trained on every train label, so resampled / weighted images for a trial given "
+                "is trained on every train label, so resampled / subset / weighted images for a trial given "
                 f"{min(self.labeled_sizes)} labels would be chosen with the other labels' information. "
                 "Use a label-free extractor (autoencoder, inception or pixels); domain may still score "
                 "samples (quality.features)")
@@ -146,7 +146,7 @@ class SweepConfig(Config):
     def trials(self) -> list[SSLTrial]:
         """Every trial, by labeled size, then arm (source, generator, weight), then seed; each
         ``SSLConfig`` built once, here. ``none`` runs once per (labeled size, seed), at weight 0;
-        ``none`` and ``real`` use no generator; generated, resampled and weighted run per generator."""
+        ``none`` and ``real`` use no generator; generated, resampled, subset and weighted run per generator."""
         arms: list[tuple[str, str, float]] = []
         for source in self.unlabeled:
             if source == "none":

@@ -84,9 +84,10 @@ def check_labeled_sizes(cfg: SweepConfig, dataset: Dataset) -> None:
 
 def ssl_data(dataset: Dataset, arts: Mapping[str, dict[str, Any]]) -> dict[str, ssl.SSLData]:
     """Generator name -> the arrays its trials need: the real splits and that generator's
-    resample-stage pool (its generated images, used log-weights and SIR set, indices into
-    those images); ``NO_GENERATOR`` -> the real splits alone. Every unlabeled source draws
-    from its generator's one pool; the sweep recomputes no weight. The real arrays are shared
+    resample-stage pool (its generated images and used log-weights, and the stage's SIR
+    method and number of draws: each trial draws its own SIR set from these weights, per seed,
+    ``ssl_batches.generated_choices``); ``NO_GENERATOR`` -> the real splits alone. Every
+    unlabeled source draws from its generator's one pool; the sweep recomputes no weight. The real arrays are shared
     (Ray's object store holds them once)."""
     split = {name: dataset.split(name) for name in ("train", "val", "test")}
     real = dict(train_images=split["train"][0], train_labels=split["train"][1],
@@ -100,9 +101,9 @@ def ssl_data(dataset: Dataset, arts: Mapping[str, dict[str, Any]]) -> dict[str, 
             raise ValueError(f"generator {name!r}: samples and the resample stage's weights cover "
                              "different sample ids; rerun the pipeline in a fresh RAYDGM_HOME")
         pool = used["in_pool"]
-        counts = used["count"][pool]
+        sir = json.loads(a["resample"].file("summary.json").read_text())
         out[name] = ssl.SSLData(**real, generated=images[pool], log_weights=used["log_weight"][pool],
-                                resampled=np.repeat(np.arange(len(counts), dtype=np.int64), counts))
+                                sir_method=sir["method"], sir_size=int(used["count"][pool].sum()))
     return out
 
 

@@ -8,19 +8,21 @@ weights (:func:`recompute_batch_norm`); loss = CE(f(x_l), y_l)
 + lambda_t S(x_u), lambda_t the semantic weight, ramped up over ``semantic_rampup_epochs``
 (:func:`semantic_weight_at`), Adam's lr constant or cosine per step (:func:`learning_rate_at`),
 where S is the exactly-one semantic loss (Xu et al. 2018; ``raydgm.semantic_loss``)
-averaged over x_u, or for ``unlabeled="weighted"`` its self-normalized importance-weighted
-average sum_i softmax(log w_u)_i L_i (Grover et al. 2019, Sec. 4), see
-:func:`weighted_semantic`. Unlabeled pools: ``generated`` (raw samples), ``resampled``
-(raw samples at ``SSLData.resampled``, with repeats), ``weighted`` (raw samples), ``real``
-(train rows outside the labeled subset, labels never read), drawn uniformly with
-replacement. Labeled batches cycle through per-epoch permutations of the subset, fixed by
+averaged over x_u, or for ``unlabeled="weighted"`` its importance-weighted average
+(Grover et al. 2019, Sec. 4), normalized per batch or by the pool's mean weight
+(``weight_normalization``, :func:`weighted_semantic`). Unlabeled pools: ``generated`` (raw
+samples), ``resampled`` (raw samples at the seed's own SIR set, with repeats), ``subset``
+(a uniform subset of the raw samples, as many distinct ones as that SIR set), ``weighted``
+(raw samples), ``real`` (train rows outside the labeled subset, labels never read), drawn
+uniformly with replacement (``ssl_batches.generated_choices``). Labeled batches cycle through per-epoch permutations of the subset, fixed by
 (labeled_size, seed) for the whole run (the 2023 thesis re-drew it every epoch).
 
 Randomness: initial weights from torch's generator seeded by (seed, 0) under
 ``fork_rng`` (global state untouched); epoch e (0-based) draws its labeled batches (the
 permutation, then the labeled augmentation) from ``np.random.default_rng([seed, 1, e])`` and
 its unlabeled draws and their augmentation from ``np.random.default_rng([seed, 2, e])``
-(:func:`epoch_plans`), so every arm of a seed (``none``, ``generated``, ...) sees the same
+(:func:`epoch_plans`); the SIR set of ``resampled`` and the subset of ``subset`` are drawn
+once per run from ``[seed, 3]`` and ``[seed, 4]``, so every arm of a seed (``none``, ``generated``, ...) sees the same
 labeled batches, pixel for pixel. Training draws nothing else, and the learning rate and
 semantic weight of a step are pure functions of its global step (:func:`learning_rate_at`,
 :func:`semantic_weight_at`), so a run resumed from an epoch-k checkpoint ends with the same
@@ -49,10 +51,10 @@ from raydgm.calibration import top_label
 from raydgm.config import SSLConfig
 from raydgm.data import labeled_subset
 from raydgm.models.resnet import ResNet
-from raydgm.semantic_loss import exactly_one
+from raydgm.semantic_loss import exactly_one, log_mean_weight, weighted_semantic  # noqa: F401 (public here)
 from raydgm.training.common import check_finite_loss, derived_seed
-from raydgm.training.ssl_batches import (Plan, augment, index_digest, labeled_plan,  # noqa: F401 (augment: public here)
-                                         unlabeled_plan)
+from raydgm.training.ssl_batches import (Plan, augment, generated_choices, index_digest,  # noqa: F401 (augment)
+                                         labeled_plan, unlabeled_plan)
 from raydgm.training.ssl_data import SSLData
 from raydgm.training.ssl_norm import bn_rows, labeled_statistics, recompute_batch_norm
 
@@ -87,8 +89,8 @@ def validate(cfg: SSLConfig, data: SSLData) -> np.ndarray:
     if source == "none" and cfg.semantic_weight > 0:
         raise ValueError(f"semantic_weight={cfg.semantic_weight} needs an unlabeled source, but "
                          "unlabeled='none'; set semantic_weight=0 or choose unlabeled")
-    needs = {"generated": ("generated",), "resampled": ("generated", "resampled"),
-             "weighted": ("generated", "log_weights")}.get(source, ())
+    needs = {"generated": ("generated",), "resampled": ("generated", "log_weights"),
+             "subset": ("generated", "log_weights"), "weighted": ("generated", "log_weights")}.get(source, ())
     for name in needs:
         if getattr(data, name) is None:
             raise ValueError(f"unlabeled={source!r} needs SSLData.{name}, which is None")
@@ -115,20 +117,6 @@ def build_model(cfg: SSLConfig, image_shape: tuple[int, int, int], num_classes: 
         return ResNet(tuple(image_shape), num_classes, depth=cfg.model.depth, width=cfg.model.width)
 
 
-def weighted_semantic(logits: torch.Tensor, log_weights: torch.Tensor) -> torch.Tensor:
-    """Self-normalized importance-weighted semantic loss sum_i softmax(log_w)_i * L_i, a scalar.
-
-    logits: float (B, K); log_weights: finite float (B,) log importance weights of the same
-    rows (any constant offset cancels). L_i = ``exactly_one(logits)[i]``. Equal log-weights
-    give the plain mean; the softmax is taken in float64, so no weight overflows.
-    """
-    if log_weights.shape != logits.shape[:1]:
-        raise ValueError(f"log_weights must have shape ({logits.shape[0]},) to match the logits, "
-                         f"got {tuple(log_weights.shape)}")
-    w = torch.softmax(log_weights.to(torch.float64), dim=0).to(logits.dtype)   # (B,), sums to 1
-    return (w * exactly_one(logits)).sum()
-
-
 @dataclass(frozen=True, eq=False)
 class _Tensors:
     """``SSLData`` on the training device, plus the labeled subset and the unlabeled pool."""
@@ -138,6 +126,7 @@ class _Tensors:
     pool: torch.Tensor | None          # uint8 (P, C, H, W) unlabeled images; None for 'none'
     choices: np.ndarray | None         # int64 indices into pool, drawn from uniformly
     log_w: torch.Tensor | None         # float64 (P,) for 'weighted'
+    log_norm: float | None             # 'weighted' with weight_normalization 'pool': log mean_pool w
     val: tuple[torch.Tensor, torch.Tensor]   # images, labels
     test: tuple[torch.Tensor, torch.Tensor]
 
@@ -148,14 +137,17 @@ def _tensors(cfg: SSLConfig, data: SSLData, labeled: np.ndarray, device: torch.d
             warnings.filterwarnings("ignore", message=".*not writable.*")
             return torch.from_numpy(np.ascontiguousarray(a)).to(device)
     train_x = put(data.train_images)
-    pool, choices, log_w = None, None, None
+    pool, choices, log_w, log_norm = None, None, None, None
     if cfg.unlabeled == "real":
         pool, choices = train_x, np.setdiff1d(np.arange(len(train_x)), labeled).astype(np.int64)
     elif cfg.unlabeled != "none":
         pool = put(data.generated)
-        choices = data.resampled if cfg.unlabeled == "resampled" else np.arange(len(pool), dtype=np.int64)
-        log_w = put(data.log_weights) if cfg.unlabeled == "weighted" else None
-    return _Tensors(train_x, put(data.train_labels), labeled, pool, choices, log_w,
+        choices = generated_choices(cfg.unlabeled, data.log_weights, data.sir_size, data.sir_method, cfg.seed,
+                                    len(data.generated))
+        if cfg.unlabeled == "weighted":
+            log_w = put(data.log_weights)
+            log_norm = log_mean_weight(data.log_weights) if cfg.weight_normalization == "pool" else None
+    return _Tensors(train_x, put(data.train_labels), labeled, pool, choices, log_w, log_norm,
                     (put(data.val_images), put(data.val_labels)),
                     (put(data.test_images), put(data.test_labels)))
 
@@ -272,7 +264,7 @@ def _train_epoch(model: ResNet, opt: torch.optim.Optimizer, cfg: SSLConfig, t: "
         ce = F.cross_entropy(logits, y)
         sem = torch.zeros((), device=logits.device)
         if u_logits is not None:
-            sem = weighted_semantic(u_logits, lws[s]) if lws is not None else exactly_one(u_logits).mean()
+            sem = weighted_semantic(u_logits, lws[s], t.log_norm) if lws is not None else exactly_one(u_logits).mean()
         loss = ce + semantic_weight_at(cfg, g, steps) * sem
         opt.zero_grad(set_to_none=True)
         loss.backward()

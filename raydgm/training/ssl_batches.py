@@ -8,6 +8,13 @@ their unlabeled source see the same labeled batches (docs/design.md, "Statistics
 - unlabeled stream ``np.random.default_rng([seed, 2, epoch])``: the unlabeled pool indices
   (uniform, with replacement), then their crop offsets.
 
+Which rows of the generated pool a seed's unlabeled draws choose from is fixed once per seed
+(:func:`generated_choices`): the ``resampled`` source's SIR set is drawn from the SIR stream
+``np.random.default_rng([seed, 3])`` (:func:`sir_draw`), and the ``subset`` source's uniform
+subset, as many distinct rows as that SIR set has, from ``np.random.default_rng([seed, 4])``
+(:func:`subset_draw`). So the SIR draw's randomness varies with the seed, and lies inside the
+seed-paired intervals, instead of one draw shared by every seed.
+
 A plan holds only indices and offsets (a few int arrays); ``Plan.images(s)`` gathers and crops
 step s's images on the fly. Imports no other raydgm training module.
 """
@@ -20,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch.nn import functional as F
+
+from raydgm import resample
 
 AUGMENTS = ("none", "crop", "crop_flip")
 
@@ -112,6 +121,36 @@ def unlabeled_plan(pool: torch.Tensor, choices: np.ndarray, *, steps: int, batch
     rng = np.random.default_rng([seed, 2, epoch])
     order = choices[rng.integers(0, len(choices), size=steps * batch)]
     return Plan(pool, order, draw_crops(len(order), augment, pool.shape[2], rng), batch)
+
+
+def sir_draw(log_weights: np.ndarray, size: int, method: str, seed: int) -> np.ndarray:
+    """Seed ``seed``'s SIR set: int64 (size,) indices into float (M,) ``log_weights``, with
+    repeats, drawn by ``method`` (``raydgm.resample.resample``, eq. 1) from the SIR stream
+    ``np.random.default_rng([seed, 3])``: same seed, same bytes."""
+    return resample.resample(log_weights, size, method, np.random.default_rng([seed, 3])).astype(np.int64)
+
+
+def subset_draw(pool_size: int, distinct: int, seed: int) -> np.ndarray:
+    """Seed ``seed``'s uniform subset: ``distinct`` sorted distinct int64 indices in
+    0..pool_size-1 (without replacement), from ``np.random.default_rng([seed, 4])``."""
+    if not 1 <= distinct <= pool_size:
+        raise ValueError(f"a subset of {distinct} distinct rows of a pool of {pool_size} cannot be drawn")
+    return np.sort(np.random.default_rng([seed, 4]).choice(pool_size, size=distinct, replace=False)).astype(np.int64)
+
+
+def generated_choices(source: str, log_weights: np.ndarray | None, size: int | None, method: str,
+                      seed: int, pool_size: int) -> np.ndarray:
+    """int64 indices into a generated pool of ``pool_size`` rows that the unlabeled draws of
+    ``source`` choose from (uniformly, repeats counting): every row for ``generated`` and
+    ``weighted``; seed ``seed``'s SIR set of ``size`` draws (None: ``pool_size``) from the
+    float (pool_size,) ``log_weights`` for ``resampled``; for ``subset``, a uniform subset
+    with as many distinct rows as that SIR set (the diversity-matched control)."""
+    if source in ("generated", "weighted"):
+        return np.arange(pool_size, dtype=np.int64)
+    if source not in ("resampled", "subset") or log_weights is None:
+        raise ValueError(f"unlabeled={source!r}: no generated choices (resampled and subset need log-weights)")
+    sir = sir_draw(log_weights, size or pool_size, method, seed)
+    return sir if source == "resampled" else subset_draw(pool_size, int(np.unique(sir).size), seed)
 
 
 def index_digest(indices: np.ndarray) -> int:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from raydgm._names import RESAMPLE_METHODS
 from raydgm.data import check_images, check_labels
 
 
@@ -19,8 +20,11 @@ class SSLData:
             (C, H, W) for all; train_labels, ...: int (N,) in 0..num_classes-1, kept as int64.
         num_classes: K >= 2.
         generated: uint8 (M, C, H, W) raw generated samples, the real images' (C, H, W).
-        log_weights: finite float, M entries (kept as float64 (M,)): log w of ``generated``.
-        resampled: int (R,), R >= 1, indices into ``generated`` (the SIR set, with repeats).
+        log_weights: finite float, M entries (kept as float64 (M,)): log w of ``generated``
+            (the resample stage's used weights: flattened, smoothed, clipped).
+        sir_method: the SIR scheme (``raydgm.resample.METHODS``) of the per-seed draw of the
+            ``resampled`` and ``subset`` sources (``ssl_batches.sir_draw``).
+        sir_size: draws per SIR set, >= 1; None: M (as many as the pool).
     """
 
     train_images: np.ndarray
@@ -32,7 +36,8 @@ class SSLData:
     num_classes: int
     generated: np.ndarray | None = None
     log_weights: np.ndarray | None = None
-    resampled: np.ndarray | None = None
+    sir_method: str = "systematic"
+    sir_size: int | None = None
 
     def __post_init__(self) -> None:
         k = self.num_classes
@@ -53,9 +58,8 @@ class SSLData:
 
     def _check_generated(self, shape: tuple[int, ...]) -> None:
         if self.generated is None:
-            for name in ("log_weights", "resampled"):
-                if getattr(self, name) is not None:
-                    raise ValueError(f"SSLData.{name} is given without SSLData.generated")
+            if self.log_weights is not None:
+                raise ValueError("SSLData.log_weights is given without SSLData.generated")
             return
         check_images(self.generated, "SSLData.generated")
         m = len(self.generated)
@@ -71,11 +75,8 @@ class SSLData:
                 raise ValueError(f"SSLData.log_weights: {int((~np.isfinite(lw)).sum())} of {m} "
                                  "entries are NaN or infinite")
             object.__setattr__(self, "log_weights", lw.astype(np.float64, copy=False))
-        if self.resampled is not None:
-            idx = np.asarray(self.resampled)
-            if (idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer)
-                    or idx.min() < 0 or idx.max() >= m):
-                raise ValueError(f"SSLData.resampled must be a non-empty 1-D integer array of indices "
-                                 f"in 0..{m - 1} (the generated images), found {idx.dtype} {idx.shape}"
-                                 + (f" in {idx.min()}..{idx.max()}" if idx.size else ""))
-            object.__setattr__(self, "resampled", idx.astype(np.int64, copy=False))
+        if self.sir_method not in RESAMPLE_METHODS:
+            raise ValueError(f"SSLData.sir_method {self.sir_method!r} is not one of {', '.join(RESAMPLE_METHODS)}")
+        size = self.sir_size
+        if size is not None and (not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1):
+            raise ValueError(f"SSLData.sir_size must be an int >= 1 or None, got {size!r}")
