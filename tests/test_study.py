@@ -291,3 +291,17 @@ def test_format_summary_and_table_6_4_show_ece():
                     "generated": "0.090 [0.065, 0.115]; Δ none **+0.040 [+0.015, +0.065]**",
                     "resampled": "0.050 [0.025, 0.075]; Δ none +0.000 [-0.025, +0.025]; "
                                  "Δ gen **-0.040 [-0.040, -0.040]**"}
+
+
+def test_table_6_3_gives_the_raw_weights_beside_the_used_ones():
+    q = {"features": "domain", "rows": [{"set": "raw", "fid_mean": 30.0, "fid_std": 1.0}]}
+    summary = {"alpha": 0.3712, "ess_fraction_raw": 0.00032, "khat_raw": 1.271, "ess_fraction_used": 0.1,
+               "khat_used": 0.49, "truth": {"class_tv_alpha1": 0.2614, "class_tv_used": 0.131}}
+    weights = {"skewed": summary, "vae": {k: v for k, v in summary.items() if k != "truth"}}
+    lines = study.table_6_3({"skewed": q, "vae": q}, weights=weights).splitlines()
+    start = lines.index("| generator | alpha | ESS fraction | k-hat | class TV after SIR (truth) |")
+    assert lines[start + 2:start + 6] == ["| skewed | 1 (raw) | 0.0003 | 1.27 | 0.261 |",
+                                          "| skewed | 0.371 (used) | 0.1000 | 0.49 | 0.131 |",
+                                          "| vae | 1 (raw) | 0.0003 | 1.27 | – |",
+                                          "| vae | 0.371 (used) | 0.1000 | 0.49 | – |"]
+    assert "alpha" not in study.table_6_3({"vae": q})              # no weights given: quality alone

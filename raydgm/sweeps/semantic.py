@@ -13,10 +13,12 @@
    with, when it finishes, its test predictions (``test_predictions.npy``, int8 per test
    image) and its reliability curves at the reported epoch (step-indexed metrics, see
    ``raydgm.tracking.curves``; ``reliability.png`` / ``.json``);
-4. print and log the statistics (``raydgm.sweeps.study``): per arm, test accuracy and test
-   ECE with 95% intervals and paired differences vs ``none`` and vs ``generated``; the
-   thesis-shaped tables (Table 6.4: accuracy and ECE at the weight selected on validation;
-   Table 6.3: sample quality per generator); the plot of test accuracy vs semantic weight and
+4. print and log the statistics (``raydgm.sweeps.study``, ``raydgm.sweeps.primary``): the
+   declared primary comparisons, Holm-adjusted (``primary.md``, ``primary.csv``); per arm
+   (exploratory), test accuracy and test ECE with 95% intervals and paired differences vs
+   ``none`` and vs ``generated``; the thesis-shaped tables (Table 6.4: accuracy and ECE at the
+   weight selected on validation; Table 6.3: sample quality per generator, and the raw
+   weights (alpha = 1) beside the used ones); the plot of test accuracy vs semantic weight and
    each arm's reliability curve pooled over seeds (``reliability_by_arm.png``).
 
 Each invocation is one MLflow parent run in the experiment named after the sweep; stage
@@ -43,7 +45,7 @@ from raydgm.config import ConfigError, SSLTrial, SweepConfig, TrackingConfig
 from raydgm.config.sweeps import NO_GENERATOR
 from raydgm.data import Dataset, labeled_subset
 from raydgm.pipeline import calibration_plots, plots, tables
-from raydgm.sweeps import study
+from raydgm.sweeps import primary, study
 from raydgm.sweeps.tuning import (Log, Parent, Progress, SweepResult, checked_data, checkpoint_state,
                                   finished, last_state, prologue, report, run_pipeline_only,
                                   trial_resources, tune_grid, write_csv, write_tables)
@@ -247,12 +249,14 @@ def run_semantic_sweep(cfg: SweepConfig, resume: bool = False, log: Log = print,
               for r in ok]
     curves_by_trial = [checkpoint_state(r.checkpoint)["calibration"]["test"]["curve"] for r in ok]
     quality_reports = {g: json.loads(a["quality"].file("quality.json").read_text()) for g, a in arts.items()}
-    rows, selected = study.summarize(trials), study.select_weights(trials)
-    tables_md = {"summary.md": study.format_summary(rows), "table_6_4.md": study.table_6_4(selected),
-                 "table_6_3.md": study.table_6_3(quality_reports)}
+    weights = {g: json.loads(a["resample"].file("summary.json").read_text()) for g, a in arts.items()}
+    rows, selected, primaries = study.summarize(trials), study.select_weights(trials), primary.primary_comparisons(trials)
+    tables_md = {"primary.md": primary.format_primary(primaries), "summary.md": study.format_summary(rows),
+                 "table_6_4.md": study.table_6_4(selected),
+                 "table_6_3.md": study.table_6_3(quality_reports, weights=weights)}
     table = "\n\n".join(tables_md.values())
-    _write_summary(folder, parent.run, rows, selected, trials, tables_md, data[NO_GENERATOR].test_labels,
-                   arm_curves(rows, trials, curves_by_trial))
+    _write_summary(folder, parent.run, rows, {"selected.csv": selected, "primary.csv": primaries}, trials, tables_md,
+                   data[NO_GENERATOR].test_labels, arm_curves(rows, trials, curves_by_trial))
     return SweepResult(rows, trials, table, folder, parent.run_id, uri, parent.experiment_id)
 
 
@@ -269,16 +273,19 @@ def arm_curves(rows: list[dict], trials: list[dict], trial_curves: list[dict]) -
             for r in rows]
 
 
-def _write_summary(folder: Path, run: tracking.Run | None, rows: list[dict], selected: list[dict],
+def _write_summary(folder: Path, run: tracking.Run | None, rows: list[dict], csvs: dict[str, list[dict]],
                    trials: list[dict], tables_md: dict[str, str], test_labels: np.ndarray,
                    arms: list[dict]) -> None:
-    """summary.md / summary.csv / selected.csv / trials.json, the thesis-shaped tables, the
+    """summary.md / summary.csv / ``csvs`` (selected.csv, primary.csv) / trials.json, the
+    thesis-shaped tables and the primary comparisons (primary.md), the
     accuracy plot, each arm's reliability curve (``reliability_by_arm``) and the test labels
     (``test_labels.npy``, int8: what the trials' predictions are scored against, for McNemar),
     in ``folder/summary`` and the parent run, which also gets the summary rows as a table
     (``summary.json``: typed columns, read back by ``compare.summary_disagreements``)."""
     out = write_tables(folder, rows, trials, tables_md["summary.md"])
-    write_csv(out / "selected.csv", selected)
+    for name, table in csvs.items():
+        if table:
+            write_csv(out / name, table)
     np.save(out / LABELS, test_labels.astype(np.int8), allow_pickle=False)
     for name, text in tables_md.items():
         (out / name).write_text(text + "\n")
@@ -288,7 +295,7 @@ def _write_summary(folder: Path, run: tracking.Run | None, rows: list[dict], sel
         (out / f"{name}.json").write_text(json.dumps(data))
     if run is None:
         return
-    for name in ("summary.csv", "selected.csv", "trials.json", LABELS, *tables_md):
+    for name in ("summary.csv", *(c for c, t in csvs.items() if t), "trials.json", LABELS, *tables_md):
         run.file(out / name)
     for name, (png, data) in figures.items():
         run.file(png)

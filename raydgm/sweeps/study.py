@@ -20,11 +20,12 @@ and the labeled batches in every arm, so an arm is compared with a reference arm
 differences over the k seeds both have, d_s = acc_arm(s) - acc_ref(s), and the paired t
 interval mean(d) ± t_{(1+level)/2, k-1} * sd(d) / sqrt(k) (sd with ddof=1). References:
 ``none`` of the same labeled size (for every other source) and ``generated`` of the same
-generator and labeled size (for resampled and weighted; at the same weight in ``summarize``,
-at generated's own selected weight in ``select_weights``). Tables mark a difference (bold)
-only when its interval excludes 0.
+generator and labeled size (for resampled, subset and weighted; at the same weight in
+``summarize``, at generated's own selected weight in ``select_weights``). Tables mark a
+difference (bold) only when its interval excludes 0. These tables are exploratory: the
+declared primary comparisons, Holm-adjusted, are ``raydgm.sweeps.primary``'s.
 
-Row order everywhere: labeled size, then source (none, generated, resampled, weighted, real),
+Row order everywhere: labeled size, then source (none, generated, resampled, subset, weighted, real),
 then generator in first-seen order of the trials (none and real have only "-"), then weight.
 """
 from __future__ import annotations
@@ -205,7 +206,7 @@ def select_weights(trials: Iterable[Mapping[str, Any]], level: float = 0.95) -> 
     groups: dict[tuple[str, int, str], dict[float, Seeds]] = {}
     for (g, n, u, w), seeds in arms.items():
         groups.setdefault((g, n, u), {})[w] = seeds
-    chosen = {key: _select(by_weight) for key, by_weight in groups.items()}
+    chosen = {key: select_weight(by_weight) for key, by_weight in groups.items()}
     rows = []
     for g, n, u in _order(groups):
         seeds = groups[(g, n, u)][chosen[(g, n, u)]]
@@ -219,7 +220,7 @@ def select_weights(trials: Iterable[Mapping[str, Any]], level: float = 0.95) -> 
     return rows
 
 
-def _select(by_weight: Mapping[float, Seeds]) -> float:
+def select_weight(by_weight: Mapping[float, Seeds]) -> float:
     """The weight whose seeds have the best mean val_accuracy; ties (TIE_ATOL) -> the smallest."""
     means = {w: float(np.mean([t["val_accuracy"] for t in s.values()])) for w, s in by_weight.items()}
     best = max(means.values())
@@ -229,13 +230,14 @@ def _select(by_weight: Mapping[float, Seeds]) -> float:
 # --------------------------------------------------------------------------- tables
 
 
-LEGEND = ("Δ: seed-paired difference (arm − reference over the seeds both have), mean [95% t "
+LEGEND = ("Exploratory (no multiplicity correction; the primary comparisons are in primary.md). Δ: "
+          "seed-paired difference (arm − reference over the seeds both have), mean [95% t "
           "interval]; **bold**: the interval excludes 0; – : no reference; no [ ] part: under 2 paired seeds.")
 ECE_LEGEND = (" ECE: top-label expected calibration error on the test split at the reported epoch, 15 "
               "equal-width confidence bins (lower is better).")
 
 
-def _interval(mean: float, lo: float, hi: float, digits: int = 3, signed: bool = False) -> str:
+def format_interval(mean: float, lo: float, hi: float, digits: int = 3, signed: bool = False) -> str:
     """"0.912 [0.901, 0.923]" ("+0.010 [...]" when ``signed``); the mean alone without an
     interval; "–" for a NaN mean."""
     if not np.isfinite(mean):
@@ -252,7 +254,7 @@ def _difference(row: Mapping[str, Any], name: str, digits: int = 3, prefix: str 
     """The <prefix>diff_vs_<name> cell: signed interval, bold when it excludes 0, "(k pairs)" when
     fewer seeds were paired than the row has."""
     mean, lo, hi = (row[f"{prefix}diff_vs_{name}_{k}"] for k in ("mean", "lo", "hi"))
-    text = _interval(mean, lo, hi, digits, signed=True)
+    text = format_interval(mean, lo, hi, digits, signed=True)
     if excludes_zero(lo, hi):
         text = f"**{text}**"
     pairs = row[f"{prefix}diff_vs_{name}_pairs"]
@@ -271,10 +273,10 @@ def format_summary(rows: Sequence[Mapping[str, Any]], digits: int = 3) -> str:
     lines = [head + " seeds |", "|---:|---|---|---:|---|---|---|" + "---|---|---|" * ece + "---:|"]
     for r in rows:
         cells = [str(r["labeled_size"]), r["generator"], r["unlabeled"], f"{r['semantic_weight']:g}",
-                 _interval(r["test_accuracy_mean"], r["test_accuracy_lo"], r["test_accuracy_hi"], digits),
+                 format_interval(r["test_accuracy_mean"], r["test_accuracy_lo"], r["test_accuracy_hi"], digits),
                  _difference(r, "none", digits), _difference(r, "generated", digits)]
         if ece:
-            cells += [_interval(r["test_ece_mean"], r["test_ece_lo"], r["test_ece_hi"], digits),
+            cells += [format_interval(r["test_ece_mean"], r["test_ece_lo"], r["test_ece_hi"], digits),
                       _difference(r, "none", digits, "ece_"), _difference(r, "generated", digits, "ece_")]
         lines.append("| " + " | ".join(cells + [str(r["seeds"])]) + " |")
     return "\n".join(lines + ["", LEGEND + ECE_LEGEND * ece])
@@ -283,8 +285,8 @@ def format_summary(rows: Sequence[Mapping[str, Any]], digits: int = 3) -> str:
 def table_6_4(selected: Sequence[Mapping[str, Any]], digits: int = 3) -> str:
     """Thesis Table 6.4 from ``select_weights``'s rows: one row per (generator, source) (none
     first and real last, once, generator "-"; per generator: generated, resampled, weighted),
-    one column per labeled size. Cell: test accuracy mean [95% t interval] at the selected
-    weight, "w=<weight>", and for resampled / weighted "Δ gen" (vs generated at its own
+    one column per labeled size (per generator: generated, resampled, subset, weighted). Cell:
+    test accuracy mean [95% t interval] at the selected weight, "w=<weight>", and for resampled / subset / weighted "Δ gen" (vs generated at its own
     selected weight), bold when its interval excludes 0; "–" where the sweep has no row. With
     ECE (``select_weights`` rows from trials with test_ece), a second table below: test ECE at the
     same selected weight, with "Δ none" and (resampled / weighted) "Δ gen"."""
@@ -297,7 +299,7 @@ def table_6_4(selected: Sequence[Mapping[str, Any]], digits: int = 3) -> str:
             raise ValueError(f"two selected rows for {r['generator']}, {r['unlabeled']}, {r['labeled_size']}")
         cell[r["labeled_size"]] = r
     sizes = sorted({r["labeled_size"] for r in selected})
-    rank = {s: i for i, s in enumerate(("none", "generated", "resampled", "weighted", "real"))}
+    rank = {s: i for i, s in enumerate(UNLABELED_SOURCES)}
     first = {g: i for i, g in enumerate(dict.fromkeys(g for g, _ in cells))}
     order = sorted(cells, key=lambda k: (k[1] == "real", k[1] != "none", first[k[0]], rank[k[1]]))
     head = ["| generator | unlabeled | " + " | ".join(f"{n} labeled" for n in sizes) + " |",
@@ -308,7 +310,8 @@ def table_6_4(selected: Sequence[Mapping[str, Any]], digits: int = 3) -> str:
                                                 for n in sizes) + " |" for g, u in order]
     legend = ("Test accuracy at the weight w selected on mean validation accuracy over seeds, mean "
               "[95% t interval over seeds]. Δ gen: seed-paired difference vs generated at its own "
-              "selected weight (same generator and labeled size); **bold**: its interval excludes 0.")
+              "selected weight (same generator and labeled size); **bold**: its interval excludes 0. "
+              "Exploratory: the primary comparisons, Holm-adjusted, are in primary.md.")
     lines = ["Table 6.4: test accuracy at the semantic weight selected on validation accuracy", "",
              *head, *body(_cell_6_4), "", legend]
     if "test_ece_mean" in selected[0]:
@@ -320,7 +323,7 @@ def table_6_4(selected: Sequence[Mapping[str, Any]], digits: int = 3) -> str:
 
 
 def _cell_6_4(r: Mapping[str, Any], digits: int) -> str:
-    text = (f"{_interval(r['test_accuracy_mean'], r['test_accuracy_lo'], r['test_accuracy_hi'], digits)}"
+    text = (f"{format_interval(r['test_accuracy_mean'], r['test_accuracy_lo'], r['test_accuracy_hi'], digits)}"
             f" w={r['selected_weight']:g}")
     if r["unlabeled"] in VS_GENERATED:
         text += f"; Δ gen {_difference(r, 'generated', digits)}"
@@ -328,7 +331,7 @@ def _cell_6_4(r: Mapping[str, Any], digits: int) -> str:
 
 
 def _cell_6_4_ece(r: Mapping[str, Any], digits: int) -> str:
-    text = _interval(r["test_ece_mean"], r["test_ece_lo"], r["test_ece_hi"], digits)
+    text = format_interval(r["test_ece_mean"], r["test_ece_lo"], r["test_ece_hi"], digits)
     if r["unlabeled"] != "none":
         text += f"; Δ none {_difference(r, 'none', digits, 'ece_')}"
     if r["unlabeled"] in VS_GENERATED:
@@ -340,14 +343,16 @@ QUALITY_COLUMNS = (("is", "IS"), ("fid", "FID"), ("kid", "KID"))
 FLOOR_SET = "real train"
 
 
-def table_6_3(quality: Mapping[str, Mapping[str, Any]], weighted: bool = False) -> str:
+def table_6_3(quality: Mapping[str, Mapping[str, Any]], weighted: bool = False,
+              weights: Mapping[str, Mapping[str, Any]] | None = None) -> str:
     """Thesis Table 6.3: ``quality`` maps generator name -> its quality stage's quality.json
     (``raydgm.pipeline.report.build``: "rows" with "set" and <metric>_mean / _std, and
     "features"). Rows per generator: reference (the "real train" floor: real train vs real
     test), raw, each resampled (<method>) set present, and importance-weighted when
     ``weighted``; columns IS, FID, KID as mean ± std over evaluation blocks (``format_pm``;
     "–" where a set lacks the metric, e.g. IS without class logits). A caption line above
-    names the features."""
+    names the features. ``weights``: generator -> its resample stage's summary.json; then a
+    second table (:func:`weights_table`) gives the raw weights (alpha = 1) beside the used ones."""
     if not quality:
         raise ValueError("quality is empty")
     lines = ["| generator | set | IS | FID | KID |", "|---|---|---|---|---|"]
@@ -365,4 +370,20 @@ def table_6_3(quality: Mapping[str, Mapping[str, Any]], weighted: bool = False) 
              else ", ".join(f"{g}: {f}" for g, f in features.items()))
     caption = (f"Table 6.3: sample quality against the real test split, mean ± std over evaluation "
                f"blocks, on {named} features.")
-    return "\n".join([caption, ""] + lines)
+    return "\n".join([caption, ""] + lines + ([] if not weights else ["", weights_table(weights)]))
+
+
+def weights_table(weights: Mapping[str, Mapping[str, Any]]) -> str:
+    """Per generator, two rows from its resample summary (``_diagnostics.used_weights``' keys):
+    the raw weights (alpha = 1) and the used ones (tempered alpha): ESS fraction, PSIS k-hat
+    and, for known-bias samples, the class mix's TV distance to the data's after SIR by them."""
+    lines = ["Table 6.3, weights: the raw weights (alpha = 1) beside the used (tempered) ones", "",
+             "| generator | alpha | ESS fraction | k-hat | class TV after SIR (truth) |", "|---|---|---|---|---|"]
+    for gen, w in weights.items():
+        truth = w.get("truth") or {}
+        for alpha, key, tv_key in ((1.0, "raw", "alpha1"), (w["alpha"], "used", "used")):
+            tv = truth.get(f"class_tv_{tv_key}")
+            lines.append(f"| {gen} | {alpha:.3g} ({key}) | "
+                         f"{w[f'ess_fraction_{key}']:.4f} | {w[f'khat_{key}']:.2f} | "
+                         f"{DASH if tv is None else format(tv, '.3f')} |")
+    return "\n".join(lines + ["", "The SIR sets of the sweep's resampled arms are drawn per seed from the used weights."])
