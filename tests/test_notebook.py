@@ -97,7 +97,7 @@ def test_notebook_accuracy_means_equal_the_sweeps_summary(executed, smoke_sweep)
     _, probe = executed
     expected = pd.read_csv(smoke_sweep.summary("summary.csv"))
     got = {(r["generator"], r["labeled_size"], r["unlabeled"], r["semantic_weight"]): r for r in probe["summary"]}
-    assert len(got) == len(expected) == 8      # 50 labels x (none, 2 generators x 3 sources, real)
+    assert len(got) == len(expected) == 10     # 50 labels x (none, 2 generators x 4 sources, real)
     for row in expected.itertuples():
         mine = got[(row.generator, row.labeled_size, row.unlabeled, row.semantic_weight)]
         assert mine["seeds"] == row.seeds

@@ -115,7 +115,7 @@ def test_presets_load_and_differ():
         "the study reuses make demo's cached pipelines"
     assert study.pipelines()["pixelcnnpp"].generator.model.kind == "pixelcnnpp"
     assert (len(semantic.trial_grid(default)), len(semantic.trial_grid(study))) == (
-        1 * (1 + 2 * 2 * 3) * 3, 2 * (1 + 3 * 3 * 5 + 5) * 5)                  # 39 and 510 trials
+        1 * (1 + 2 * 2 * 3) * 3, 2 * (1 + 3 * 4 * 5 + 5) * 5)                  # 39 and 660 trials
     assert min(study.semantic_weights) == 0.000166 and max(study.semantic_weights) / 0.000166 >= 1e3
     with pytest.raises(ValueError, match="unknown preset 'nope'; known presets: .*default"):
         cli.load_sweep(SweepConfig, "nope")
@@ -200,7 +200,8 @@ def test_smoke_sweep_logs_parent_trials_and_stages_to_mlflow(smoke_sweep):
             "weight_histogram.json"} <= {a.path for a in client.list_artifacts(dr.info.run_id)}
     assert "raw/fid_domain_mean" in stages["quality"].data.metrics
     assert client.get_metric_history(dr.info.run_id, "reliability/prob_pred")       # the binary curve, step = bin
-    assert {"summary.csv", "summary.md", "selected.csv", "table_6_4.md", "table_6_3.md", "accuracy_vs_weight.png",
+    assert {"summary.csv", "summary.md", "selected.csv", "table_6_4.md", "table_6_3.md", "primary.md", "primary.csv",
+            "accuracy_vs_weight.png",
             "accuracy_vs_weight.json", "summary.json", "reliability_by_arm.png", "reliability_by_arm.json"} <= {
         a.path for a in client.list_artifacts(parent.info.run_id)}
     assert not [k for k in parent.data.metrics if k.startswith("test_accuracy/")], "no weight in a metric name"
@@ -216,10 +217,19 @@ def test_smoke_sweep_logs_parent_trials_and_stages_to_mlflow(smoke_sweep):
         assert int(row["seeds"]) == 1
         for ref in ("none", "generated"):       # one seed: a difference but no interval
             assert {f"diff_vs_{ref}_mean", f"diff_vs_{ref}_lo", f"diff_vs_{ref}_hi"} <= set(row)
-        if row["unlabeled"] in ("resampled", "weighted"):
+        if row["unlabeled"] in ("resampled", "subset", "weighted"):
             expected = accuracy[row["generator"], row["unlabeled"]] - accuracy[row["generator"], "generated"]
             assert float(row["diff_vs_generated_mean"]) == pytest.approx(expected)
             assert row["diff_vs_generated_lo"] == "nan"
+    with smoke_sweep.summary("primary.csv").open() as f:     # one seed: the primaries, with no p-value
+        primaries = list(csv.DictReader(f))
+    assert [(r["generator"], r["comparison"]) for r in primaries] == [
+        (g, c) for g in ("baseline", "vae") for c in ("resampled - generated", "weighted - generated",
+                                                      "resampled - subset")]
+    assert all(r["p"] == r["p_holm"] == "nan" and r["reject"] == "False" for r in primaries)
+    sub = primaries[2]
+    assert float(sub["diff_mean"]) == pytest.approx(accuracy["baseline", "resampled"] - accuracy["baseline", "subset"])
+    assert "raw weights (alpha = 1)" in smoke_sweep.summary("table_6_3.md").read_text()
 
 
 # The smoke preset's stage artifacts, <stage>/<cache key>. A key hashes configs and input keys
