@@ -82,7 +82,7 @@ def ray_data(ckpt: Path, n: int, batch_size: int, actors: int, cpus_per_actor: f
              out: Path) -> tuple[float, float, float]:
     """(seconds end to end, seconds until the first batch starts, seconds of the batch window)."""
     cfg = GenerateConfig(num_samples=n, batch_size=batch_size, num_actors=actors,
-                         num_cpus_per_actor=cpus_per_actor, rows_per_file=max(1, n // (4 * actors)))
+                         num_cpus_per_actor=cpus_per_actor)
     log = out.parent / "timing.jsonl"
     start_wall, start = time.time(), time.perf_counter()
     stats = generate_with_ray(ckpt, cfg, out, timing_log=str(log))

@@ -11,7 +11,7 @@ from raydgm.config import GenerateConfig
 from raydgm.models import build
 from raydgm.pipeline import tables
 from raydgm.pipeline.generate import (GenerateBatch, NonFiniteSamples, draw_levels,
-                                      generate_with_ray, sample_seed)
+                                      generate_with_ray, id_shards, sample_seed)
 from raydgm.training import generators
 
 TINY = {"latent_dim": 4, "hidden_channels": [8, 16, 32], "likelihood": "logistic"}
@@ -86,6 +86,27 @@ def test_output_is_byte_identical_whatever_the_actors_and_batch_size(tmp_path, c
     assert a.tobytes() == levels.to(torch.uint8).numpy().tobytes()
     names = sorted(p.name for p in (tmp_path / "a" / "samples").iterdir())
     assert names and all(n.startswith("a000-part-") and n.endswith(".parquet") for n in names)
+
+
+def test_id_shards_keep_every_actor_busy_with_whole_batches_and_cap_the_file_size():
+    cfg = GenerateConfig(num_actors=2, batch_size=250)
+    assert id_shards(100_000, cfg) == 32                 # 16 blocks per actor
+    assert id_shards(20_000, cfg) == 20                  # 4 batches of 250 per block at least
+    assert id_shards(999, cfg) == 1                      # under 4 batches: one block
+    assert id_shards(1_000_000, cfg) == 100              # at most rows_per_file (10,000) rows each
+    assert id_shards(5_000, GenerateConfig(batch_size=64)) == 16   # the demo: 1 actor
+    assert id_shards(0, cfg) == 1
+
+
+def test_one_id_file_is_one_block_is_one_output_file_in_order(tmp_path, ckpt, ray_local):
+    cfg = {"num_actors": 2, "batch_size": 7}
+    shards = id_shards(150, GenerateConfig(**cfg))
+    assert shards == 5
+    _run(ckpt, tmp_path / "a", **cfg)
+    parts = sorted((tmp_path / "a" / "samples").glob("*.parquet"))
+    expect = np.array_split(np.arange(150), shards)
+    assert [pq.read_table(p, columns=["sample_id"]).column(0).to_pylist() for p in parts] == \
+        [e.tolist() for e in expect]
 
 
 def test_an_actor_that_dies_once_is_replaced_and_every_id_appears_once(tmp_path, ckpt, ray_local):

@@ -128,7 +128,8 @@ class GenerateConfig(ActorPool):
     batch_size: int = Field(64, ge=1)
     autocast: Literal["none", "bf16"] = "none"   # bf16 autocast on CUDA actors
     on_nonfinite: Literal["fail", "drop"] = "fail"  # NaN/Inf image: fail with a count, or drop and count
-    rows_per_file: int = Field(10_000, ge=1)
+    rows_per_file: int = Field(10_000, ge=1)        # at most; smaller files keep every actor busy
+    VERSION: ClassVar[int] = 2   # 2: 16 blocks per actor, one output file per block (generate.id_shards)
 
 
 class ImportSamplesConfig(Config):
@@ -224,6 +225,7 @@ class ExtractConfig(Config):
     """The cache key of one feature table: the extractor; its weights enter as an input hash."""
 
     STAGE: ClassVar[str] = "features"
+    VERSION: ClassVar[int] = 2   # 2: through Ray Data, one output file per input file
     extractor: Extractor
 
 

@@ -9,7 +9,8 @@ The Ray Data pipeline (``generate_with_ray``)::
 
     ids-*.parquet ──read_parquet──► map_batches(GenerateBatch, ActorPoolStrategy) ──write_parquet──► part-*.parquet
 
-Each actor loads the checkpoint once in ``__init__``. An image with NaN or Inf is never
+The ids go in ``id_shards`` files, one Ray Data block and one output file each. Each actor
+loads the checkpoint once in ``__init__``. An image with NaN or Inf is never
 written: the batch fails (``on_nonfinite="fail"``) or the row is dropped and the stage
 counts it (``"drop"``). The written ids are checked afterwards: every requested id exactly
 once, except the dropped ones. A killed run resumes: only the missing ids are generated.
@@ -136,6 +137,21 @@ class GenerateBatch:
         return samples_table(ids[ok], seeds[ok], images, truth)
 
 
+BLOCKS_PER_ACTOR = 16    # input blocks per actor: the last one's imbalance is ~1/16 of the run
+MIN_BATCHES_PER_BLOCK = 4
+
+
+def id_shards(rows: int, config: GenerateConfig) -> int:
+    """How many id files (= Ray Data blocks = output files) ``rows`` sample ids go in.
+
+    ``BLOCKS_PER_ACTOR`` per actor, so the actors finish close together and each block's file
+    is written while the others are still generating; at least ``MIN_BATCHES_PER_BLOCK``
+    batches per block, so a block's fixed cost stays small; at most ``rows_per_file`` rows each.
+    """
+    balanced = min(BLOCKS_PER_ACTOR * config.num_actors, rows // (MIN_BATCHES_PER_BLOCK * config.batch_size))
+    return max(1, balanced, math.ceil(rows / config.rows_per_file))
+
+
 def write_ids(directory: Path, ids: np.ndarray, num_files: int) -> int:
     """``ids-00000.parquet``...: the sample ids to make, in ``num_files`` shards."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -206,13 +222,13 @@ def placement(folder: Path) -> dict[str, int]:
 
 def _run_pipeline(ray: Any, checkpoint: str | Path, config: GenerateConfig, todo: np.ndarray,
                   work: Path, attempt: int, hooks: dict[str, str | None]) -> None:
-    shards = max(4 * config.num_actors, math.ceil(len(todo) / config.rows_per_file))
+    shards = id_shards(len(todo), config)
     ids_dir, parts_dir = work / f"{IDS_DIR}-{attempt:03d}", work / ATTEMPTS_DIR / f"{attempt:03d}"
     write_ids(ids_dir, todo, shards)
     (work / PLACEMENT_DIR).mkdir(parents=True, exist_ok=True)
     try:
         raydata.map_parquet(ray, ids_dir, parts_dir, GenerateBatch, config, "generate", config.batch_size,
-                            min_rows_per_file=config.rows_per_file, checkpoint=str(checkpoint),
+                            checkpoint=str(checkpoint),
                             seed=config.seed, autocast=config.autocast, on_nonfinite=config.on_nonfinite,
                             placement_dir=str(work / PLACEMENT_DIR), **hooks)
     except Exception as err:

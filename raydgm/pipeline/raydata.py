@@ -76,26 +76,32 @@ def actor_resources(config: Any, cluster: dict[str, float], section: str) -> tup
 
 
 def map_parquet(ray: Any, source: Path, dest: Path, fn: type, pool: Any, section: str, batch_size: int,
-                min_rows_per_file: int | None = None, **fn_kwargs: Any) -> None:
+                **fn_kwargs: Any) -> None:
     """Read the Parquet files under ``source``, map ``fn`` (a callable class, built once per
     actor) over ``batch_size``-row pyarrow batches on the actor pool ``pool`` (a
     ``config.ActorPool``; ``section`` names it in errors), and write the results to ``dest``
-    as ``part-<task index>`` files, in input order (one input file, one block).
+    as ``part-<task index>`` files, in input order: one input file, one block, one output file.
+
+    One block per file is asked for (``override_num_blocks``): left to itself, ``read_parquet``
+    merges the files into a few large blocks, so one actor could get most of the work and a
+    large write would follow the last batch. Each block is written as soon as it is mapped.
+    Callers choose the number of input files: enough for every actor to stay busy.
 
     ``fn``'s constructor gets ``fn_kwargs`` plus ``device`` (``pool_device``: resolved in the
     actor) and ``torch_threads`` (the actor's CPUs, rounded, at least 1).
     """
     from ray.data import ActorPoolStrategy, SaveMode
     gpus, cpus = actor_resources(pool, ray.cluster_resources(), section)
+    files = len(list(Path(source).glob("*.parquet")))
     with data_context():
-        ds = ray.data.read_parquet(str(source), num_cpus=READ_WRITE_CPUS)
+        ds = ray.data.read_parquet(str(source), num_cpus=READ_WRITE_CPUS, override_num_blocks=max(1, files))
         ds = ds.map_batches(
             fn, batch_size=batch_size, batch_format="pyarrow",
             compute=ActorPoolStrategy(size=pool.num_actors), num_cpus=cpus, num_gpus=gpus,
             fn_constructor_kwargs=fn_kwargs | {"device": pool_device(gpus),
                                                "torch_threads": max(1, int(round(cpus)))})
         ds.write_parquet(str(dest), filename_provider=part_names(), mode=SaveMode.OVERWRITE,
-                         min_rows_per_file=min_rows_per_file, ray_remote_args={"num_cpus": READ_WRITE_CPUS})
+                         ray_remote_args={"num_cpus": READ_WRITE_CPUS})
 
 
 def resolve_device(device: str) -> str:
