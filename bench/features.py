@@ -60,8 +60,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="torch threads in this process (default 2)")
     p.add_argument("--cpus", type=float, default=float(os.cpu_count() or 2),
                    help="CPUs of the local Ray cluster (default: all cores)")
+    p.add_argument("--actors", type=int, default=1, help="Ray Data actors (default 1)")
     p.add_argument("--cpus-per-actor", type=float, default=None,
-                   help="CPUs of the one Ray Data actor (default: cpus - 0.5)")
+                   help="CPUs of each Ray Data actor (default: (cpus - 0.5) / actors)")
     p.add_argument("--repeats", type=int, default=3,
                    help="timings of the pixels/domain rows, best kept (default 3)")
     p.add_argument("--skip-inception", action="store_true", help="no inception rows")
@@ -171,14 +172,16 @@ def inception_rows(images: np.ndarray, batch_size: int) -> tuple[list[tuple], fl
 def ray_rows(ids: np.ndarray, images: np.ndarray, kwargs: dict, args, tmp: Path
              ) -> tuple[list[tuple], float]:
     """(rows, max abs difference): Parquet -> Parquet, ``extract_to`` in process vs
-    ``_extract_with_ray`` (one actor)."""
+    ``_extract_with_ray`` (``args.actors`` actors), the samples in files of at most 10,000 rows
+    (as ``extract_to`` stages a real split; one file is one Ray Data block)."""
     import ray
-    per_actor = args.cpus_per_actor or args.cpus - 0.5
-    cfg = FeaturesConfig(batch_size=args.batch_size, device="cpu", num_actors=1,
+    per_actor = args.cpus_per_actor or (args.cpus - 0.5) / args.actors
+    cfg = FeaturesConfig(batch_size=args.batch_size, device="cpu", num_actors=args.actors,
                          num_cpus_per_actor=per_actor, ray_min_rows=len(ids) + 1)
     samples = tmp / "samples"
     samples.mkdir()
-    tables.write_samples(samples / "part-000000.parquet", ids, np.full(len(ids), -1), images)
+    for k, rows in enumerate(np.array_split(np.arange(len(ids)), max(1, len(ids) // 10_000))):
+        tables.write_samples(samples / f"part-{k:06d}.parquet", ids[rows], np.full(len(rows), -1), images[rows])
     _, t_local = timed(features.extract_to, tmp / "local", "domain", kwargs, cfg,
                        samples_dir=samples, progress=False)
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
@@ -197,8 +200,8 @@ def ray_rows(ids: np.ndarray, images: np.ndarray, kwargs: dict, args, tmp: Path
     b = tables.read_features(tmp / "ray")
     assert np.array_equal(a[0], b[0]), "Ray Data and in-process sample ids differ"
     diff = max(float(np.abs(a[1] - b[1]).max()), float(np.abs(a[2] - b[2]).max()))
-    print(f"\ndomain, samples Parquet -> features Parquet, {len(ids)} images: Ray Data with 1 "
-          f"actor x {per_actor:g} CPU (torch threads {max(1, round(per_actor))}) on a "
+    print(f"\ndomain, samples Parquet -> features Parquet, {len(ids)} images: Ray Data with "
+          f"{args.actors} actor(s) x {per_actor:g} CPU (torch threads {max(1, round(per_actor))}) on a "
           f"{args.cpus:g}-CPU local cluster, actor start-up included: {t_ray:.1f} s vs "
           f"{t_local:.1f} s in process; max |in-process - Ray| over features and logits = "
           f"{diff:.2e}")
@@ -231,8 +234,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     data = load_dataset("mnist5k")
-    pick = np.arange(args.n) % len(data)
-    ids, images = pick.astype(np.int64), data.images[pick]
+    ids = np.arange(args.n, dtype=np.int64)                 # unique ids, images tiled
+    images = data.images[ids % len(data)]
     print(f"machine: {machine()}; torch threads {args.threads}")
     print(f"images: mnist5k uint8 {images.shape[1:]}, n={args.n}, batch {args.batch_size}")
     rows, checks = [], {}

@@ -207,9 +207,12 @@ class FeaturesConfig(ActorPool):
     """How features are extracted and cached (``raydgm.pipeline.features``), shared by every extractor.
 
     Features are cached per (image set, extractor): execution settings here (batch size,
-    actors) do not change the cache key. Sets of at least ``ray_min_rows`` images go through
-    Ray Data on an actor pool (``ActorPool``); smaller ones are extracted in this process,
-    which skips the actors' start-up.
+    actors) do not change the cache key. With ``ray_min_rows`` set, sets of at least that many
+    images go through Ray Data on an actor pool (``ActorPool``); the rest, and every set when
+    it is None (the default), are extracted in this process. On one 2-core machine Ray Data
+    never won (0.19x at 20,000 domain-feature images, 0.44x at 100,000: the actors share the
+    driver's cores and add start-up and a copy through the object store, bench/README.md);
+    set it where the actors bring GPUs or nodes the driver lacks (configs/pixelcnnpp_cifar10.yaml).
     """
 
     STAGE: ClassVar[str] = "features"
@@ -218,7 +221,7 @@ class FeaturesConfig(ActorPool):
     autoencoder: AutoencoderConfig = AutoencoderConfig()
     batch_size: int = Field(200, ge=1)
     device: str = "auto"                    # auto: cuda when available
-    ray_min_rows: int = Field(20_000, ge=0)
+    ray_min_rows: int | None = Field(None, ge=0)   # None: always in this process
 
 
 class ExtractConfig(Config):

@@ -156,7 +156,7 @@ def extract_to(out_dir: Path, name: str, kwargs: dict[str, Any], cfg: FeaturesCo
     """Write the features of one image set into ``out_dir/features/``; returns the rows.
 
     The set is a samples directory (``samples_dir``, generated images) or ``(ids, images)``
-    arrays (a real split). Sets of ``cfg.ray_min_rows`` rows or more go through Ray Data.
+    arrays (a real split). Sets of ``cfg.ray_min_rows`` rows or more go through Ray Data (None: none).
     """
     out = out_dir / FEATURES_DIR
     out.mkdir(parents=True, exist_ok=True)
@@ -164,7 +164,7 @@ def extract_to(out_dir: Path, name: str, kwargs: dict[str, Any], cfg: FeaturesCo
         rows = pads.dataset(samples_dir, format="parquet").count_rows()
     else:
         rows = len(arrays[0])
-    if rows >= cfg.ray_min_rows:
+    if cfg.ray_min_rows is not None and rows >= cfg.ray_min_rows:
         staged = samples_dir is None
         if staged:                                    # stage the arrays for Ray to read
             samples_dir = out_dir / "staged"

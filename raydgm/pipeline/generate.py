@@ -83,7 +83,9 @@ class GenerateBatch:
     Loads the generator once in ``__init__``. ``crash_once_marker`` is a fault-injection
     hook for tests: the actor process exits on its second batch if that file does not exist
     yet (and creates it first), as a preempted or OOM-killed worker would. ``timing_log``
-    (a file path) appends one JSON line per batch: pid, start and end wall time, rows.
+    (a file path) appends one JSON line per batch (pid, start and end wall time, rows) and one
+    per actor once built (pid, wall times of the process start and of the constructor's start
+    and end).
     ``placement_dir``: the actor keeps ``<pid>-<node>.json`` there, its node and row count.
     ``device``: ``auto`` uses CUDA when this process sees it (``raydata.resolve_device``).
     """
@@ -93,6 +95,7 @@ class GenerateBatch:
                  crash_once_marker: str | None = None, timing_log: str | None = None,
                  placement_dir: str | None = None):
         from raydgm.training.generators import load_generator
+        init_start = time.time()
         if torch_threads is not None:
             torch.set_num_threads(torch_threads)
         self.model = load_generator(checkpoint, raydata.resolve_device(device))
@@ -100,6 +103,11 @@ class GenerateBatch:
         self.crash_once_marker, self.calls, self.rows = crash_once_marker, 0, 0
         self.timing_log, self.placement_dir, self.node = timing_log, placement_dir, raydata.node_id()
         self._record_placement()
+        if timing_log:
+            import psutil
+            with open(timing_log, "a") as log:
+                log.write(json.dumps({"pid": os.getpid(), "process_start": psutil.Process().create_time(),
+                                      "init_start": init_start, "init_end": time.time()}) + "\n")
 
     def __call__(self, batch: pa.Table | dict[str, np.ndarray]) -> pa.Table:
         start = time.time()
