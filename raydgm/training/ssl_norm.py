@@ -43,9 +43,11 @@ def labeled_statistics(model: torch.nn.Module) -> Iterator[Callable[[], None]]:
     normalized by its own batch statistics; same best val accuracy, 0.89-0.91); the unlabeled
     pass in eval mode collapsed to one class (val 0.13 at every epoch); generated images in the
     running statistics collapsed val accuracy to 0.28 at 1,000 labels (an earlier version).
-    Two passes of 32 images ran faster on CPU than one pass of 64 with these statistics (21.4
-    vs 18.3 steps/s, ResNet-8 width 8, 32x32, 1 thread; 25 now that the labeled statistics are
-    taken as mean and centered mean square instead of torch.var_mean).
+    Two passes of 32 images ran faster on CPU than one pass of 64 with these statistics when the
+    model was contiguous (21.4 vs 18.3 steps/s, ResNet-8 width 8, 32x32, 1 thread). In
+    channels_last (now) a one-pass version with hand-written normalization was about 5% faster
+    (25.1-25.5 vs 23.9-24.1 steps/s, bench/README.md); not taken, as it changes every trained
+    weight's last bits.
     """
     layers = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     stats: dict[torch.nn.Module, tuple[torch.Tensor, torch.Tensor]] = {}
