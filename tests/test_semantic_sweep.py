@@ -234,19 +234,20 @@ def test_smoke_sweep_logs_parent_trials_and_stages_to_mlflow(smoke_sweep):
 
 # The smoke preset's stage artifacts, <stage>/<cache key>. A key hashes configs and input keys
 # only: moving code must not change one, or every cached artifact of every user would be
-# recomputed. The autoencoder, domain-CNN and real-split feature keys are those recorded when
-# the weighting protocol (issue 14) made them; every other key changed on purpose, by a stage
-# version: train_generator v2 (351193f: test bits/dim per epoch) and v3 changed both generators' keys
-# and so every key downstream of them; density_ratio v2 and resample v2 (issue 22: copies of a
-# train image share its fold; truth scores) changed those stages' configs again.
-REAL_KEYS = {"autoencoder/a70f9c827a5ba3e3", "domain_classifier/e92c6f8625fecfc3", "features/1df08ae87966cb43",
-             "features/640fb1e1cd130379", "features/9413bce59fce6cbe"}
-# train_generator v3 (its fit loop on one thread) made both generators' keys, and everything
-# downstream of them, anew: the two generators' pipelines, 7 keys each
-GENERATOR_KEYS = {"density_ratio/24e9f488e0002983", "density_ratio/c705413a1862678a", "features/4bd388bdba494474",
-                  "features/87edaef27ba0b189", "features/e45c7368feff99ff", "features/e9f3f990ac0f497f",
-                  "generate/199886023b63dd45", "generate/577b9332c0448140", "quality/41f8979c99158901",
-                  "quality/73567972f4c55b27", "resample/8662fac0ca2e4324", "resample/f335f8321577fefe",
+# recomputed. The autoencoder and domain-CNN keys are those recorded when the weighting protocol
+# (issue 14) made them; every other key changed on purpose, by a stage version: train_generator
+# v2 (351193f: test bits/dim per epoch) and v3 changed both generators' keys and so every key
+# downstream of them; density_ratio v2 and resample v2 (issue 22: copies of a train image share
+# its fold; truth scores) changed those stages' configs again; generate v2 and features v2
+# (5c1c470: one Ray Data block and one output file per input file) changed the real splits'
+# feature keys and every generated set's.
+REAL_KEYS = {"autoencoder/a70f9c827a5ba3e3", "domain_classifier/e92c6f8625fecfc3", "features/90a41f1df168fe4b",
+             "features/4f5acaf500deeed1", "features/cb53e9b3c59edd98"}
+# the two generators' pipelines, 7 keys each
+GENERATOR_KEYS = {"density_ratio/967a9a983eaaca46", "density_ratio/9f0c67adfe4a84a3", "features/9023e63add3f0872",
+                  "features/678554668945d17f", "features/09d2977c33a21e02", "features/3c3126733ea1d412",
+                  "generate/06964a167260d978", "generate/4e42531ef0be9008", "quality/8d5eafa2a1a83091",
+                  "quality/ef62c912ca6ad337", "resample/13b00cbd63a41d53", "resample/d85bfb9a93a01618",
                   "train_generator/101d6d47d2d204a6", "train_generator/dbac65e984c3a67d"}
 SMOKE_KEYS = REAL_KEYS | GENERATOR_KEYS
 
