@@ -179,9 +179,7 @@ def ray_rows(ids: np.ndarray, images: np.ndarray, kwargs: dict, args, tmp: Path
     cfg = FeaturesConfig(batch_size=args.batch_size, device="cpu", num_actors=args.actors,
                          num_cpus_per_actor=per_actor, ray_min_rows=len(ids) + 1)
     samples = tmp / "samples"
-    samples.mkdir()
-    for k, rows in enumerate(np.array_split(np.arange(len(ids)), max(1, len(ids) // 10_000))):
-        tables.write_samples(samples / f"part-{k:06d}.parquet", ids[rows], np.full(len(rows), -1), images[rows])
+    features.stage_samples(samples, ids, images)
     _, t_local = timed(features.extract_to, tmp / "local", "domain", kwargs, cfg,
                        samples_dir=samples, progress=False)
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,

@@ -49,7 +49,6 @@ from raydgm.semantic_loss import exactly_one
 from raydgm.training import ssl
 from raydgm.sweeps.tuning import CHECKPOINT
 from raydgm.training.generators import fit_baseline
-from raydgm.training.ssl_norm import labeled_statistics
 
 GENERATOR = "baseline"   # the trial's ``generator`` grid value: which SSLData it trains on
 PRESET = {"model": {"depth": 8, "width": 8}, "batch_size": 32, "learning_rate": 3e-3, "augment": "crop",
@@ -89,10 +88,7 @@ def plain_steps_per_s(cfg: SSLConfig, data: ssl.SSLData, steps: int, two_pass: b
             start = time.perf_counter()
         i = s % steps
         if two_pass:
-            with labeled_statistics(model) as unlabeled_pass:
-                out = model(xl[li[i]])
-                unlabeled_pass()
-                out_u = model(xu[ui[i]])
+            out, out_u = ssl._forward(model, xl[li[i]], xu[ui[i]])       # ssl.train's own forward
         else:
             out, out_u = model(torch.cat([xl[li[i]], xu[ui[i]]])).split([cfg.batch_size, 32])
         loss = F.cross_entropy(out, yl[li[i]]) + cfg.semantic_weight * exactly_one(out_u).mean()

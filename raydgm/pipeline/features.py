@@ -150,6 +150,14 @@ def _images(column: pa.ChunkedArray) -> np.ndarray:
     return np.asarray(array.to_numpy(zero_copy_only=False))   # Ray's ArrowTensorArray
 
 
+def stage_samples(directory: Path, ids: np.ndarray, images: np.ndarray) -> None:
+    """Write (ids, images) as a samples directory (seed -1) of files of at most 10,000 rows:
+    one Ray Data block each."""
+    directory.mkdir()
+    for k, chunk in enumerate(np.array_split(np.arange(len(ids)), max(1, len(ids) // 10_000))):
+        tables.write_samples(directory / f"part-{k:06d}.parquet", ids[chunk], np.full(len(chunk), -1), images[chunk])
+
+
 def extract_to(out_dir: Path, name: str, kwargs: dict[str, Any], cfg: FeaturesConfig,
                samples_dir: Path | None = None, arrays: tuple[np.ndarray, np.ndarray] | None = None,
                progress: bool = True) -> int:
@@ -168,11 +176,7 @@ def extract_to(out_dir: Path, name: str, kwargs: dict[str, Any], cfg: FeaturesCo
         staged = samples_dir is None
         if staged:                                    # stage the arrays for Ray to read
             samples_dir = out_dir / "staged"
-            samples_dir.mkdir()
-            ids, images = arrays
-            for k, chunk in enumerate(np.array_split(np.arange(rows), max(1, rows // 10_000))):
-                tables.write_samples(samples_dir / f"part-{k:06d}.parquet", ids[chunk],
-                                     np.full(len(chunk), -1), images[chunk])
+            stage_samples(samples_dir, *arrays)
         try:
             _extract_with_ray(samples_dir, out, name, kwargs, cfg)
         finally:
