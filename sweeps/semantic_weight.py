@@ -2,7 +2,7 @@
 """The main sweep: semi-supervised classifiers with a semantic loss on generated images.
 
     python sweeps/semantic_weight.py                  # default: mnist5k, 39 trials, ~15 min on 2 cores
-    python sweeps/semantic_weight.py --preset study   # the study: 660 trials (360 took 1 h 14 min)
+    python sweeps/semantic_weight.py --preset study   # the study: 384 trials, < 2 h on 2 cores
     python sweeps/semantic_weight.py --smoke-test     # everything in miniature, < 3 min
     python sweeps/semantic_weight.py --preset paper --set pipeline.data.path=/data/cifar10
     python sweeps/semantic_weight.py --resume         # continue an interrupted sweep
@@ -27,8 +27,8 @@ Table 6.3 (sample quality per generator)."""
 EPILOG = """\
 presets (raydgm/sweeps/presets/*.yaml): default (mnist5k, baseline and VAE generators, 100
 labels, 3 weights, 3 seeds: 39 trials, ~15 min), smoke (--smoke-test), study (the README's
-study: 100 and 1,000 labels, 3 generators with PixelCNN++, every source, 5 weights, 5 seeds:
-660 trials; its 360 without PixelCNN++ and subset took 1 h 14 min at a4da52a), paper
+study: 100 and 1,000 labels, 5 generators (baseline, VAE, PixelCNN++, skewed, contaminated),
+every source, 3 weights, 3 seeds: 384 trials, trimmed to 2 h on 2 cores by a stated rule), paper
 (CIFAR-10, PixelCNN++ and VAE, the thesis's grid, for a GPU cluster), known_bias (the default
 pipeline on generators whose true weights are known: docs/known_bias.md)."""
 

@@ -110,16 +110,19 @@ def test_presets_load_and_differ():
         assert list(cfg.pipelines())[-1] == "vae" and len(cfg.pipelines()) == 2
     assert set(default.unlabeled) >= {"none", "generated", "resampled"}
     assert len(default.seeds) >= 3 and len([w for w in default.semantic_weights if w > 0]) >= 3
-    study = cli.load_sweep(SweepConfig, "study")
-    assert {k: v for k, v in study.pipelines().items() if k != "pixelcnnpp"} == default.pipelines(), \
+    study, known = (cli.load_sweep(SweepConfig, p) for p in ("study", "known_bias"))
+    pipelines = study.pipelines()
+    assert {k: pipelines[k] for k in default.pipelines()} == default.pipelines(), \
         "the study reuses make demo's cached pipelines"
-    assert study.pipelines()["pixelcnnpp"].generator.model.kind == "pixelcnnpp"
+    assert {k: pipelines[k] for k in ("skewed", "contaminated")} == {
+        k: v for k, v in known.pipelines().items() if k in ("skewed", "contaminated")}, "and known_bias's"
+    assert pipelines["pixelcnnpp"].generator.model.kind == "pixelcnnpp" and len(pipelines) == 5
     assert (len(semantic.trial_grid(default)), len(semantic.trial_grid(study))) == (
-        1 * (1 + 2 * 2 * 3) * 3, 2 * (1 + 3 * 4 * 5 + 5) * 5)                  # 39 and 660 trials
+        1 * (1 + 2 * 2 * 3) * 3, 2 * (1 + 5 * 4 * 3 + 3) * 3)                  # 39 and 384 trials
+    assert study.semantic_weights == default.semantic_weights, "the trimming rule keeps the default's weights"
     assert min(study.semantic_weights) == 0.000166 and max(study.semantic_weights) / 0.000166 >= 1e3
     with pytest.raises(ValueError, match="unknown preset 'nope'; known presets: .*default"):
         cli.load_sweep(SweepConfig, "nope")
-    known = cli.load_sweep(SweepConfig, "known_bias")
     assert known.pipeline == default.pipeline and known.ssl == default.ssl, "the default pipeline"
     assert {g.model.kind for g in known.generators.values()} == {"skewed", "contaminated"}
 

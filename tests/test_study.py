@@ -296,12 +296,18 @@ def test_format_summary_and_table_6_4_show_ece():
 def test_table_6_3_gives_the_raw_weights_beside_the_used_ones():
     q = {"features": "domain", "rows": [{"set": "raw", "fid_mean": 30.0, "fid_std": 1.0}]}
     summary = {"alpha": 0.3712, "ess_fraction_raw": 0.00032, "khat_raw": 1.271, "ess_fraction_used": 0.1,
-               "khat_used": 0.49, "truth": {"class_tv_alpha1": 0.2614, "class_tv_used": 0.131}}
-    weights = {"skewed": summary, "vae": {k: v for k, v in summary.items() if k != "truth"}}
-    lines = study.table_6_3({"skewed": q, "vae": q}, weights=weights).splitlines()
-    start = lines.index("| generator | alpha | ESS fraction | k-hat | class TV after SIR (truth) |")
-    assert lines[start + 2:start + 6] == ["| skewed | 1 (raw) | 0.0003 | 1.27 | 0.261 |",
-                                          "| skewed | 0.371 (used) | 0.1000 | 0.49 | 0.131 |",
-                                          "| vae | 1 (raw) | 0.0003 | 1.27 | – |",
-                                          "| vae | 0.371 (used) | 0.1000 | 0.49 | – |"]
+               "khat_used": 0.49, "truth": {"class_tv_before": 0.2272, "class_tv_alpha1": 0.2614, "class_tv_used": 0.131,
+                                            "junk_share_before": 0.0, "junk_share_alpha1": 0.0, "junk_share_used": 0.0}}
+    dirty = summary | {"truth": summary["truth"] | {"junk_share_before": 0.4991, "junk_share_alpha1": 0.0081,
+                                                   "junk_share_used": 0.0307}}
+    weights = {"skewed": summary, "contaminated": dirty, "vae": {k: v for k, v in summary.items() if k != "truth"}}
+    lines = study.table_6_3({"skewed": q, "contaminated": q, "vae": q}, weights=weights).splitlines()
+    start = lines.index("| generator | alpha | ESS fraction | k-hat | class TV before -> after SIR (truth) "
+                        "| junk share before -> after SIR (truth) |")
+    assert lines[start + 2:start + 8] == ["| skewed | 1 (raw) | 0.0003 | 1.27 | 0.227 -> 0.261 | – |",
+                                          "| skewed | 0.371 (used) | 0.1000 | 0.49 | 0.227 -> 0.131 | – |",
+                                          "| contaminated | 1 (raw) | 0.0003 | 1.27 | 0.227 -> 0.261 | 0.499 -> 0.008 |",
+                                          "| contaminated | 0.371 (used) | 0.1000 | 0.49 | 0.227 -> 0.131 | 0.499 -> 0.031 |",
+                                          "| vae | 1 (raw) | 0.0003 | 1.27 | – | – |",
+                                          "| vae | 0.371 (used) | 0.1000 | 0.49 | – | – |"]
     assert "alpha" not in study.table_6_3({"vae": q})              # no weights given: quality alone

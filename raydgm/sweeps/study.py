@@ -376,14 +376,23 @@ def table_6_3(quality: Mapping[str, Mapping[str, Any]], weighted: bool = False,
 def weights_table(weights: Mapping[str, Mapping[str, Any]]) -> str:
     """Per generator, two rows from its resample summary (``_diagnostics.used_weights``' keys):
     the raw weights (alpha = 1) and the used ones (tempered alpha): ESS fraction, PSIS k-hat
-    and, for known-bias samples, the class mix's TV distance to the data's after SIR by them."""
+    and, for known-bias samples, what SIR by them does to the truth: the class mix's TV
+    distance to the data's and the junk share, each before -> after (junk share "–" for a pool
+    without junk)."""
     lines = ["Table 6.3, weights: the raw weights (alpha = 1) beside the used (tempered) ones", "",
-             "| generator | alpha | ESS fraction | k-hat | class TV after SIR (truth) |", "|---|---|---|---|---|"]
+             "| generator | alpha | ESS fraction | k-hat | class TV before -> after SIR (truth) "
+             "| junk share before -> after SIR (truth) |", "|---|---|---|---|---|---|"]
     for gen, w in weights.items():
         truth = w.get("truth") or {}
         for alpha, key, tv_key in ((1.0, "raw", "alpha1"), (w["alpha"], "used", "used")):
-            tv = truth.get(f"class_tv_{tv_key}")
+            cells = [_before_after(truth, "class_tv", tv_key),
+                     _before_after(truth, "junk_share", tv_key) if truth.get("junk_share_before") else DASH]
             lines.append(f"| {gen} | {alpha:.3g} ({key}) | "
-                         f"{w[f'ess_fraction_{key}']:.4f} | {w[f'khat_{key}']:.2f} | "
-                         f"{DASH if tv is None else format(tv, '.3f')} |")
+                         f"{w[f'ess_fraction_{key}']:.4f} | {w[f'khat_{key}']:.2f} | " + " | ".join(cells) + " |")
     return "\n".join(lines + ["", "The SIR sets of the sweep's resampled arms are drawn per seed from the used weights."])
+
+
+def _before_after(truth: Mapping[str, Any], name: str, after: str) -> str:
+    """"<before> -> <after>" of a resample summary's truth (``name``_before, ``name``_<after>), or "–"."""
+    before, value = truth.get(f"{name}_before"), truth.get(f"{name}_{after}")
+    return DASH if before is None or value is None else f"{before:.3f} -> {value:.3f}"
