@@ -13,6 +13,11 @@ well estimated log-weights log w recover them:
   ``spearman_max`` is the Spearman of any estimate that orders the distinct true values
   rightly and breaks their ties (the correlation of the truth's average ranks with its
   ordinal ranks; every tie-break gives the same value). Two equal groups give sqrt(3)/2.
+- ``class_count_spearman``: the Spearman that weights read off the pool's own class counts
+  reach, log w(y) = log pi_data(y) - log pool_mix(y): an estimator that knows every row's
+  class (label-free weights do not) and has only this pool to learn pi_gen from. Where true
+  weights of two classes are close, the pool's counts misorder them, so this falls below
+  ``spearman_max``: a reference for what class-level recovery can reach on this pool.
 - ``sir_effect``: what sampling-importance-resampling with probabilities p_i = w_i / sum_j w_j
   (or with observed draw counts) does to the class mix and the junk share: the class mix of
   the drawn real copies, sum_{i real, y_i = k} p_i / sum_{i real} p_i, against the data's
@@ -145,6 +150,27 @@ def recovery(log_weights: Any, true_log_weights: Any) -> dict[str, float]:
     out["junk_auc"] = junk_auc(lw, ~real)
     out["junk_weight_share"] = float(sir_probabilities(lw)[~real].sum())
     return out
+
+
+def class_count_spearman(true_log_weights: Any, true_classes: Any, data_mix: Any) -> float:
+    """Spearman, over the rows with a finite truth, of ``true_log_weights`` (N,) with the
+    class-count weights log ``data_mix``\[y] - log pool_mix(y), pool_mix the class mix of
+    those rows (``true_classes`` int (N,), -1 = junk; ``data_mix`` (K,)). NaN when either
+    side is constant there."""
+    data_mix = _distribution(data_mix, "data_mix")
+    truth = _vector(true_log_weights, "true_log_weights")
+    y = np.asarray(true_classes)
+    if y.shape != truth.shape:
+        raise ValueError(f"true_classes has shape {y.shape}, true_log_weights {truth.shape}")
+    real = np.isfinite(truth)
+    y, x = y[real], truth[real]
+    if (y == JUNK).any():
+        raise ValueError("a row with a finite true weight has the junk class -1")
+    if y.size == 0:
+        return math.nan
+    estimate = np.log(data_mix[y]) - np.log(class_mix(y, data_mix.size)[y])
+    varies = x.size >= 2 and x.min() < x.max() and estimate.min() < estimate.max()
+    return float(spearmanr(x, estimate)[0]) if varies else math.nan
 
 
 def sir_effect(weights: Any, true_classes: Any, data_mix: Any) -> dict[str, float]:

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy.stats import spearmanr
 
 from raydgm import recovery
 
@@ -105,6 +106,28 @@ def test_the_spearman_ceiling_under_ties_by_hand():
     assert recovery.recovery(big + np.linspace(0, 0.5, 10_000), big)["spearman_max"] == pytest.approx(
         math.sqrt(3) / 2, abs=1e-3)
     assert recovery.recovery(truth, truth)["spearman"] == 1.0
+
+
+def test_class_count_spearman_by_hand():
+    """Two classes, data mix (1/2, 1/2), pi_gen (0.6, 0.4): true log w = log(5/6), log(5/4).
+    A pool whose counts match pi_gen (6 and 4 rows) gives the truth itself: 1. A pool of 4 and 6
+    rows puts class 0 above class 1, the truth's reverse: -1. Junk rows are left out."""
+    data_mix = [0.5, 0.5]
+    def pool(n0: int, n1: int, junk: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        y = np.repeat([0, 1, -1], [n0, n1, junk])
+        truth = np.log(np.array([0.5 / 0.6, 0.5 / 0.4, 0.0])[y])
+        return np.where(y == -1, -np.inf, truth), y
+    with np.errstate(divide="ignore"):
+        assert recovery.class_count_spearman(*pool(6, 4, junk=3), data_mix) == pytest.approx(1.0)
+        assert recovery.class_count_spearman(*pool(4, 6), data_mix) == pytest.approx(-1.0)
+        assert math.isnan(recovery.class_count_spearman(*pool(5, 5), data_mix))   # equal counts: constant
+    # three classes against scipy on the estimate written out: pool mix (2, 3, 5) / 10
+    y = np.repeat([0, 1, 2], [2, 3, 5])
+    truth = np.log(np.array([0.2, 0.5, 0.3]) / np.array([0.3, 0.3, 0.4]))[y]
+    by_hand = np.log(np.array([0.2, 0.5, 0.3]) / np.array([0.2, 0.3, 0.5]))[y]
+    assert recovery.class_count_spearman(truth, y, [0.2, 0.5, 0.3]) == pytest.approx(spearmanr(truth, by_hand)[0])
+    with pytest.raises(ValueError, match="junk class"):
+        recovery.class_count_spearman(truth, np.where(y == 0, -1, y), [0.2, 0.5, 0.3])
 
 
 def test_recovery_refuses_bad_input():

@@ -243,14 +243,15 @@ def test_smoke_sweep_logs_parent_trials_and_stages_to_mlflow(smoke_sweep):
 # downstream of them; density_ratio v2 and resample v2 (issue 22: copies of a train image share
 # its fold; truth scores) changed those stages' configs again; generate v2 and features v2
 # (5c1c470: one Ray Data block and one output file per input file) changed the real splits'
-# feature keys and every generated set's.
+# feature keys and every generated set's; density_ratio v3 (spearman_class_counts) those of
+# density_ratio and the stages after it.
 REAL_KEYS = {"autoencoder/a70f9c827a5ba3e3", "domain_classifier/e92c6f8625fecfc3", "features/90a41f1df168fe4b",
              "features/4f5acaf500deeed1", "features/cb53e9b3c59edd98"}
 # the two generators' pipelines, 7 keys each
-GENERATOR_KEYS = {"density_ratio/967a9a983eaaca46", "density_ratio/9f0c67adfe4a84a3", "features/9023e63add3f0872",
+GENERATOR_KEYS = {"density_ratio/12ce6742fc800a65", "density_ratio/cd8ee22bf0180680", "features/9023e63add3f0872",
                   "features/678554668945d17f", "features/09d2977c33a21e02", "features/3c3126733ea1d412",
-                  "generate/06964a167260d978", "generate/4e42531ef0be9008", "quality/8d5eafa2a1a83091",
-                  "quality/ef62c912ca6ad337", "resample/13b00cbd63a41d53", "resample/d85bfb9a93a01618",
+                  "generate/06964a167260d978", "generate/4e42531ef0be9008", "quality/1497fcda756a4f3d",
+                  "quality/c0786bd573bc5f24", "resample/6ca5427dd09a38dc", "resample/cdbf1d665dbcb534",
                   "train_generator/101d6d47d2d204a6", "train_generator/dbac65e984c3a67d"}
 SMOKE_KEYS = REAL_KEYS | GENERATOR_KEYS
 

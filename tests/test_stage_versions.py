@@ -27,8 +27,8 @@ PINNED_ON = {"python": "3.11.7", "machine": "x86_64", "torch": "2.14.1+cu130", "
 # "<stage>/<key>": (config class, its VERSION, sha256 of the artifact), in key order
 PINNED = {
     "autoencoder/a60e78635ada3019": ("AutoencoderConfig", 1, "37bfdefeda1cf4136d86c9623ed647095341201517757af5259bd7af6670e985"),
-    "density_ratio/5e33c7964cc8d664": ("DensityRatioConfig", 2, "56239f70c7eaf90e822c10d19661421b9a4f3c290c083e535f6470ee3f660272"),
-    "density_ratio/80d77385d60d85fd": ("DensityRatioConfig", 2, "1f7c1dbaaee6204831eaabfd0eac6201bd848d654e264e5f94811405d0012742"),
+    "density_ratio/541daf1bee88ae6c": ("DensityRatioConfig", 3, "a41c8d862581d6a910e4299f07272f0c41dfcf917819bfe54166e176e719b4d1"),
+    "density_ratio/5de1bdd9db48bc01": ("DensityRatioConfig", 3, "33ddc6ff5912260529b122b95d7c461d637c03b2fa80616a3ecfba8a73a5bf8b"),
     "domain_classifier/7a8a24f22b84a844": ("DomainClassifierConfig", 1, "6ed9ea76b4e7188efc17d28fad4773e4baa3f39960300d1f108eb9e086d8f897"),
     "features/00567431dcbb219f": ("ExtractConfig", 2, "d0804bd4cadf84d2d1cb61c4c243590a0fb4882bcd503ea1e0aaf9824424f542"),
     "features/1849ea63995fd7f6": ("ExtractConfig", 2, "d2e401c7edc94854977a42b2de8a2de361bc078c934cd137e0fa2029a4ae3db5"),
@@ -38,9 +38,9 @@ PINNED = {
     "features/d6020d1082a11cbe": ("ExtractConfig", 2, "281d836edc5750a887f01be28cd643148ae578f961b731199100feb2ce0a821e"),
     "generate/05f7f73863261aa2": ("GenerateConfig", 2, "6def56cccd6dd774f03e55898dabf1870c8bce45ac1a523de511aba1a03d0780"),
     "generate/76476c076fd058ee": ("GenerateConfig", 2, "c0413aba9096db1814bf1b42b0f6db1ad90fbe80a068a3850b351e66c62e4e0d"),
-    "quality/254bb71e4568d9ec": ("QualityConfig", 1, "a89fc6e6d5d142df7225706b7436b126fb230496256086c3b6aa0a1f8db23408"),
-    "resample/138a6e7e8da24a4e": ("ResampleConfig", 2, "bc3bc90e3e8efee13581cdbb18fb754ee48f8deaa53e46c6437ac102f9fef8b9"),
-    "resample/ecc75f515f8d8c14": ("ResampleConfig", 2, "318815fa1f7f5df6a55a123421047a9c91567a683b40201944d4bf510f5559b3"),
+    "quality/8f0880eadddf5b49": ("QualityConfig", 1, "41feb3a7de510adfeb2e98be74dd289d0256478f390aaa1a3add0c5cdc3c3bac"),
+    "resample/b318990349a2a098": ("ResampleConfig", 2, "5933a5dfe4563e608dd328139498a6705a27809e3c47460576db69558fbd6e79"),
+    "resample/eecf084b3dc27763": ("ResampleConfig", 2, "3aee98528db8325644a426f7a4c857cc2e234b4452429c1db14fa03f6c42e83e"),
     "train_generator/11601aea3d43a667": ("TrainGeneratorConfig", 3, "17d46fd23b6b3abf2ab033467004fabad3367c0fa902aa1f26dff74749891041"),
     "train_generator/94b08eab43594119": ("TrainGeneratorConfig", 3, "887b3ecea35f7965dfc77bb2ac6d5ba989377e8070c69d6874d2e5f713cf765e"),
 }

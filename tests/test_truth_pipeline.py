@@ -59,6 +59,7 @@ def test_the_density_ratio_report_scores_the_held_out_weights(contaminated):
     expected = recovery.recovery(weights["log_weight"], truth["true_log_weight"])   # every row is out of fold
     undefined = [k for k, v in expected.items() if v != v]        # NaN: the copies' truth is one value
     assert sorted(undefined) == ["pearson", "slope", "spearman", "spearman_max"] and all(rep[k] is None for k in undefined)
+    assert "spearman_class_counts" in rep and rep["spearman_class_counts"] is None   # one truth: no ranks
     assert {k: rep[k] for k in expected if k not in undefined} == pytest.approx(
         {k: v for k, v in expected.items() if k not in undefined})
     junk = truth["true_class"] == -1

@@ -51,10 +51,15 @@ def aligned(truth: dict[str, np.ndarray], sample_ids: np.ndarray) -> dict[str, n
 
 def weights_report(truth: dict[str, np.ndarray], log_w: np.ndarray, held_out: np.ndarray,
                    data_labels: np.ndarray, num_classes: int) -> dict[str, Any]:
-    """``recovery.recovery`` of the held-out rows' log-weights, plus ``data_class_mix`` (K,):
-    the real train split's class mix (what SIR should restore)."""
-    out = recovery.recovery(log_w[held_out], truth["true_log_weight"][held_out])
-    out["data_class_mix"] = recovery.class_mix(np.asarray(data_labels), num_classes).tolist()
+    """``recovery.recovery`` of the held-out rows' log-weights, plus ``spearman_class_counts``
+    (``recovery.class_count_spearman``: what weights read off the held-out pool's class
+    counts reach) and ``data_class_mix`` (K,): the real train split's class mix (what SIR
+    should restore)."""
+    true_log_w = truth["true_log_weight"][held_out]
+    out = recovery.recovery(log_w[held_out], true_log_w)
+    data_mix = recovery.class_mix(np.asarray(data_labels), num_classes)
+    out["spearman_class_counts"] = recovery.class_count_spearman(true_log_w, truth["true_class"][held_out], data_mix)
+    out["data_class_mix"] = data_mix.tolist()
     return _json_safe(out)
 
 
@@ -121,7 +126,8 @@ def describe(weights: dict[str, Any], sir: dict[str, Any] | None, alpha: float |
     (``sir_report``; ``alpha``: the used exponent)."""
     lines = ["weights vs the known truth (held-out rows):",
              f"- rank (Spearman) {_fmt(weights['spearman'])} (at most {_fmt(weights['spearman_max'])} "
-             f"under the truth's ties), linear (Pearson) {_fmt(weights['pearson'])}, "
+             f"under the truth's ties; the pool's class counts reach "
+             f"{_fmt(weights.get('spearman_class_counts'))}), linear (Pearson) {_fmt(weights['pearson'])}, "
              f"slope {_fmt(weights['slope'])} on {weights['real_rows']} real copies; ESS "
              f"{weights['ess_estimated']:.1f} estimated vs {weights['ess_true']:.1f} true "
              f"(ratio {weights['ess_ratio']:.3f})"]
