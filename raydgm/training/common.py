@@ -27,7 +27,7 @@ def checked_images(images: np.ndarray, where: str) -> np.ndarray:
 def check_finite_loss(loss: Any, what: str, epoch: int, hint: str, batch: int | None = None) -> None:
     """FloatingPointError naming ``what`` (e.g. "training loss"), the 0-based ``epoch`` (shown
     1-based), the batch and ``hint`` unless the float / 0-d tensor ``loss`` is finite."""
-    value = float(loss)
+    value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
     if not math.isfinite(value):
         where = f"epoch {epoch + 1}" + (f", batch {batch}" if batch is not None else "")
         raise FloatingPointError(f"{what} became {value} at {where}; {hint}")
