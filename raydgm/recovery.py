@@ -154,7 +154,7 @@ def recovery(log_weights: Any, true_log_weights: Any) -> dict[str, float]:
 
 def class_count_spearman(true_log_weights: Any, true_classes: Any, data_mix: Any) -> float:
     """Spearman, over the rows with a finite truth, of ``true_log_weights`` (N,) with the
-    class-count weights log ``data_mix``\[y] - log pool_mix(y), pool_mix the class mix of
+    class-count weights log ``data_mix``[y] - log pool_mix(y), pool_mix the class mix of
     those rows (``true_classes`` int (N,), -1 = junk; ``data_mix`` (K,)). NaN when either
     side is constant there."""
     data_mix = _distribution(data_mix, "data_mix")

@@ -16,7 +16,8 @@ from typing import Iterable
 from raydgm.config.base import Config, ConfigError, merge, parse_override, read_mapping
 from raydgm.config.known_bias import CLASS_MIX_RULES, ContaminatedConfig, SkewedConfig
 from raydgm.config.ssl import UNLABELED_SOURCES, ResNetConfig, SSLConfig, SSLTrainingConfig, Unlabeled
-from raydgm.config.stages import (ActorPool, AutoencoderConfig, BaselineModelConfig, Calibration, DataConfig,
+from raydgm.config.stages import (ActorPool, AutoencoderConfig, BaselineModelConfig, Calibration, ContrastiveConfig,
+                                  DataConfig,
                                   DensityRatioConfig, DomainClassifierConfig, ExtractConfig, Extractor,
                                   FeaturesConfig, GenerateConfig, ImportSamplesConfig, ModelConfig,
                                   PipelineConfig, PixelCNNConfig, QualityConfig, ResampleConfig,
@@ -25,7 +26,7 @@ from raydgm.config.sweeps import ClassifierSweepConfig, SSLTrial, SweepConfig, T
 
 STAGE_CONFIGS: dict[str, type[Config]] = {
     c.STAGE: c for c in (DataConfig, TrainGeneratorConfig, GenerateConfig, DomainClassifierConfig,
-                         AutoencoderConfig, FeaturesConfig, DensityRatioConfig, ResampleConfig, QualityConfig,
+                         AutoencoderConfig, ContrastiveConfig, FeaturesConfig, DensityRatioConfig, ResampleConfig, QualityConfig,
                          TrackingConfig, PipelineConfig, SSLConfig, SweepConfig,
                          ClassifierSweepConfig)
 }
@@ -38,7 +39,7 @@ def load_config(stage: str, path: str | Path | None = None, overrides: Iterable[
     return STAGE_CONFIGS[stage].load(path, overrides)
 
 
-__all__ = ["CLASS_MIX_RULES", "STAGE_CONFIGS", "UNLABELED_SOURCES", "ActorPool", "AutoencoderConfig",
+__all__ = ["CLASS_MIX_RULES", "STAGE_CONFIGS", "UNLABELED_SOURCES", "ActorPool", "AutoencoderConfig", "ContrastiveConfig",
            "BaselineModelConfig", "ContaminatedConfig", "SkewedConfig", "Calibration", "ClassifierSweepConfig", "Config", "ConfigError", "DataConfig",
            "DensityRatioConfig", "DomainClassifierConfig", "ExtractConfig", "Extractor",
            "FeaturesConfig", "GenerateConfig", "ImportSamplesConfig", "ModelConfig",

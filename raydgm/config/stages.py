@@ -139,7 +139,7 @@ class ImportSamplesConfig(Config):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
-Extractor = Literal["pixels", "domain", "autoencoder", "inception"]
+Extractor = Literal["pixels", "domain", "autoencoder", "contrastive", "inception"]
 
 
 Count = Annotated[int, Field(ge=1)]
@@ -203,6 +203,31 @@ class AutoencoderConfig(ExtractorNetConfig):
     patience: Count = 2
 
 
+class ContrastiveConfig(ExtractorNetConfig):
+    """The ``contrastive`` feature extractor: an encoder trained on the real train split's images
+    without their labels, so that two random distortions of one image get nearby features
+    (SimCLR: ``raydgm.models.contrastive``, ``raydgm.training.contrastive``).
+
+    Its ``feature_dim`` units give features (the projection head only serves the loss); no
+    logits. Each batch's images are distorted twice (rotation, scale, shift: the ``max_*``
+    fields; no flips); loss: NT-Xent at ``temperature``; early stopping keeps the epoch with the
+    lowest validation loss (distortions of the validation images drawn alike every epoch).
+    """
+
+    STAGE: ClassVar[str] = "contrastive"
+    channels: tuple[int, ...] = (32, 64, 128)   # conv3x3 (stride 2 while >= 2x2) + BatchNorm + ReLU each
+    feature_dim: FeatureDim = 64                # the features
+    projection_dim: Count = 64                  # the head the loss compares
+    epochs: Count = 40
+    batch_size: Count = 256                     # 2 x 256 views: 510 negatives per view
+    learning_rate: Rate = 2e-3
+    patience: Count = 5
+    temperature: Rate = 0.5
+    max_rotation: float = Field(15.0, ge=0.0, le=180.0)   # degrees
+    max_scale: float = Field(0.15, ge=0.0, lt=1.0)
+    max_shift: float = Field(0.1, ge=0.0, le=0.5)          # of the image side
+
+
 class FeaturesConfig(ActorPool):
     """How features are extracted and cached (``raydgm.pipeline.features``), shared by every extractor.
 
@@ -219,6 +244,7 @@ class FeaturesConfig(ActorPool):
     inception_weights: str | None = None    # TorchScript file; None: $RAYDGM_INCEPTION_WEIGHTS, ...
     domain: DomainClassifierConfig = DomainClassifierConfig()
     autoencoder: AutoencoderConfig = AutoencoderConfig()
+    contrastive: ContrastiveConfig = ContrastiveConfig()
     batch_size: int = Field(200, ge=1)
     device: str = "auto"                    # auto: cuda when available
     ray_min_rows: int | None = Field(None, ge=0)   # None: always in this process

@@ -117,7 +117,7 @@ class SweepConfig(Config):
                 "pipeline.density_ratio.features=domain leaks labels into the weights: the domain CNN "
                 "is trained on every train label, so resampled / subset / weighted images for a trial given "
                 f"{min(self.labeled_sizes)} labels would be chosen with the other labels' information. "
-                "Use a label-free extractor (autoencoder, inception or pixels); domain may still score "
+                "Use a label-free extractor (autoencoder, contrastive, inception or pixels); domain may still score "
                 "samples (quality.features)")
         return self
 

@@ -7,6 +7,8 @@ Extractors (``build_extractor``):
   its penultimate layer gives features and its softmax an Inception-Score analogue.
 - ``autoencoder``: a small conv autoencoder trained on the real train images without labels
   (``raydgm.models.autoencoder``); its bottleneck gives features, and there are no logits.
+- ``contrastive``: an encoder trained on the real train images without labels to map two random
+  distortions of an image close together (SimCLR, ``raydgm.models.contrastive``); no logits.
 - ``inception``: clean-fid's protocol on the TorchScript Inception-V3 (``raydgm.pipeline.inception``):
   2048-d pool features and, with the full weights file, the 1008 logits for IS.
 
@@ -66,7 +68,8 @@ class NetworkExtractor:
     """A trained extractor network's features and, with a class head, logits; in batches, no grad.
 
     ``domain``: the DomainCNN's penultimate features (N, feature_dim) and class logits;
-    ``autoencoder``: the ConvAutoencoder's bottleneck (N, feature_dim) and no logits.
+    ``autoencoder``: the ConvAutoencoder's bottleneck (N, feature_dim) and no logits;
+    ``contrastive``: the ContrastiveEncoder's features (N, feature_dim) and no logits.
     """
 
     def __init__(self, name: str, checkpoint: str | Path, device: str = "cpu", batch_size: int = 200):
@@ -92,14 +95,17 @@ class NetworkExtractor:
 
 def build_extractor(name: str, *, domain_checkpoint: str | Path | None = None,
                     autoencoder_checkpoint: str | Path | None = None,
+                    contrastive_checkpoint: str | Path | None = None,
                     inception_weights: str | None = None, device: str = "cpu",
                     batch_size: int = 200) -> Callable[[np.ndarray], Features]:
-    """The extractor ``name``; ``domain`` and ``autoencoder`` need their trained network's checkpoint."""
+    """The extractor ``name``; ``domain``, ``autoencoder`` and ``contrastive`` need their trained
+    network's checkpoint."""
     from raydgm.training.extractors import NETWORKS
     if name == "pixels":
         return PixelExtractor()
     if name in NETWORKS:
-        checkpoint = {"domain": domain_checkpoint, "autoencoder": autoencoder_checkpoint}[name]
+        checkpoint = {"domain": domain_checkpoint, "autoencoder": autoencoder_checkpoint,
+                      "contrastive": contrastive_checkpoint}[name]
         if checkpoint is None:
             raise ValueError(f"the {name} extractor needs a trained {NETWORKS[name][1]} checkpoint "
                              "(raydgm.pipeline.stages.train_extractor makes one)")

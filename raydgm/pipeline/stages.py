@@ -21,8 +21,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from raydgm import density_ratio, resample
-from raydgm.config import (AutoencoderConfig, DataConfig, DensityRatioConfig, DomainClassifierConfig,
-                           ExtractConfig, FeaturesConfig, GenerateConfig, ImportSamplesConfig, PipelineConfig,
+from raydgm.config import (AutoencoderConfig, ContrastiveConfig, DataConfig, DensityRatioConfig,
+                           DomainClassifierConfig, ExtractConfig, FeaturesConfig, GenerateConfig, ImportSamplesConfig, PipelineConfig,
                            ResampleConfig, TrainGeneratorConfig)
 from raydgm.data import Dataset, load_dataset, read_npz
 from raydgm.pipeline import features, tables
@@ -122,10 +122,11 @@ def import_samples(path: str | Path, store: ArtifactStore) -> Artifact:
     return store.run(cfg.STAGE, cfg, write)
 
 
-def train_extractor(data_cfg: DataConfig, cfg: DomainClassifierConfig | AutoencoderConfig,
+def train_extractor(data_cfg: DataConfig, cfg: DomainClassifierConfig | AutoencoderConfig | ContrastiveConfig,
                     store: ArtifactStore, dataset: Dataset | None = None, progress: bool = True) -> Artifact:
     """Train (or reuse) an extractor's network on the real train split: ``domain``'s CNN on its
-    labels (``cfg`` a DomainClassifierConfig) or ``autoencoder``'s on the images alone.
+    labels (``cfg`` a DomainClassifierConfig) or ``autoencoder``'s or ``contrastive``'s on the
+    images alone.
 
     The validation split drives early stopping. The artifact (stage ``cfg.STAGE``) holds
     ``model.pt`` and ``history.json`` (per-epoch losses and accuracy or MSE).
@@ -166,7 +167,7 @@ class Featurizer:
         if name not in self._identity:
             kwargs: dict[str, Any] = {"device": self.cfg.device, "batch_size": self.cfg.batch_size}
             inputs: dict[str, str] = {}
-            if name in ("domain", "autoencoder"):
+            if name in ("domain", "autoencoder", "contrastive"):
                 net_cfg = getattr(self.cfg, name)     # its weights: the key of its training stage
                 art = self._logged(train_extractor(self.data_cfg, net_cfg, self.store, self.dataset,
                                                    self.progress))

@@ -3,11 +3,15 @@
 ``domain``: a ``raydgm.models.domain.DomainCNN`` trained on real images' labels (cross-entropy;
 early stopping on validation accuracy). ``autoencoder``: a
 ``raydgm.models.autoencoder.ConvAutoencoder`` trained on the images alone (binary cross-entropy
-of the reconstruction; early stopping on validation loss). Both run the one loop ``_fit``,
-seeded as ``generators.fit_generator``: initial weights from (seed, 0), epoch e's shuffling
-permutation from ``default_rng([seed, e])``; neither network has dropout, so nothing else
-draws. Saved in ``generators.save_generator``'s file layout (kinds ``domain_cnn`` and
-``conv_autoencoder``); they load with ``torch.load(..., weights_only=True)``.
+of the reconstruction; early stopping on validation loss). ``contrastive``: a
+``raydgm.models.contrastive.ContrastiveEncoder`` trained on the images alone (NT-Xent between
+two random distortions of each image, ``raydgm.training.contrastive``; early stopping on
+validation loss). All run the one loop ``_fit``, seeded as ``generators.fit_generator``:
+initial weights from (seed, 0), epoch e's shuffling permutation from ``default_rng([seed, e])``;
+no network has dropout; the contrastive distortions draw from (seed, 1) in training and from
+(seed, 2), afresh at every evaluation, for validation. Saved in ``generators.save_generator``'s
+file layout (kinds ``domain_cnn``, ``conv_autoencoder`` and ``contrastive_encoder``); they load
+with ``torch.load(..., weights_only=True)``.
 """
 from __future__ import annotations
 
@@ -19,36 +23,43 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from raydgm.config import AutoencoderConfig, DomainClassifierConfig
+from raydgm.config import AutoencoderConfig, ContrastiveConfig, DomainClassifierConfig
 from raydgm.data import check_labels
 from raydgm.models.autoencoder import ConvAutoencoder
+from raydgm.models.contrastive import ContrastiveEncoder
 from raydgm.models.domain import DomainCNN
 from raydgm.training.common import check_finite_loss, checked_images, derived_seed, one_thread
+from raydgm.training.contrastive import nt_xent, random_affine
 from raydgm.training.generators import OnEpoch, load_model, save_generator
 
 DOMAIN_KIND = "domain_cnn"             # the ``kind`` written into a domain-classifier checkpoint
 AUTOENCODER_KIND = "conv_autoencoder"  # ... and into an autoencoder checkpoint
+CONTRASTIVE_KIND = "contrastive_encoder"
 NETWORKS: dict[str, tuple[str, str, type[torch.nn.Module]]] = {   # extractor -> (kind, what, class)
     "domain": (DOMAIN_KIND, "domain classifier", DomainCNN),
-    "autoencoder": (AUTOENCODER_KIND, "autoencoder", ConvAutoencoder)}
-NetworkConfig = DomainClassifierConfig | AutoencoderConfig
+    "autoencoder": (AUTOENCODER_KIND, "autoencoder", ConvAutoencoder),
+    "contrastive": (CONTRASTIVE_KIND, "contrastive encoder", ContrastiveEncoder)}
+NetworkConfig = DomainClassifierConfig | AutoencoderConfig | ContrastiveConfig
 # (model, batch tensors) -> (mean loss to minimise, {statistic: its sum over the batch's rows})
 BatchStats = Callable[..., tuple[torch.Tensor, dict[str, float]]]
 
 
 def fit_network(cfg: NetworkConfig, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
                 progress: bool = True, where: str = "the dataset"
-                ) -> tuple[DomainCNN | ConvAutoencoder, list[dict[str, float]]]:
+                ) -> tuple[torch.nn.Module, list[dict[str, float]]]:
     """The network ``cfg`` configures, fitted on a dataset's (images, labels) train split.
 
     DomainClassifierConfig: a DomainCNN on the labels (ValueError when the train split is
-    unlabelled, labels -1); AutoencoderConfig: a ConvAutoencoder on the images, labels unused.
-    An empty ``val`` split means no early stopping.
+    unlabelled, labels -1); AutoencoderConfig: a ConvAutoencoder, ContrastiveConfig: a
+    ContrastiveEncoder, both on the images, labels unused. An empty ``val`` split means no
+    early stopping.
     """
     (x, y), (xv, yv) = train, val
     xv, yv = (xv, yv) if len(xv) else (None, None)
     if isinstance(cfg, AutoencoderConfig):
         return fit_autoencoder(x, xv, cfg, progress=progress)
+    if isinstance(cfg, ContrastiveConfig):
+        return fit_contrastive(x, xv, cfg, progress=progress)
     if (np.asarray(y) < 0).any():
         raise ValueError(f"the domain extractor trains on class labels, but {where}'s train split "
                          "is unlabelled; use features=autoencoder, inception or pixels")
@@ -98,6 +109,46 @@ def fit_autoencoder(images: np.ndarray, val_images: np.ndarray | None, cfg: Auto
                          f"images {x.shape[1:]}; they must match")
     model = _seeded(cfg, lambda: ConvAutoencoder(tuple(x.shape[1:]), tuple(cfg.channels), cfg.feature_dim))
     history = _fit(model, _reconstruct, (x,), val, cfg, "autoencoder", "val_loss", progress, on_epoch)
+    return model.eval(), history
+
+
+def fit_contrastive(images: np.ndarray, val_images: np.ndarray | None, cfg: ContrastiveConfig,
+                    progress: bool = True, on_epoch: OnEpoch | None = None
+                    ) -> tuple[ContrastiveEncoder, list[dict[str, float]]]:
+    """Train a ContrastiveEncoder on uint8 (N, C, H, W) ``images``; no labels are involved.
+
+    Adam on ``nt_xent`` of two ``random_affine`` distortions of each batch's images. History
+    rows: ``epoch``, ``train_loss`` (averaged over the epoch's batches while the weights moved)
+    and, with ``val_images``, ``val_loss`` of the weights at the epoch's end, on distortions
+    drawn alike every epoch. With validation images training stops after ``cfg.patience``
+    epochs without a lower validation loss and the best epoch's weights (the first, on ties)
+    are returned; without them every epoch runs. The model comes back in eval mode on ``cfg.device``.
+    """
+    x = checked_images(images, "train images")
+    val = None if val_images is None else (checked_images(val_images, "validation images"),)
+    if val is not None and val[0].shape[1:] != x.shape[1:]:
+        raise ValueError(f"validation images have shape {val[0].shape[1:]} but the train "
+                         f"images {x.shape[1:]}; they must match")
+    model = _seeded(cfg, lambda: ContrastiveEncoder(tuple(x.shape[1:]), tuple(cfg.channels), cfg.feature_dim,
+                                                   cfg.projection_dim))
+    device = next(model.parameters()).device
+
+    def seeded(purpose: int) -> torch.Generator:
+        return torch.Generator(device=device).manual_seed(derived_seed(cfg.seed, purpose))
+    draws = {"train": seeded(1), "val": seeded(2)}
+
+    def contrast(net: ContrastiveEncoder, batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        generator = draws["train"] if net.training else draws["val"]
+        views = torch.cat([random_affine(batch.float(), generator, cfg.max_rotation, cfg.max_scale, cfg.max_shift)
+                           for _ in range(2)])
+        loss = nt_xent(net(views), cfg.temperature)
+        return loss, {"loss": loss.item() * len(batch)}
+
+    def after_epoch(row: dict[str, float]) -> None:   # the next evaluation draws as this one did
+        draws["val"] = seeded(2)
+        if on_epoch is not None:
+            on_epoch(row)
+    history = _fit(model, contrast, (x,), val, cfg, "contrastive encoder", "val_loss", progress, after_epoch)
     return model.eval(), history
 
 
