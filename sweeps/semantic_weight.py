@@ -30,7 +30,8 @@ labels, 3 weights, 3 seeds: 39 trials, ~15 min), smoke (--smoke-test), study (th
 study: 100 and 1,000 labels, 5 generators (baseline, VAE, PixelCNN++, skewed, contaminated),
 every source, 3 weights, 3 seeds: 384 trials, trimmed to 2 h on 2 cores by a stated rule), paper
 (CIFAR-10, PixelCNN++ and VAE, the thesis's grid, for a GPU cluster), known_bias (the default
-pipeline on generators whose true weights are known: docs/known_bias.md)."""
+pipeline on generators whose true weights are known: docs/known_bias.md), known_bias_validation
+(other splits and biases, to choose a weighting setting on before running known_bias once)."""
 
 
 def run(cfg: SweepConfig, resume: bool, pipeline_only: bool = False):
@@ -40,4 +41,4 @@ def run(cfg: SweepConfig, resume: bool, pipeline_only: bool = False):
 
 if __name__ == "__main__":
     sys.exit(main(None, SweepConfig, run, "semantic_weight.py", DESCRIPTION, EPILOG,
-                  smoke="smoke", default="default", presets=("study", "paper", "known_bias")))
+                  smoke="smoke", default="default", presets=("study", "paper", "known_bias", "known_bias_validation")))
