@@ -17,7 +17,8 @@ from pathlib import Path
 TINY = {"data": {"name": "digits"},
         "generate": {"num_samples": 300, "batch_size": 100},
         "features": {"domain": {"channels": [8], "feature_dim": 16, "epochs": 1},
-                     "autoencoder": {"channels": [8], "feature_dim": 16, "epochs": 1}},
+                     "autoencoder": {"channels": [8], "feature_dim": 16, "epochs": 1},
+                     "contrastive": {"channels": [8], "feature_dim": 16, "epochs": 1, "batch_size": 64}},
         "density_ratio": {"hidden_units": 16, "max_epochs": 4, "folds": 3},
         "resample": {"method": "systematic", "target_ess_fraction": 0.9},
         "quality": {"num_blocks": 2, "kid_subsets": 2, "kid_subset_size": 50, "eval_size": 100,
@@ -25,13 +26,15 @@ TINY = {"data": {"name": "digits"},
         "tracking": {"enabled": False}}
 GENERATORS = {"baseline": {"model": {"kind": "baseline", "pca_dim": 4, "n_components": 2}},
               "contaminated": {"model": {"kind": "contaminated", "junk_fraction": 0.5}}}
+WEIGHT_FEATURES = {"baseline": "autoencoder", "contaminated": "contrastive"}   # both label-free extractors pinned
 RECOMPUTED = ("density_ratio", "resample")   # what the thread test computes again
 
 
 def configs() -> dict:
     """Generator name -> its PipelineConfig."""
     from raydgm.config import PipelineConfig
-    return {name: PipelineConfig.from_dict({**TINY, "generator": gen}) for name, gen in GENERATORS.items()}
+    return {name: PipelineConfig.from_dict({**TINY, "generator": gen, "density_ratio": TINY["density_ratio"] | {
+        "features": WEIGHT_FEATURES[name]}}) for name, gen in GENERATORS.items()}
 
 
 def run(home: Path) -> None:

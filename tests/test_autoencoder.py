@@ -68,7 +68,7 @@ def test_fit_network_ignores_labels_for_the_autoencoder_and_the_domain_cnn_refus
     same, _ = extractors.fit_network(small, *labelled, progress=False)
     assert isinstance(model, ConvAutoencoder) and len(history) == 1
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), same.state_dict().values()))
-    with pytest.raises(ValueError, match="unlabelled; use features=autoencoder"):
+    with pytest.raises(ValueError, match="unlabelled; use features=contrastive, autoencoder"):
         extractors.fit_network(DomainClassifierConfig(epochs=1), train, val, progress=False, where="npz")
 
 

@@ -150,7 +150,8 @@ EXTRACTOR_HASHES = {
     ("AutoencoderConfig", "defaults"): "b43f4089220185f0",
     ("DomainClassifierConfig", "every key set"): "12cd371ab6830c36",
     ("AutoencoderConfig", "every key set"): "c8ce70c680eabb6f",
-    ("FeaturesConfig", "defaults"): "dab818f0d4995971",   # ray_min_rows None (20,000: c7b78a8d04dcaee8); no stage key
+    ("ContrastiveConfig", "defaults"): "c0bb3dc4330de930",
+    ("FeaturesConfig", "defaults"): "30ded2937a5e6d75",   # with contrastive (before it: dab818f0d4995971); no stage key
 }
 EVERY_KEY = {"DomainClassifierConfig": dict(channels=[8, 16, 32], feature_dim=64, epochs=3, batch_size=64,
                                             learning_rate=1e-3, patience=2, device="cuda", seed=4),

@@ -27,20 +27,22 @@ PINNED_ON = {"python": "3.11.7", "machine": "x86_64", "torch": "2.14.1+cu130", "
 # "<stage>/<key>": (config class, its VERSION, sha256 of the artifact), in key order
 PINNED = {
     "autoencoder/a60e78635ada3019": ("AutoencoderConfig", 1, "37bfdefeda1cf4136d86c9623ed647095341201517757af5259bd7af6670e985"),
-    "density_ratio/541daf1bee88ae6c": ("DensityRatioConfig", 3, "a41c8d862581d6a910e4299f07272f0c41dfcf917819bfe54166e176e719b4d1"),
+    "contrastive/c1bfab4d8255629e": ("ContrastiveConfig", 1, "528dabbad24e9587731d5ac635ac0b7a7d6305baf4da387b408a201a801f88a6"),
+    "density_ratio/11d6cf4b9b64cf99": ("DensityRatioConfig", 3, "34e9dd157f56beabc6bfe0adbac0610700b5c682753527d29179fd43be25bde8"),
     "density_ratio/5de1bdd9db48bc01": ("DensityRatioConfig", 3, "33ddc6ff5912260529b122b95d7c461d637c03b2fa80616a3ecfba8a73a5bf8b"),
     "domain_classifier/7a8a24f22b84a844": ("DomainClassifierConfig", 1, "6ed9ea76b4e7188efc17d28fad4773e4baa3f39960300d1f108eb9e086d8f897"),
     "features/00567431dcbb219f": ("ExtractConfig", 2, "d0804bd4cadf84d2d1cb61c4c243590a0fb4882bcd503ea1e0aaf9824424f542"),
     "features/1849ea63995fd7f6": ("ExtractConfig", 2, "d2e401c7edc94854977a42b2de8a2de361bc078c934cd137e0fa2029a4ae3db5"),
-    "features/5fb92ecd4b794574": ("ExtractConfig", 2, "e7891cf8b45deea9f353f8da3bb635d17765e927191325b29172a8166d7d980f"),
+    "features/5734bbc8d5305119": ("ExtractConfig", 2, "540d2cb455818d6ea84f99fb7ed0887e1a2ad371808e2f1e7492faa12660eb3f"),
     "features/a9adae6909eaffd9": ("ExtractConfig", 2, "828e650b19e90abe9b169763b919173e5ec8d8695f62d5bb0d2594db7d9302bd"),
+    "features/b662f0e54769815e": ("ExtractConfig", 2, "f7efca30fda7aaa287895ab5a5fbb784712ec74de18cbbb6e82bcdcd552f7182"),
     "features/d03bd86c0ea02b91": ("ExtractConfig", 2, "5a2009b8b8f39591f5a5f89862805d487fe2ac28da09892161de543b5b1d6394"),
     "features/d6020d1082a11cbe": ("ExtractConfig", 2, "281d836edc5750a887f01be28cd643148ae578f961b731199100feb2ce0a821e"),
     "generate/05f7f73863261aa2": ("GenerateConfig", 2, "6def56cccd6dd774f03e55898dabf1870c8bce45ac1a523de511aba1a03d0780"),
     "generate/76476c076fd058ee": ("GenerateConfig", 2, "c0413aba9096db1814bf1b42b0f6db1ad90fbe80a068a3850b351e66c62e4e0d"),
-    "quality/8f0880eadddf5b49": ("QualityConfig", 1, "41feb3a7de510adfeb2e98be74dd289d0256478f390aaa1a3add0c5cdc3c3bac"),
+    "quality/643f8996195820c3": ("QualityConfig", 1, "fb2f20b17339a425f2df8564d787202a35793fd9390231b1a4aa3cf90d75a3f2"),
+    "resample/8105bffbcb08d452": ("ResampleConfig", 2, "51fe98a16c1e1ce4e7bb8aa361431f48a18a3c5e4f62609b6d120f38ba12e784"),
     "resample/b318990349a2a098": ("ResampleConfig", 2, "5933a5dfe4563e608dd328139498a6705a27809e3c47460576db69558fbd6e79"),
-    "resample/eecf084b3dc27763": ("ResampleConfig", 2, "3aee98528db8325644a426f7a4c857cc2e234b4452429c1db14fa03f6c42e83e"),
     "train_generator/11601aea3d43a667": ("TrainGeneratorConfig", 3, "17d46fd23b6b3abf2ab033467004fabad3367c0fa902aa1f26dff74749891041"),
     "train_generator/94b08eab43594119": ("TrainGeneratorConfig", 3, "887b3ecea35f7965dfc77bb2ac6d5ba989377e8070c69d6874d2e5f713cf765e"),
 }
@@ -96,8 +98,8 @@ def test_the_guard_names_the_version_to_bump():
 
 def test_every_stage_is_pinned(tiny_pipelines):
     stages = {name.split("/")[0] for name in current(tiny_pipelines)}
-    assert stages == {"train_generator", "generate", "autoencoder", "domain_classifier", "features",
-                      "density_ratio", "resample", "quality"}
+    assert stages == {"train_generator", "generate", "autoencoder", "contrastive", "domain_classifier",
+                      "features", "density_ratio", "resample", "quality"}
     assert stages == {name.split("/")[0] for name in PINNED}
 
 

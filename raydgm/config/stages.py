@@ -274,7 +274,7 @@ class DensityRatioConfig(Config):
     # 2: samples equal to a real train image share its fold (group_copies); truth scored in report.json
     # 3: report.json's truth gives spearman_class_counts
     VERSION: ClassVar[int] = 3
-    features: Extractor = "autoencoder"      # the classifier's input features: label-free by default
+    features: Extractor = "contrastive"      # the classifier's input features: label-free by default
     folds: int = Field(5, ge=1)              # cross-fitting folds; 1: a single split
     hidden_units: int = Field(1000, ge=1)    # the paper's one hidden layer of 1,000 units
     learning_rate: float = Field(1e-3, gt=0.0)

@@ -62,7 +62,7 @@ def fit_network(cfg: NetworkConfig, train: tuple[np.ndarray, np.ndarray], val: t
         return fit_contrastive(x, xv, cfg, progress=progress)
     if (np.asarray(y) < 0).any():
         raise ValueError(f"the domain extractor trains on class labels, but {where}'s train split "
-                         "is unlabelled; use features=autoencoder, inception or pixels")
+                         "is unlabelled; use features=contrastive, autoencoder, inception or pixels")
     return fit_domain_classifier(x, y, xv, yv, cfg, progress=progress)
 
 
