@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from raydgm.models.base import check_batch_shape
+from raydgm.models.base import check_batch_shape, checked_conv_args
 
 
 class ConvAutoencoder(nn.Module):
@@ -30,12 +30,7 @@ class ConvAutoencoder(nn.Module):
     def __init__(self, image_shape: tuple[int, int, int], channels: tuple[int, ...] = (8, 16),
                  feature_dim: int = 32) -> None:
         super().__init__()
-        C, H, W = (int(s) for s in image_shape)
-        channels = tuple(int(c) for c in channels)
-        if C < 1 or H < 1 or W < 1:
-            raise ValueError(f"image_shape must be (C, H, W) with positive sizes, got {tuple(image_shape)}")
-        if not channels or min(channels) < 1:
-            raise ValueError(f"channels must list at least one positive count, got {channels}")
+        (C, H, W), channels = checked_conv_args(image_shape, channels)
         if feature_dim < 1:
             raise ValueError(f"feature_dim must be >= 1, got {feature_dim}")
         self.image_shape, self.channels, self.feature_dim = (C, H, W), channels, int(feature_dim)

@@ -52,6 +52,18 @@ def to_uint8(levels: torch.Tensor) -> torch.Tensor:
     return levels.round().clamp(0, 255).to(torch.uint8)
 
 
+def checked_conv_args(image_shape: tuple[int, ...], channels: tuple[int, ...]
+                      ) -> tuple[tuple[int, int, int], tuple[int, ...]]:
+    """(C, H, W) and the conv channel counts as ints, or a ValueError naming the bad one."""
+    C, H, W = (int(s) for s in image_shape)
+    channels = tuple(int(c) for c in channels)
+    if C < 1 or H < 1 or W < 1:
+        raise ValueError(f"image_shape must be (C, H, W) with positive sizes, got {tuple(image_shape)}")
+    if not channels or min(channels) < 1:
+        raise ValueError(f"channels must list at least one positive count, got {channels}")
+    return (C, H, W), channels
+
+
 def check_batch_shape(x: torch.Tensor, image_shape: tuple[int, int, int]) -> None:
     """ValueError unless ``x`` is a batch (N, C, H, W) of images of ``image_shape`` (C, H, W)."""
     if tuple(x.shape[1:]) != tuple(image_shape):
