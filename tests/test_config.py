@@ -107,6 +107,23 @@ def test_yaml_file_plus_dotted_overrides(tmp_path):
         PipelineConfig.load(path, ["density_ratio.hidden=3"])
 
 
+def test_null_over_a_nested_config_removes_it(tmp_path):
+    """``--set generators.vae=null`` (or ``vae: null`` in a file) drops a preset's generator; a
+    nested config set to null falls back to its default; a null leaf stays null."""
+    from raydgm.config.base import merge
+    from raydgm.config import SweepConfig
+    from raydgm.sweeps.cli import load_sweep
+    cfg = load_sweep(SweepConfig, "default", overrides=("generators.vae=null",))
+    assert list(cfg.generators) == ["baseline"]
+    path = tmp_path / "drop.yaml"
+    path.write_text("generators:\n  baseline: null\n")
+    assert list(load_sweep(SweepConfig, "default", path).generators) == ["vae"]
+    base = {"a": {"b": 1}, "c": 2}
+    assert merge(base, {"a": None, "c": None}) == {"c": None}
+    cfg = PipelineConfig.load(None, ["density_ratio=null"], base={"density_ratio": {"hidden_units": 3}})
+    assert cfg.density_ratio == PipelineConfig().density_ratio
+
+
 def test_json_file_round_trip(tmp_path):
     cfg = PipelineConfig().replace(data=DataConfig(name="digits").to_dict())
     path = tmp_path / "cfg.json"

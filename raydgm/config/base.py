@@ -92,11 +92,15 @@ def read_mapping(path: str | Path) -> dict[str, Any]:
 
 
 def merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` with ``top``'s keys put in; nested mappings are merged key by key."""
+    """``base`` with ``top``'s keys put in; nested mappings are merged key by key. A ``null`` in
+    ``top`` over a nested mapping removes it, so its default applies: ``generators: {vae: null}``
+    drops a preset's generator."""
     out = dict(base)
     for key, value in top.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
             out[key] = merge(out[key], value)
+        elif value is None and isinstance(out.get(key), Mapping):
+            del out[key]
         else:
             out[key] = value
     return out
@@ -122,7 +126,11 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"override {key!r}: {part!r} is not a nested config")
         node = child
-    node[parts[-1]] = value
+    last = parts[-1]
+    if value is None and isinstance(node.get(last), Mapping):
+        del node[last]  # null over a nested config removes it (as in merge)
+    else:
+        node[last] = value
 
 
 def _explain(cls: type[Config], err: ValidationError) -> str:
