@@ -18,6 +18,15 @@ well estimated log-weights log w recover them:
   class (label-free weights do not) and has only this pool to learn pi_gen from. Where true
   weights of two classes are close, the pool's counts misorder them, so this falls below
   ``spearman_max``: a reference for what class-level recovery can reach on this pool.
+- ``within_class``: how far the estimate is from class-level where the truth is one value per
+  class: the pooled standard deviation of log w around its class means (the truth's is 0),
+  and the Spearman of the truth with those class means (the order of the classes the
+  estimate holds once that spread is removed).
+- ``noise_tolerance``: the largest per-row error a rank target leaves room for: the standard
+  deviation s at which the truth plus s z (z seeded standard normal draws, one per row)
+  still reaches the target Spearman with the truth. A truth whose classes lie close together
+  tolerates little; one above which no estimate can rise (``spearman_max`` below the
+  target) tolerates none.
 - ``sir_effect``: what sampling-importance-resampling with probabilities p_i = w_i / sum_j w_j
   (or with observed draw counts) does to the class mix and the junk share: the class mix of
   the drawn real copies, sum_{i real, y_i = k} p_i / sum_{i real} p_i, against the data's
@@ -171,6 +180,56 @@ def class_count_spearman(true_log_weights: Any, true_classes: Any, data_mix: Any
     estimate = np.log(data_mix[y]) - np.log(class_mix(y, data_mix.size)[y])
     varies = x.size >= 2 and x.min() < x.max() and estimate.min() < estimate.max()
     return float(spearmanr(x, estimate)[0]) if varies else math.nan
+
+
+def within_class(log_weights: Any, true_log_weights: Any, true_classes: Any) -> dict[str, float]:
+    """On the rows with a finite truth: ``within_class_sd``, the pooled standard deviation
+    sqrt(sum_i (log w_i - m_{y_i})^2 / n) of ``log_weights`` (N,) around its class means m_y
+    (``true_classes`` int (N,), -1 = junk), and ``spearman_class_means``, the Spearman of
+    ``true_log_weights`` (N,) with m_{y_i} (NaN when either side is constant there)."""
+    lw = _vector(log_weights, "log_weights")
+    truth = _vector(true_log_weights, "true_log_weights", lw.size)
+    y = np.asarray(true_classes)
+    if y.shape != lw.shape or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"true_classes must be an integer array of shape {lw.shape}, got {y.dtype} {y.shape}")
+    real = np.isfinite(truth)
+    if (y[real] == JUNK).any():
+        raise ValueError("a row with a finite true weight has the junk class -1")
+    if not real.any():
+        return {"within_class_sd": math.nan, "spearman_class_means": math.nan}
+    y, x, est = y[real], truth[real], lw[real]
+    _, group = np.unique(y, return_inverse=True)
+    means = (np.bincount(group, est) / np.bincount(group))[group]
+    varies = x.min() < x.max() and means.min() < means.max()
+    return {"within_class_sd": float(np.sqrt(np.mean((est - means) ** 2))),
+            "spearman_class_means": float(spearmanr(x, means)[0]) if varies else math.nan}
+
+
+def noise_tolerance(true_log_weights: Any, target: float, seed: int = 0, tol: float = 1e-3) -> float:
+    """The largest s with Spearman(t, t + s z) >= ``target`` over the rows with a finite truth
+    t (z: standard normal draws of ``seed``, the same for every s), to a relative ``tol``, by
+    bisection on log(s / sd(t)) in [1e-6, 1e3] (inf when even the top reaches ``target``). 0 when even s = 1e-6 (ties broken at random) falls
+    below ``target``; NaN when the finite truth is constant. For a continuous Gaussian truth
+    the answer is sqrt(1 / rho^2 - 1) with rho = 2 sin(pi target / 6) (Spearman of a
+    bivariate normal: 6 / pi arcsin(rho / 2))."""
+    if not 0.0 < target < 1.0:
+        raise ValueError(f"target must lie in (0, 1), got {target}")
+    truth = _vector(true_log_weights, "true_log_weights")
+    x = truth[np.isfinite(truth)]
+    if x.size < 2 or x.min() == x.max():
+        return math.nan
+    z = np.random.default_rng(seed).standard_normal(x.size) * np.std(x)
+    def reaches(s: float) -> bool:
+        return spearmanr(x, x + s * z)[0] >= target
+    lo, hi = 1e-6, 1e3
+    if not reaches(lo):
+        return 0.0
+    if reaches(hi):
+        return math.inf
+    while hi / lo > 1.0 + tol:
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if reaches(mid) else (lo, mid)
+    return float(lo * np.std(x))
 
 
 def sir_effect(weights: Any, true_classes: Any, data_mix: Any) -> dict[str, float]:

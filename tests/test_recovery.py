@@ -130,6 +130,46 @@ def test_class_count_spearman_by_hand():
         recovery.class_count_spearman(truth, np.where(y == 0, -1, y), [0.2, 0.5, 0.3])
 
 
+def test_within_class_by_hand():
+    """Classes 0 (truth 0) and 1 (truth 1), a junk row left out. Estimates (0, 2 | 5, 5, 8):
+    class means 1 and 6, squared deviations 1, 1 | 1, 1, 4 over 5 rows: sd sqrt(8 / 5); the
+    means keep the classes' order: Spearman 1. Reversed means give -1."""
+    y = np.array([0, 0, 1, 1, 1, -1])
+    truth = np.array([0.0, 0.0, 1.0, 1.0, 1.0, -np.inf])
+    out = recovery.within_class([0.0, 2.0, 5.0, 5.0, 8.0, -3.0], truth, y)
+    assert out["within_class_sd"] == pytest.approx(math.sqrt(8 / 5))
+    assert out["spearman_class_means"] == pytest.approx(1.0)
+    assert recovery.within_class([9.0, 9.0, 1.0, 2.0, 3.0, 0.0], truth, y)["spearman_class_means"] == pytest.approx(-1.0)
+    assert recovery.within_class(truth[:5], truth[:5], y[:5])["within_class_sd"] == 0.0
+    with pytest.raises(ValueError, match="junk class"):
+        recovery.within_class([0.0, 1.0], [0.0, 1.0], np.array([0, -1]))
+
+
+def test_noise_tolerance_matches_the_bivariate_normal():
+    """For a Gaussian truth t, t + s z is bivariate normal with rho = 1 / sqrt(1 + s^2 / var t),
+    whose Spearman is 6 / pi arcsin(rho / 2): Spearman 0.9 at s = sd(t) sqrt(1 / rho^2 - 1)
+    with rho = 2 sin(0.15 pi). The answer scales with the truth."""
+    t = np.random.default_rng(1).standard_normal(100_000)
+    rho = 2 * math.sin(math.pi * 0.9 / 6)
+    exact = math.sqrt(1 / rho**2 - 1)
+    assert recovery.noise_tolerance(t, 0.9) == pytest.approx(exact, rel=0.02)
+    assert recovery.noise_tolerance(3 * t, 0.9) == pytest.approx(3 * exact, rel=0.02)
+    rho = 2 * math.sin(math.pi * 0.5 / 6)
+    assert recovery.noise_tolerance(t, 0.5) == pytest.approx(math.sqrt(1 / rho**2 - 1), rel=0.02)
+
+
+def test_noise_tolerance_of_tied_and_constant_truths():
+    """Two equal groups: no untied estimate ranks above sqrt(3)/2 < 0.9, so nothing is
+    tolerated; below that ceiling a little is. A constant truth has no rank: NaN."""
+    two = np.repeat([0.0, 1.0], 5000)
+    assert recovery.noise_tolerance(two, 0.9) == 0.0
+    assert 0.0 < recovery.noise_tolerance(two, 0.8) < math.inf
+    assert math.isnan(recovery.noise_tolerance(np.zeros(10), 0.9))
+    assert math.isnan(recovery.noise_tolerance([0.0, -np.inf, -np.inf], 0.9))   # junk is left out
+    with pytest.raises(ValueError, match="target must lie in"):
+        recovery.noise_tolerance(two, 1.0)
+
+
 def test_recovery_refuses_bad_input():
     with pytest.raises(ValueError, match="every row is junk"):
         recovery.recovery([0.0, 1.0], [-np.inf, -np.inf])

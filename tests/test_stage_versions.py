@@ -28,8 +28,8 @@ PINNED_ON = {"python": "3.11.7", "machine": "x86_64", "torch": "2.14.1+cu130", "
 PINNED = {
     "autoencoder/a60e78635ada3019": ("AutoencoderConfig", 1, "37bfdefeda1cf4136d86c9623ed647095341201517757af5259bd7af6670e985"),
     "contrastive/c1bfab4d8255629e": ("ContrastiveConfig", 1, "528dabbad24e9587731d5ac635ac0b7a7d6305baf4da387b408a201a801f88a6"),
-    "density_ratio/11d6cf4b9b64cf99": ("DensityRatioConfig", 3, "34e9dd157f56beabc6bfe0adbac0610700b5c682753527d29179fd43be25bde8"),
-    "density_ratio/5de1bdd9db48bc01": ("DensityRatioConfig", 3, "33ddc6ff5912260529b122b95d7c461d637c03b2fa80616a3ecfba8a73a5bf8b"),
+    "density_ratio/15b27a135be61606": ("DensityRatioConfig", 4, "465e1c3ecf066fa4a2ffe32de3a4764a752a057f6f679da68491e4f3c44e41ad"),
+    "density_ratio/7611db969dd2d2c1": ("DensityRatioConfig", 4, "02784a1ff0b47367251cec35abe93f23120f48c65c280a6e54e94b604de38cad"),
     "domain_classifier/7a8a24f22b84a844": ("DomainClassifierConfig", 1, "6ed9ea76b4e7188efc17d28fad4773e4baa3f39960300d1f108eb9e086d8f897"),
     "features/00567431dcbb219f": ("ExtractConfig", 2, "d0804bd4cadf84d2d1cb61c4c243590a0fb4882bcd503ea1e0aaf9824424f542"),
     "features/1849ea63995fd7f6": ("ExtractConfig", 2, "d2e401c7edc94854977a42b2de8a2de361bc078c934cd137e0fa2029a4ae3db5"),
@@ -40,9 +40,9 @@ PINNED = {
     "features/d6020d1082a11cbe": ("ExtractConfig", 2, "281d836edc5750a887f01be28cd643148ae578f961b731199100feb2ce0a821e"),
     "generate/05f7f73863261aa2": ("GenerateConfig", 2, "6def56cccd6dd774f03e55898dabf1870c8bce45ac1a523de511aba1a03d0780"),
     "generate/76476c076fd058ee": ("GenerateConfig", 2, "c0413aba9096db1814bf1b42b0f6db1ad90fbe80a068a3850b351e66c62e4e0d"),
-    "quality/643f8996195820c3": ("QualityConfig", 1, "fb2f20b17339a425f2df8564d787202a35793fd9390231b1a4aa3cf90d75a3f2"),
-    "resample/8105bffbcb08d452": ("ResampleConfig", 2, "51fe98a16c1e1ce4e7bb8aa361431f48a18a3c5e4f62609b6d120f38ba12e784"),
-    "resample/b318990349a2a098": ("ResampleConfig", 2, "5933a5dfe4563e608dd328139498a6705a27809e3c47460576db69558fbd6e79"),
+    "quality/172136289325e131": ("QualityConfig", 1, "d82fec97b75f403f1f98f6a452fb3c4a38556a87ae450c162a96b87c7beeb4ba"),
+    "resample/9dc215d70b16734f": ("ResampleConfig", 2, "9374f07fc9f9b13bde2c1223eb6c17ddfb0d99786ec409dfb62a34b5ad4dd928"),
+    "resample/bd429ac0f211e767": ("ResampleConfig", 2, "6292a239ef0d1959aefd79423a4023620ef8176fe395503212d62501764a5553"),
     "train_generator/11601aea3d43a667": ("TrainGeneratorConfig", 3, "17d46fd23b6b3abf2ab033467004fabad3367c0fa902aa1f26dff74749891041"),
     "train_generator/94b08eab43594119": ("TrainGeneratorConfig", 3, "887b3ecea35f7965dfc77bb2ac6d5ba989377e8070c69d6874d2e5f713cf765e"),
 }

@@ -10,6 +10,7 @@ import stage_digests
 from raydgm import recovery
 from raydgm.config import TrackingConfig
 from raydgm.pipeline import report, tables
+from raydgm.pipeline import truth as known
 from raydgm.pipeline.stages import load_data, run_pipeline
 from raydgm.pipeline.store import ArtifactStore
 
@@ -60,6 +61,10 @@ def test_the_density_ratio_report_scores_the_held_out_weights(contaminated):
     undefined = [k for k, v in expected.items() if v != v]        # NaN: the copies' truth is one value
     assert sorted(undefined) == ["pearson", "slope", "spearman", "spearman_max"] and all(rep[k] is None for k in undefined)
     assert "spearman_class_counts" in rep and rep["spearman_class_counts"] is None   # one truth: no ranks
+    spread = recovery.within_class(weights["log_weight"], truth["true_log_weight"], truth["true_class"])
+    assert rep["within_class_sd"] == pytest.approx(spread["within_class_sd"]) and rep["within_class_sd"] > 0
+    assert all(rep[k] is None for k in ("spearman_class_means", "rank_noise_tolerance", "spearman_features",
+                                        "class_probe_accuracy"))
     assert {k: rep[k] for k in expected if k not in undefined} == pytest.approx(
         {k: v for k, v in expected.items() if k not in undefined})
     junk = truth["true_class"] == -1
@@ -69,6 +74,27 @@ def test_the_density_ratio_report_scores_the_held_out_weights(contaminated):
     points = json.loads(arts["density_ratio"].file("truth_scatter.json").read_text())
     assert len(points["log_weight"]) == len(junk) and points["true_log_weight"].count(None) == junk.sum()
     assert arts["density_ratio"].file("truth_scatter.png").stat().st_size > 5000
+
+
+def test_the_feature_ceiling_is_perfect_on_class_indicators_and_chance_on_noise():
+    """Features that are the class (one-hot, junk its own class): the probe's posteriors are
+    the same for every row of a class in a fold and favour it, so the estimate orders the
+    classes as the truth does: at least the ceiling under ties (``spearman_max``; the folds'
+    probes differ a little, which breaks some ties), accuracy 1. Features of pure noise hold
+    no class: accuracy near chance, rank near 0. One fold or a constant truth: NaN."""
+    rng = np.random.default_rng(0)
+    classes = rng.integers(-1, 3, 2000)
+    with np.errstate(divide="ignore"):
+        truth = np.log(np.array([0.5, 1.0, 2.0, 0.0])[classes])      # class -1 (junk) -> w = 0
+    folds = np.arange(2000) % 5
+    onehot = np.eye(4)[classes + 1]
+    out = known.feature_ceiling(onehot, truth, classes, folds)
+    ceiling = recovery.recovery(truth[classes >= 0] + folds[classes >= 0] * 1e-9, truth[classes >= 0])["spearman_max"]
+    assert ceiling - 1e-12 <= out["spearman_features"] <= 1.0 and out["class_probe_accuracy"] == 1.0
+    noise = known.feature_ceiling(rng.standard_normal((2000, 4)), truth, classes, folds)
+    assert abs(noise["spearman_features"]) < 0.1 and noise["class_probe_accuracy"] < 0.35
+    for args in ((onehot, truth, classes, np.zeros(2000, int)), (onehot, np.zeros(2000), classes, folds)):
+        assert all(v != v for v in known.feature_ceiling(*args).values())
 
 
 def test_the_resample_summary_scores_sir_by_hand(contaminated):

@@ -273,7 +273,9 @@ class DensityRatioConfig(Config):
     STAGE: ClassVar[str] = "density_ratio"
     # 2: samples equal to a real train image share its fold (group_copies); truth scored in report.json
     # 3: report.json's truth gives spearman_class_counts
-    VERSION: ClassVar[int] = 3
+    # 4: ... and what limits the rank: within_class_sd, spearman_class_means, rank_noise_tolerance,
+    #    spearman_features, class_probe_accuracy
+    VERSION: ClassVar[int] = 4
     features: Extractor = "contrastive"      # the classifier's input features: label-free by default
     folds: int = Field(5, ge=1)              # cross-fitting folds; 1: a single split
     hidden_units: int = Field(1000, ge=1)    # the paper's one hidden layer of 1,000 units

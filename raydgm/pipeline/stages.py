@@ -274,7 +274,8 @@ def fit_density_ratio(dr_cfg: DensityRatioConfig, samples: Artifact, featurizer:
             model.save(out / "classifier" / f"fold-{k}")
         rep = report.to_dict()
         truth = known.score_weights(out, rep, samples.file("samples"), ids, log_w, split != "train",
-                                    featurizer.dataset.split("train")[1], featurizer.dataset.num_classes)
+                                    featurizer.dataset.split("train")[1], featurizer.dataset.num_classes,
+                                    gen, fold if dr_cfg.folds > 1 else None)
         (out / "report.json").write_text(json.dumps(rep, indent=2))
         return {"weights": tables.write_weights(out / "weights.parquet", ids, logit, log_w, split, fold, truth)}
     return featurizer.store.run(dr_cfg.STAGE, dr_cfg, write,

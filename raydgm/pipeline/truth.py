@@ -7,7 +7,10 @@ Samples of a known-bias generator carry ``true_log_weight`` and ``true_class``
   equal share a group id, so that cross-fitting never weights a copy of a real image with a
   classifier that trained on that image (``density_ratio.share_groups``). Labels play no part.
 - ``weights_report``: the density-ratio stage's recovery numbers (``raydgm.recovery.recovery``)
-  on the held-out rows, with the data's class mix that later stages score against.
+  on the held-out rows, with the data's class mix that later stages score against, and what
+  limits the rank: the estimate's spread within a class (``recovery.within_class``), the
+  per-row error the rank target tolerates (``recovery.noise_tolerance``) and what the
+  features allow (``feature_ceiling``).
 - ``sir_report``: the resample stage's class-mix TV and junk share, before SIR and after it
   at alpha = 1 (the raw weights), at the used weights (the stage's alpha) and with the true
   weights (the finite-pool floor), in expectation (p_i = w_i / sum w) and as drawn.
@@ -28,6 +31,7 @@ from raydgm.density_ratio import Groups
 from raydgm.pipeline import tables
 
 SCATTER = "truth_scatter"
+RANK_TARGET = 0.9   # the rank correlation the known-bias weights are asked to reach
 
 
 def copy_groups(real_images: np.ndarray, gen_images: np.ndarray) -> Groups:
@@ -50,26 +54,68 @@ def aligned(truth: dict[str, np.ndarray], sample_ids: np.ndarray) -> dict[str, n
 
 
 def weights_report(truth: dict[str, np.ndarray], log_w: np.ndarray, held_out: np.ndarray,
-                   data_labels: np.ndarray, num_classes: int) -> dict[str, Any]:
+                   data_labels: np.ndarray, num_classes: int, features: np.ndarray | None = None,
+                   folds: np.ndarray | None = None) -> dict[str, Any]:
     """``recovery.recovery`` of the held-out rows' log-weights, plus ``spearman_class_counts``
     (``recovery.class_count_spearman``: what weights read off the held-out pool's class
-    counts reach) and ``data_class_mix`` (K,): the real train split's class mix (what SIR
-    should restore)."""
-    true_log_w = truth["true_log_weight"][held_out]
+    counts reach), ``within_class_sd`` and ``spearman_class_means`` (``recovery.within_class``),
+    ``rank_noise_tolerance`` (``recovery.noise_tolerance`` at ``RANK_TARGET``),
+    ``spearman_features`` and ``class_probe_accuracy`` (``feature_ceiling``, given the rows'
+    ``features`` and cross-fitting ``folds``) and ``data_class_mix`` (K,): the real train
+    split's class mix (what SIR should restore)."""
+    true_log_w, classes = truth["true_log_weight"][held_out], truth["true_class"][held_out]
     out = recovery.recovery(log_w[held_out], true_log_w)
     data_mix = recovery.class_mix(np.asarray(data_labels), num_classes)
-    out["spearman_class_counts"] = recovery.class_count_spearman(true_log_w, truth["true_class"][held_out], data_mix)
+    out["spearman_class_counts"] = recovery.class_count_spearman(true_log_w, classes, data_mix)
+    out |= recovery.within_class(log_w[held_out], true_log_w, classes)
+    out["rank_noise_tolerance"] = recovery.noise_tolerance(true_log_w, RANK_TARGET)
+    if features is not None and folds is not None:
+        out |= feature_ceiling(features[held_out], true_log_w, classes, folds[held_out])
     out["data_class_mix"] = data_mix.tolist()
     return _json_safe(out)
 
 
+def feature_ceiling(features: np.ndarray, true_log_w: np.ndarray, classes: np.ndarray,
+                    folds: np.ndarray) -> dict[str, float]:
+    """What the weighting's features allow a class-level estimate to reach (a diagnosis: it
+    uses the labels, which the weights never see). A multinomial logistic probe, cross-fitted
+    over the density ratio's ``folds`` (so copies of an image stay on one side), gives each
+    row's class posterior p(y | x) (junk, class -1, as a class of its own); the estimate is
+    log sum_y p(y | x) w*(y), with w*(y) the median true weight of class y (0 for junk).
+    ``spearman_features``: its Spearman with the finite truth; ``class_probe_accuracy``.
+    Both NaN when the finite truth is constant (nothing to rank) or there is one fold."""
+    from scipy.special import logsumexp
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
+    real = np.isfinite(true_log_w)
+    if real.sum() < 2 or np.ptp(true_log_w[real]) == 0 or np.unique(folds).size < 2:
+        return {"spearman_features": math.nan, "class_probe_accuracy": math.nan}
+    labels, y = np.unique(classes, return_inverse=True)
+    class_log_w = np.array([np.median(true_log_w[classes == c]) if c != recovery.JUNK else -np.inf
+                            for c in labels])
+    posterior = np.zeros((len(y), labels.size))
+    x = np.asarray(features, dtype=np.float64)
+    with threadpool_limits(1):         # one BLAS thread: the same bytes on any machine size
+        for k in np.unique(folds):
+            train, test = folds != k, folds == k
+            mean, std = x[train].mean(0), x[train].std(0) + 1e-12
+            probe = LogisticRegression(max_iter=1000).fit((x[train] - mean) / std, y[train])
+            posterior[np.ix_(test, probe.classes_)] = probe.predict_proba((x[test] - mean) / std)
+    with np.errstate(divide="ignore"):
+        estimate = logsumexp(np.log(posterior) + class_log_w, axis=1)
+    return {"spearman_features": recovery.recovery(estimate[real], true_log_w[real])["spearman"],
+            "class_probe_accuracy": float((posterior.argmax(1) == y).mean())}
+
+
 def score_weights(out: Path, report: dict[str, Any], samples_dir: Path, ids: np.ndarray, log_w: np.ndarray,
-                  held_out: np.ndarray, data_labels: np.ndarray, num_classes: int) -> dict[str, np.ndarray] | None:
+                  held_out: np.ndarray, data_labels: np.ndarray, num_classes: int,
+                  features: np.ndarray | None = None, folds: np.ndarray | None = None) -> dict[str, np.ndarray] | None:
     """The density-ratio stage's truth: the samples' truth columns (None without them), with
     ``report["truth"]`` (``weights_report``) set and ``out/truth_scatter.png`` drawn."""
     truth = tables.read_truth(samples_dir)
     if truth is not None:
-        report["truth"] = weights_report(aligned(truth, ids), log_w, held_out, data_labels, num_classes)
+        report["truth"] = weights_report(aligned(truth, ids), log_w, held_out, data_labels, num_classes,
+                                         features, folds)
         scatter(out, truth["true_log_weight"][held_out], log_w[held_out], report["truth"])
     return truth
 
@@ -131,6 +177,11 @@ def describe(weights: dict[str, Any], sir: dict[str, Any] | None, alpha: float |
              f"slope {_fmt(weights['slope'])} on {weights['real_rows']} real copies; ESS "
              f"{weights['ess_estimated']:.1f} estimated vs {weights['ess_true']:.1f} true "
              f"(ratio {weights['ess_ratio']:.3f})"]
+    if weights.get("spearman_class_means") is not None:
+        lines.append(f"- what limits the rank: log w spreads {_fmt(weights['within_class_sd'])} (sd) within a "
+                     f"class, where rank >= {RANK_TARGET} tolerates {_fmt(weights['rank_noise_tolerance'])}; "
+                     f"its class means rank {_fmt(weights['spearman_class_means'])}; a class probe on these "
+                     f"features (labels: diagnosis only) reaches {_fmt(weights.get('spearman_features'))}")
     if weights["junk_rows"]:
         lines.append(f"- junk: {weights['junk_rows']} rows, AUC real vs junk {_fmt(weights['junk_auc'])}, "
                      f"weight share {weights['junk_weight_share']:.4f}")
