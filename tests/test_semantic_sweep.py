@@ -246,14 +246,16 @@ def test_smoke_sweep_logs_parent_trials_and_stages_to_mlflow(smoke_sweep):
 # feature keys and every generated set's; density_ratio v3 (spearman_class_counts) those of
 # density_ratio and the stages after it; the contrastive extractor as the default weighting
 # features (issue 22, chosen on the known_bias_validation generators) replaced the autoencoder's
-# keys by its own and changed the density_ratio keys and those after them.
+# keys by its own and changed the density_ratio keys and those after them; density_ratio v4
+# (what limits the rank: within-class spread, noise tolerance, feature ceiling) those of
+# density_ratio and the stages after it again.
 REAL_KEYS = {"contrastive/97b0795f48be6f66", "domain_classifier/e92c6f8625fecfc3", "features/159dc2863c5086bc",
              "features/4f5acaf500deeed1", "features/cb53e9b3c59edd98"}
 # the two generators' pipelines, 7 keys each
-GENERATOR_KEYS = {"density_ratio/a07c658163dcafe3", "density_ratio/daea4bc38c26cd98", "features/3b64663b591d1733",
+GENERATOR_KEYS = {"density_ratio/05e232f6a86adb08", "density_ratio/7d978cd417c0bbdb", "features/3b64663b591d1733",
                   "features/678554668945d17f", "features/09d2977c33a21e02", "features/72926f0e8351a11d",
-                  "generate/06964a167260d978", "generate/4e42531ef0be9008", "quality/620713f49b5488c6",
-                  "quality/e58282d5b0756ce4", "resample/366d525e521debe3", "resample/811dbcc0f75c6ba4",
+                  "generate/06964a167260d978", "generate/4e42531ef0be9008", "quality/29e2da06dc6a5792",
+                  "quality/4d802a707070b7b5", "resample/4e3a371ab6e71bc5", "resample/8ef1fe0ba4021fc3",
                   "train_generator/101d6d47d2d204a6", "train_generator/dbac65e984c3a67d"}
 SMOKE_KEYS = REAL_KEYS | GENERATOR_KEYS
 
