@@ -25,8 +25,8 @@ well estimated log-weights log w recover them:
 - ``noise_tolerance``: the largest per-row error a rank target leaves room for: the standard
   deviation s at which the truth plus s z (z seeded standard normal draws, one per row)
   still reaches the target Spearman with the truth. A truth whose classes lie close together
-  tolerates little; one above which no estimate can rise (``spearman_max`` below the
-  target) tolerates none.
+  tolerates little; one whose ties cap every untied estimate below the target
+  (``spearman_max``) tolerates none.
 - ``sir_effect``: what sampling-importance-resampling with probabilities p_i = w_i / sum_j w_j
   (or with observed draw counts) does to the class mix and the junk share: the class mix of
   the drawn real copies, sum_{i real, y_i = k} p_i / sum_{i real} p_i, against the data's
@@ -208,10 +208,11 @@ def within_class(log_weights: Any, true_log_weights: Any, true_classes: Any) -> 
 def noise_tolerance(true_log_weights: Any, target: float, seed: int = 0, tol: float = 1e-3) -> float:
     """The largest s with Spearman(t, t + s z) >= ``target`` over the rows with a finite truth
     t (z: standard normal draws of ``seed``, the same for every s), to a relative ``tol``, by
-    bisection on log(s / sd(t)) in [1e-6, 1e3] (inf when even the top reaches ``target``). 0 when even s = 1e-6 (ties broken at random) falls
-    below ``target``; NaN when the finite truth is constant. For a continuous Gaussian truth
-    the answer is sqrt(1 / rho^2 - 1) with rho = 2 sin(pi target / 6) (Spearman of a
-    bivariate normal: 6 / pi arcsin(rho / 2))."""
+    bisection on s / sd(t) in [1e-6, 1e3] (log scale). 0 when s = 1e-6 sd(t), which only
+    breaks the truth's ties at random, already falls below ``target``; inf when s = 1e3 sd(t)
+    still reaches it; NaN when the finite truth is constant. For a Gaussian truth the answer
+    is sd(t) sqrt(1 / rho^2 - 1) with rho = 2 sin(pi target / 6) (the Spearman of a bivariate
+    normal is 6 / pi arcsin(rho / 2))."""
     if not 0.0 < target < 1.0:
         raise ValueError(f"target must lie in (0, 1), got {target}")
     truth = _vector(true_log_weights, "true_log_weights")
