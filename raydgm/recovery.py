@@ -161,6 +161,18 @@ def recovery(log_weights: Any, true_log_weights: Any) -> dict[str, float]:
     return out
 
 
+def _finite_truth_classes(truth: np.ndarray, true_classes: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(the rows of ``truth`` with a finite true weight, bool (N,); their classes): checks that
+    ``true_classes`` is an integer array shaped like ``truth`` and that no such row is junk."""
+    y = np.asarray(true_classes)
+    if y.shape != truth.shape or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"true_classes must be an integer array of shape {truth.shape}, got {y.dtype} {y.shape}")
+    real = np.isfinite(truth)
+    if (y[real] == JUNK).any():
+        raise ValueError("a row with a finite true weight has the junk class -1")
+    return real, y[real]
+
+
 def class_count_spearman(true_log_weights: Any, true_classes: Any, data_mix: Any) -> float:
     """Spearman, over the rows with a finite truth, of ``true_log_weights`` (N,) with the
     class-count weights log ``data_mix``[y] - log pool_mix(y), pool_mix the class mix of
@@ -168,13 +180,8 @@ def class_count_spearman(true_log_weights: Any, true_classes: Any, data_mix: Any
     side is constant there."""
     data_mix = _distribution(data_mix, "data_mix")
     truth = _vector(true_log_weights, "true_log_weights")
-    y = np.asarray(true_classes)
-    if y.shape != truth.shape:
-        raise ValueError(f"true_classes has shape {y.shape}, true_log_weights {truth.shape}")
-    real = np.isfinite(truth)
-    y, x = y[real], truth[real]
-    if (y == JUNK).any():
-        raise ValueError("a row with a finite true weight has the junk class -1")
+    real, y = _finite_truth_classes(truth, true_classes)
+    x = truth[real]
     if y.size == 0:
         return math.nan
     estimate = np.log(data_mix[y]) - np.log(class_mix(y, data_mix.size)[y])
@@ -189,15 +196,10 @@ def within_class(log_weights: Any, true_log_weights: Any, true_classes: Any) -> 
     ``true_log_weights`` (N,) with m_{y_i} (NaN when either side is constant there)."""
     lw = _vector(log_weights, "log_weights")
     truth = _vector(true_log_weights, "true_log_weights", lw.size)
-    y = np.asarray(true_classes)
-    if y.shape != lw.shape or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"true_classes must be an integer array of shape {lw.shape}, got {y.dtype} {y.shape}")
-    real = np.isfinite(truth)
-    if (y[real] == JUNK).any():
-        raise ValueError("a row with a finite true weight has the junk class -1")
+    real, y = _finite_truth_classes(truth, true_classes)
     if not real.any():
         return {"within_class_sd": math.nan, "spearman_class_means": math.nan}
-    y, x, est = y[real], truth[real], lw[real]
+    x, est = truth[real], lw[real]
     _, group = np.unique(y, return_inverse=True)
     means = (np.bincount(group, est) / np.bincount(group))[group]
     varies = x.min() < x.max() and means.min() < means.max()
